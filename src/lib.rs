@@ -1,1 +1,36 @@
+//! oxfcgi: a FastCGI 1.0 server for Python WSGI applications.
+//!
+//! - [`protocol`]: the wire format (no I/O, no pyo3).
+//! - [`server`]: sockets, connections, admission, shutdown (no pyo3).
+//! - [`cgi`]: CGI/1.1 variable fix-ups (no pyo3).
+//! - `wsgi` (feature `python`): PEP 3333 and the Python module `oxfcgi._oxfcgi`.
+
+pub mod cgi;
 pub mod protocol;
+pub mod server;
+
+#[cfg(feature = "python")]
+mod wsgi;
+
+#[cfg(feature = "python")]
+#[pyo3::pymodule]
+mod _oxfcgi {
+    #[pymodule_export]
+    use crate::wsgi::error::BindError;
+    #[pymodule_export]
+    use crate::wsgi::errors::ErrorStream;
+    #[pymodule_export]
+    use crate::wsgi::filewrapper::FileWrapper;
+    #[pymodule_export]
+    use crate::wsgi::input::InputStream;
+    #[pymodule_export]
+    use crate::wsgi::response::{StartResponse, Write};
+    #[pymodule_export]
+    use crate::wsgi::Server;
+
+    #[pymodule_init]
+    fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
+        use pyo3::types::PyModuleMethods;
+        m.add("__version__", env!("CARGO_PKG_VERSION"))
+    }
+}

@@ -1,0 +1,202 @@
+"""oxfcgi: a FastCGI server for WSGI applications, with a Rust engine.
+
+Two ways in::
+
+    from oxfcgi import run
+    run(app)                                  # started by mod_fcgid, lighttpd, spawn-fcgi, systemd
+    run(app, bind="unix:/run/app.sock")      # or behind nginx / Apache mod_proxy_fcgi
+
+    from oxfcgi import WSGIServer             # flup's API: change only the import
+    WSGIServer(app, bindAddress="/run/app.sock").run()
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Iterable, Mapping
+
+from . import _loader
+from ._bind import parse_bind
+from ._cgi import force_cgi_requested, serve_cgi
+from ._logsetup import ensure_handler
+from ._oxfcgi import BindError, FileWrapper, InputStream, Server, __version__
+
+__all__ = [
+    "run",
+    "WSGIServer",
+    "BindError",
+    "FileWrapper",
+    "InputStream",
+    "Server",
+    "FCGI_RESPONDER",
+    "FCGI_AUTHORIZER",
+    "FCGI_FILTER",
+    "__version__",
+]
+
+# Roles, as in flup.server.fcgi_base and the FastCGI spec §6.
+FCGI_RESPONDER = 1
+FCGI_AUTHORIZER = 2
+FCGI_FILTER = 3
+
+_ROLE_NAMES = {"responder": FCGI_RESPONDER, "authorizer": FCGI_AUTHORIZER, "filter": FCGI_FILTER}
+
+#: Settings ``run()`` takes, with their defaults.
+DEFAULTS: dict[str, Any] = {
+    "threads": 4,
+    "multiplexed": False,
+    "max_conns": 1024,
+    "max_reqs": None,
+    "roles": (FCGI_RESPONDER,),
+    "max_params_size": 1 << 20,
+    "graceful_timeout": 30.0,
+    "socket_mode": 0o660,
+    "umask": None,
+    "environ": None,
+    "multithread": None,
+    "multiprocess": False,
+    "debug": False,
+    "force_cgi": False,
+}
+
+
+def _roles(roles: Iterable[int | str] | int | str) -> list[int]:
+    if isinstance(roles, (int, str)):
+        roles = [roles]
+    out = []
+    for role in roles:
+        if isinstance(role, str):
+            key = role.strip().lower().removeprefix("fcgi_")
+            if key not in _ROLE_NAMES:
+                raise ValueError(f"unknown FastCGI role {role!r}; use responder, authorizer or filter")
+            out.append(_ROLE_NAMES[key])
+        elif role in _ROLE_NAMES.values():
+            out.append(int(role))
+        else:
+            raise ValueError(f"unknown FastCGI role {role!r}; use FCGI_RESPONDER (1), FCGI_AUTHORIZER (2) or FCGI_FILTER (3)")
+    return out
+
+
+def make_server(app: Callable, bind: Any = None, **options: Any) -> Server:
+    """Build a :class:`Server` without starting it; ``run()`` takes the same arguments.
+
+    Raises ``TypeError`` for an unknown option or a non-callable app and
+    ``ValueError`` for a bad value (bind address, role, limit).
+    """
+    unknown = set(options) - set(DEFAULTS)
+    if unknown:
+        raise TypeError(f"run() got unknown option(s) {', '.join(sorted(unknown))}; known: {', '.join(DEFAULTS)}")
+    if not callable(app):
+        raise TypeError(f"the WSGI application must be callable, got {type(app).__name__}")
+    settings = {**DEFAULTS, **options}
+    settings.pop("force_cgi")
+    environ = settings.pop("environ")
+    if environ is not None and not isinstance(environ, dict):
+        environ = dict(environ)
+    return Server(app, parse_bind(bind), roles=_roles(settings.pop("roles")), environ=environ, **settings)
+
+
+def run(app: Callable, bind: Any = None, **options: Any) -> bool:
+    """Serve ``app`` (a PEP 3333 WSGI callable) over FastCGI until stopped.
+
+    ``bind``: where to listen. ``None`` (default) means the process was
+    started by a FastCGI process manager: systemd socket activation
+    (``LISTEN_FDS``), else fd 0 when it is a listening socket (spec §2.2,
+    ``FCGI_LISTENSOCK_FILENO``: Apache mod_fcgid, lighttpd ``bin-path``,
+    spawn-fcgi); otherwise ``BindError`` says how to start it. Or a unix
+    socket (``"unix:/run/app.sock"``, ``"/run/app.sock"``, a ``pathlib.Path``),
+    TCP (``"127.0.0.1:9000"``, ``"[::1]:9000"``, ``("127.0.0.1", 9000)``) or an
+    fd (``3``, ``"fd:3"``).
+
+    Options (defaults in brackets):
+
+    - ``threads`` [4]: Python threads running requests. An idle kept-open
+      connection holds none.
+    - ``multiplexed`` [False]: accept concurrent requests on one connection
+      (``FCGI_MPXS_CONNS``).
+    - ``max_conns`` [1024]: connections at once (``FCGI_MAX_CONNS``).
+    - ``max_reqs`` [``max(4 * threads, 16)``]: requests in flight
+      (``FCGI_MAX_REQS``); over it a multiplexed request gets
+      ``FCGI_OVERLOADED``, others wait.
+    - ``roles`` [``(FCGI_RESPONDER,)``]: roles accepted (ints or names);
+      others get ``FCGI_UNKNOWN_ROLE``.
+    - ``max_params_size`` [1 MiB]: bytes of FCGI_PARAMS per request; more
+      closes the connection with a log line.
+    - ``graceful_timeout`` [30.0 s]: after SIGTERM/SIGINT, how long requests
+      in flight may take.
+    - ``socket_mode`` [0o660]: permissions of a unix socket file.
+    - ``umask`` [None]: umask around binding a unix socket (flup).
+    - ``environ`` [None]: a dict merged into every request's environ,
+      overriding params (flup).
+    - ``multithread`` [``threads > 1``], ``multiprocess`` [False]: the
+      ``wsgi.multithread``/``wsgi.multiprocess`` values.
+    - ``debug`` [False]: tracebacks in 500 pages.
+    - ``force_cgi`` [False]: serve one CGI request from the environment and
+      stdin/stdout instead (also ``FCGI_FORCE_CGI=Y``, as in flup).
+
+    Returns True when stopped by SIGHUP (so the caller can reload, flup's
+    contract) and False for SIGTERM, SIGINT or SIGQUIT. Signal handlers are
+    installed for the duration of the call and restored after, so ``run()``
+    also works from a non-main thread. Logs go to the ``oxfcgi`` logger
+    (stderr by default). Raises ``BindError`` (an ``OSError``) when it cannot
+    listen.
+    """
+    _loader.intercept(app)
+    if force_cgi_requested(options.get("force_cgi", False)):
+        serve_cgi(app, options.get("environ"))
+        return False
+    server = make_server(app, bind, **options)
+    ensure_handler()
+    return server.serve()
+
+
+class WSGIServer:
+    """flup's ``flup.server.fcgi.WSGIServer`` (threaded), on the oxfcgi engine.
+
+    ``WSGIServer(application, environ=None, multithreaded=True,
+    multiprocess=False, bindAddress=None, umask=None, multiplexed=False,
+    debug=False, roles=(FCGI_RESPONDER,), forceCGI=False, **kw)``
+
+    Arguments mean what they mean in flup 1.0.3. ``kw`` takes flup's thread
+    pool arguments ``minSpare``, ``maxSpare`` (accepted, no effect: the pool
+    is fixed) and ``maxThreads`` (the number of threads, capped at 64; flup's
+    default is unlimited, ours is 4), plus any :func:`run` option by its
+    name (``threads``, ``graceful_timeout``, ``socket_mode``, …). ``jobClass``
+    and ``jobArgs`` are dropped, as flup does. Anything else raises
+    ``TypeError``, as flup does. ``multithreaded=False`` means one thread.
+    """
+
+    _flavour_kw: frozenset[str] = frozenset({"minSpare", "maxSpare", "maxThreads"})
+    _dropped_kw: frozenset[str] = frozenset({"jobClass", "jobArgs"})
+
+    def __init__(self, application: Callable, environ: Mapping | None = None, multithreaded: bool = True,
+                 multiprocess: bool = False, bindAddress: Any = None, umask: int | None = None,
+                 multiplexed: bool = False, debug: bool = False, roles: Iterable[int] = (FCGI_RESPONDER,),
+                 forceCGI: bool = False, **kw: Any):
+        self.application = application
+        self.environ = dict(environ or {})
+        self.bindAddress = bindAddress
+        self.forceCGI = forceCGI
+        options = self._options(kw)
+        options.setdefault("multithread", bool(multithreaded))
+        options.setdefault("multiprocess", bool(multiprocess))
+        if not multithreaded:
+            options["threads"] = 1
+        options.update(umask=umask, multiplexed=multiplexed, debug=debug, roles=tuple(roles))
+        self.options = options
+        # Validate now, like flup's constructor does.
+        make_server(application, bindAddress, environ=self.environ or None, **options)
+
+    def _options(self, kw: dict) -> dict:
+        unknown = set(kw) - self._flavour_kw - self._dropped_kw - set(DEFAULTS)
+        if unknown:
+            raise TypeError(f"{type(self).__module__}.WSGIServer() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+        options = {k: v for k, v in kw.items() if k in DEFAULTS}
+        max_threads = kw.get("maxThreads")
+        if max_threads is not None and "threads" not in options:
+            options["threads"] = max(1, min(int(max_threads), 64))
+        return options
+
+    def run(self) -> bool:
+        """Serve until a signal; True on SIGHUP, False on SIGINT/SIGTERM (flup's contract)."""
+        return run(self.application, self.bindAddress, environ=self.environ or None,
+                   force_cgi=self.forceCGI, **self.options)

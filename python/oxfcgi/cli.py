@@ -1,0 +1,356 @@
+"""The ``oxfcgi`` command (also ``python -m oxfcgi``).
+
+    oxfcgi serve TARGET [--bind ADDR] [--threads N] ...   serve a WSGI app over FastCGI
+    oxfcgi request ADDR [PATH] [-X METHOD] [-H 'N: v'] ...  send one FastCGI request
+
+Exit status: ``serve`` 0 after a normal stop (SIGTERM/SIGINT/SIGHUP), 2 if the app cannot
+be loaded; ``request`` 0 for a 1xx-3xx response, 1 for 4xx/5xx, 2 on a connection or
+protocol error.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+__all__ = ["main", "build_parser"]
+
+ROLE_NAMES = ("responder", "authorizer", "filter")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _version() -> str:
+    try:
+        from oxfcgi import __version__
+        return str(__version__)
+    except Exception:
+        pass
+    try:
+        from importlib.metadata import version
+        return version("oxfcgi")
+    except Exception:
+        return "unknown"
+
+
+class _VersionAction(argparse.Action):
+    """--version without importing the engine until asked."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"oxfcgi {_version()} (Python {sys.version.split()[0]})")
+        parser.exit()
+
+
+# --- argument types ---------------------------------------------------------------------
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _octal(text: str) -> int:
+    try:
+        value = int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an octal number such as 660 or 0o660, got {text!r}") from None
+    if not 0 <= value <= 0o7777:
+        raise argparse.ArgumentTypeError(f"{text} is out of range 0..7777")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds (a number), got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 seconds, got {text}")
+    return value
+
+
+def _roles(text: str) -> tuple[str, ...]:
+    names = tuple(part.strip().lower() for part in text.split(",") if part.strip())
+    bad = [n for n in names if n not in ROLE_NAMES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown role(s) {', '.join(bad) or '(none)'}; choose from {','.join(ROLE_NAMES)}")
+    return tuple(dict.fromkeys(names))
+
+
+def _log_level(text: str) -> str:
+    level = text.upper()
+    if level not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(LOG_LEVELS)} (case-insensitive)")
+    return level
+
+
+# --- parser -----------------------------------------------------------------------------
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="oxfcgi",
+        description="A FastCGI server for Python WSGI applications, with a Rust engine.",
+        epilog="Run 'oxfcgi COMMAND --help' for the options of a command.",
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    # -- serve --
+    serve = sub.add_parser(
+        "serve", formatter_class=_Formatter,
+        help="serve a WSGI application over FastCGI",
+        description="Serve a WSGI application over FastCGI until SIGTERM, SIGINT or SIGHUP.",
+        epilog=(
+            "TARGET forms:\n"
+            "  package.module            the module's 'application', else its 'app'\n"
+            "  package.module:name       a named attribute (dotted names allowed)\n"
+            "  package.module:factory()  call a factory with no arguments\n"
+            "  path/to/app.fcgi, app.py  a script file; if it calls run(app) or\n"
+            "                            WSGIServer(app).run() while loading, that app is\n"
+            "                            taken and served with the options given here\n"
+            "\n"
+            "Options that are not given keep the defaults of oxfcgi.run().\n"
+            "Exit status: 0 after a normal stop, 2 if TARGET cannot be loaded."
+        ),
+    )
+    serve.add_argument("target", metavar="TARGET", help="the WSGI application (forms below)")
+    serve.add_argument("--bind", "-b", metavar="ADDR",
+                       help="where to listen: unix:/path, /abs/path (Unix socket), host:port, "
+                            "[::1]:port (TCP) or fd:N (an inherited listening socket). "
+                            "Default: the listening socket on fd 0, as web servers that spawn "
+                            "FastCGI processes provide (FCGI_LISTENSOCK_FILENO)")
+    serve.add_argument("--threads", "-t", type=_positive_int, metavar="N",
+                       help="Python worker threads, i.e. requests running the app at once "
+                            "(default: oxfcgi.run()'s)")
+    serve.add_argument("--multiplexed", action="store_true", default=None,
+                       help="accept several concurrent requests on one connection "
+                            "(FCGI_MPXS_CONNS=1; default: off, extra requests get FCGI_CANT_MPX_CONN)")
+    serve.add_argument("--max-conns", type=_positive_int, metavar="N",
+                       help="most connections open at once; reported as FCGI_MAX_CONNS")
+    serve.add_argument("--max-reqs", type=_positive_int, metavar="N",
+                       help="most requests in flight at once; reported as FCGI_MAX_REQS")
+    serve.add_argument("--roles", type=_roles, metavar="LIST",
+                       help="comma-separated FastCGI roles to accept: responder, authorizer, "
+                            "filter (default: responder); others get FCGI_UNKNOWN_ROLE")
+    serve.add_argument("--debug", action="store_true", default=None,
+                       help="show tracebacks in the 500 page (never in production; default: off)")
+    serve.add_argument("--socket-mode", type=_octal, metavar="OCTAL",
+                       help="permissions of a Unix socket file, e.g. 660 (default: from --umask)")
+    serve.add_argument("--umask", type=_octal, metavar="OCTAL",
+                       help="umask applied while creating a Unix socket, e.g. 007 "
+                            "(default: the process umask)")
+    serve.add_argument("--graceful-timeout", type=_seconds, metavar="SECONDS",
+                       help="on SIGTERM/SIGINT/SIGHUP, wait at most this many seconds for "
+                            "requests in flight before exiting (default: oxfcgi.run()'s)")
+    serve.add_argument("--max-params-size", type=_positive_int, metavar="BYTES",
+                       help="largest FCGI_PARAMS stream of one request, in bytes; a larger "
+                            "one closes the connection (default: oxfcgi.run()'s)")
+    serve.add_argument("--log-level", type=_log_level, default="INFO", metavar="LEVEL",
+                       help=f"level of the 'oxfcgi' logger on stderr: {', '.join(LOG_LEVELS)} "
+                            "(default: INFO)")
+    serve.set_defaults(func=cmd_serve)
+
+    # -- request --
+    req = sub.add_parser(
+        "request", formatter_class=_Formatter,
+        help="send one FastCGI request and print the response (like cgi-fcgi)",
+        description="Send one request to a FastCGI server and print the response body.",
+        epilog=(
+            "Examples:\n"
+            "  oxfcgi request unix:/run/app.sock /health\n"
+            "  oxfcgi request 127.0.0.1:9000 '/search?q=x' -i -H 'Accept: text/html'\n"
+            "  oxfcgi request /run/app.sock /upload --data @photo.jpg -H 'Content-Type: image/jpeg'\n"
+            "\n"
+            "The body goes to stdout, FCGI_STDERR to stderr. With -i, the status line and\n"
+            "headers come first.\n"
+            "Exit status: 0 for status 1xx-3xx, 1 for 4xx/5xx, 2 on a connection or protocol error."
+        ),
+    )
+    req.add_argument("address", metavar="ADDR",
+                     help="unix:/path, /abs/path, host:port or [::1]:port")
+    req.add_argument("path", metavar="PATH", nargs="?", default="/",
+                     help="request path, may include ?query (default: /)")
+    req.add_argument("-X", "--method", metavar="METHOD",
+                     help="request method (default: GET, or POST with --data)")
+    req.add_argument("-H", "--header", action="append", default=[], metavar="'Name: value'",
+                     help="add a request header (sent as HTTP_NAME); repeatable")
+    req.add_argument("-d", "--data", metavar="DATA",
+                     help="request body: text, @FILE to read a file, @- to read stdin; "
+                          "sets Content-Type: application/x-www-form-urlencoded unless -H gives one")
+    req.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                     help="set or override a FastCGI param (e.g. SCRIPT_NAME=/app); "
+                          "NAME without '=' removes it; repeatable")
+    req.add_argument("--script-name", default="", metavar="PREFIX",
+                     help="mount point: sent as SCRIPT_NAME and cut from PATH_INFO (default: empty)")
+    req.add_argument("--role", type=lambda t: _roles(t)[0], default="responder", metavar="ROLE",
+                     help="responder, authorizer or filter (default: responder)")
+    req.add_argument("--keep-conn", action="store_true",
+                     help="set FCGI_KEEP_CONN in BEGIN_REQUEST (the connection is closed afterwards anyway)")
+    req.add_argument("-i", "--include", action="store_true",
+                     help="print the status line and response headers before the body")
+    req.add_argument("--stderr", action=argparse.BooleanOptionalAction, default=True,
+                     help="copy the app's FCGI_STDERR stream to stderr (default: on)")
+    req.add_argument("-v", "--verbose", action="store_true",
+                     help="describe every record received, and the END_REQUEST statuses, on stderr")
+    req.add_argument("--timeout", type=_seconds, default=30.0, metavar="SECONDS",
+                     help="connect and read timeout in seconds (default: 30)")
+    req.set_defaults(func=cmd_request)
+    return parser
+
+
+# --- serve ------------------------------------------------------------------------------
+
+_RUN_OPTIONS = ("bind", "threads", "multiplexed", "max_conns", "max_reqs", "roles", "debug",
+                "socket_mode", "umask", "graceful_timeout", "max_params_size")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("oxfcgi").setLevel(level)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    _setup_logging(args.log_level)
+    from oxfcgi._loader import LoadError, load_app
+
+    try:
+        app = load_app(args.target)
+    except LoadError as e:
+        print(e, file=sys.stderr)
+        return 2
+    try:
+        from oxfcgi import run
+    except ImportError as e:
+        print(f"oxfcgi: the engine cannot be imported ({e}); reinstall oxfcgi", file=sys.stderr)
+        return 2
+    options = {name: getattr(args, name) for name in _RUN_OPTIONS if getattr(args, name) is not None}
+    try:
+        run(app, **options)
+    except KeyboardInterrupt:
+        pass
+    except OSError as e:
+        where = f" on {args.bind}" if args.bind else ""
+        print(f"oxfcgi: cannot serve{where}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# --- request ----------------------------------------------------------------------------
+
+def _read_data(spec: str) -> bytes:
+    if spec == "@-":
+        return sys.stdin.buffer.read()
+    if spec.startswith("@"):
+        with open(spec[1:], "rb") as f:
+            return f.read()
+    return spec.encode("utf-8")
+
+
+def cmd_request(args: argparse.Namespace) -> int:
+    from oxfcgi import client
+
+    err = sys.stderr
+    headers = []
+    for h in args.header:
+        name, colon, value = h.partition(":")
+        if not colon or not name.strip():
+            print(f"oxfcgi request: bad header {h!r}; expected 'Name: value'", file=err)
+            return 2
+        headers.append((name.strip(), value.strip()))
+    body = b""
+    if args.data is not None:
+        try:
+            body = _read_data(args.data)
+        except OSError as e:
+            print(f"oxfcgi request: cannot read {args.data[1:]}: {e.strerror}", file=err)
+            return 2
+        if not any(n.lower() == "content-type" for n, _ in headers):
+            headers.append(("Content-Type", "application/x-www-form-urlencoded"))
+    method = args.method or ("POST" if args.data is not None else "GET")
+    params: list[tuple[str, str | None]] = []
+    for p in args.param:
+        name, eq, value = p.partition("=")
+        params.append((name, value if eq else None))
+    role = {"responder": client.FCGI_RESPONDER, "authorizer": client.FCGI_AUTHORIZER,
+            "filter": client.FCGI_FILTER}[args.role]
+
+    try:
+        conn = client.Connection(args.address, timeout=args.timeout)
+    except client.ConnectError as e:
+        print(f"oxfcgi request: {e} \u2014 is oxfcgi serve running there?", file=err)
+        return 2
+    except ValueError as e:
+        print(f"oxfcgi request: {e}", file=err)
+        return 2
+    try:
+        with conn:
+            resp = conn.request(method, args.path, headers=headers, body=body, params=params,
+                                keep_conn=args.keep_conn, role=role, script_name=args.script_name)
+    except TimeoutError:
+        print(f"oxfcgi request: no answer from {args.address} within {args.timeout:g} s", file=err)
+        return 2
+    except (client.ProtocolError, OSError) as e:
+        print(f"oxfcgi request: {args.address}: {e}", file=err)
+        return 2
+
+    if args.verbose:
+        for rec in resp.records:
+            print(f"< {rec!r}", file=err)
+    if args.stderr and resp.stderr:
+        err.buffer.write(resp.stderr) if hasattr(err, "buffer") else err.write(resp.stderr.decode("utf-8", "replace"))
+        err.flush()
+    if resp.protocol_status is None:
+        print("oxfcgi request: the connection closed before FCGI_END_REQUEST", file=err)
+        return 2
+    if resp.protocol_status != client.FCGI_REQUEST_COMPLETE:
+        name = client.PROTOCOL_STATUS_NAMES.get(resp.protocol_status, str(resp.protocol_status))
+        print(f"oxfcgi request: the server refused the request: {name}", file=err)
+        return 2
+    if resp.status == 0:
+        print("oxfcgi request: the response has no CGI header block (no blank line after headers)", file=err)
+        sys.stdout.buffer.write(resp.body)
+        return 2
+    out = sys.stdout.buffer
+    if args.include:
+        head = f"Status: {resp.status} {resp.reason}".rstrip() + "\n"
+        head += "".join(f"{n}: {v}\n" for n, v in resp.headers) + "\n"
+        out.write(head.encode("latin-1"))
+    out.write(resp.body)
+    out.flush()
+    if args.verbose:
+        print(f"oxfcgi request: appStatus={resp.app_status} "
+              f"protocolStatus={client.PROTOCOL_STATUS_NAMES.get(resp.protocol_status)}", file=err)
+    return 0 if resp.status < 400 else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``oxfcgi`` command: returns the exit status.
+
+    Usage errors (bad options) raise SystemExit(2) from argparse, as usual.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except BrokenPipeError:        # `oxfcgi request ... | head`
+        try:
+            sys.stdout = None
+        finally:
+            return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

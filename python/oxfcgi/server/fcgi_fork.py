@@ -1,0 +1,59 @@
+"""``flup.server.fcgi_fork`` on the oxfcgi engine.
+
+Takes flup's prefork arguments and validates them as flup does. Until oxfcgi's
+prefork workers exist, it serves from one process with one Python thread (what
+each flup child was) and says so in the log.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Iterable, Mapping
+
+from .. import FCGI_AUTHORIZER, FCGI_FILTER, FCGI_RESPONDER
+from .. import WSGIServer as _Threaded
+
+__all__ = ["WSGIServer", "FCGI_RESPONDER", "FCGI_AUTHORIZER", "FCGI_FILTER"]
+
+_PREFORK_KW = {"minSpare": 1, "maxSpare": 5, "maxChildren": 50, "maxRequests": 0, "sockTimeout": 0}
+
+
+class WSGIServer(_Threaded):
+    """flup's prefork ``WSGIServer(application, environ=None, bindAddress=None,
+    umask=None, multiplexed=False, debug=False, roles=(FCGI_RESPONDER,),
+    forceCGI=False, timeout=None, **kw)``.
+
+    ``kw``: ``minSpare`` (>= 1), ``maxSpare`` (>= minSpare), ``maxChildren``,
+    ``maxRequests``, ``sockTimeout`` (a number >= 0): ``ValueError`` otherwise,
+    as in flup; ``multithreaded``, ``multiprocess``, ``jobClass`` and
+    ``jobArgs`` are dropped; other names raise ``TypeError``. The process
+    count and ``maxRequests``/``timeout`` are not applied yet (logged at start).
+    """
+
+    _flavour_kw = frozenset(_PREFORK_KW)
+    _dropped_kw = frozenset({"multithreaded", "multiprocess", "jobClass", "jobArgs"})
+
+    def __init__(self, application: Callable, environ: Mapping | None = None, bindAddress: Any = None,
+                 umask: int | None = None, multiplexed: bool = False, debug: bool = False,
+                 roles: Iterable[int] = (FCGI_RESPONDER,), forceCGI: bool = False, timeout: float | None = None,
+                 **kw: Any):
+        prefork = {k: kw.get(k, v) for k, v in _PREFORK_KW.items()}
+        if prefork["minSpare"] < 1:
+            raise ValueError("minSpare must be at least 1")
+        if prefork["maxSpare"] < prefork["minSpare"]:
+            raise ValueError("maxSpare must be greater than, or equal to, minSpare")
+        sock_timeout = prefork["sockTimeout"]
+        if isinstance(sock_timeout, bool) or not isinstance(sock_timeout, (int, float)) or sock_timeout < 0:
+            raise ValueError("sockTimeout must be a number >= 0")
+        self.prefork = prefork
+        self.timeout = timeout
+        super().__init__(application, environ=environ, multithreaded=False, multiprocess=False,
+                         bindAddress=bindAddress, umask=umask, multiplexed=multiplexed, debug=debug,
+                         roles=roles, forceCGI=forceCGI, **kw)
+
+    def run(self) -> bool:
+        logging.getLogger("oxfcgi").warning(
+            "flup prefork arguments (maxChildren=%s, maxRequests=%s, timeout=%s) are not applied yet: "
+            "serving from this one process with one thread",
+            self.prefork["maxChildren"], self.prefork["maxRequests"], self.timeout,
+        )
+        return super().run()

@@ -1,0 +1,23 @@
+"""``flup.server.fcgi_single`` on the oxfcgi engine: one request at a time."""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Mapping
+
+from .. import FCGI_AUTHORIZER, FCGI_FILTER, FCGI_RESPONDER
+from .. import WSGIServer as _Threaded
+
+__all__ = ["WSGIServer", "FCGI_RESPONDER", "FCGI_AUTHORIZER", "FCGI_FILTER"]
+
+
+class WSGIServer(_Threaded):
+    """flup's single-threaded ``WSGIServer``: one Python thread,
+    ``wsgi.multithread`` and ``wsgi.multiprocess`` False. Like flup, it
+    accepts and ignores any extra keyword argument.
+    """
+
+    def __init__(self, application: Callable, environ: Mapping | None = None, bindAddress: Any = None,
+                 umask: int | None = None, multiplexed: bool = False, debug: bool = False,
+                 roles: Iterable[int] = (FCGI_RESPONDER,), forceCGI: bool = False, **kw: Any):
+        super().__init__(application, environ=environ, multithreaded=False, multiprocess=False,
+                         bindAddress=bindAddress, umask=umask, multiplexed=multiplexed, debug=debug,
+                         roles=roles, forceCGI=forceCGI)

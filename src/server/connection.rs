@@ -1,0 +1,488 @@
+//! One task per connection: decode records, demultiplex them by request id,
+//! feed request streams, write responses, keep or close the connection.
+//!
+//! Reading and writing happen in one `select!` loop, so a peer that sends a
+//! long body while the application already streams its response never
+//! deadlocks against us. Back-pressure: a full input queue stops reading the
+//! socket; a large unwritten output buffer stops taking application output.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio_util::sync::CancellationToken;
+
+use super::request::{InputSender, InputStream, OutMessage, Output, Request, RequestControl, ResponseSink, OUTPUT_QUEUE_MESSAGES};
+use super::Shared;
+use crate::protocol::management::{put_end_request, put_get_values_result, put_unknown_type, BeginRequest};
+use crate::protocol::params::{merge_duplicates, ParamsCollector};
+use crate::protocol::record::{self, put_record, put_stream, Record};
+use crate::protocol::*;
+
+/// Unwritten output above which the connection stops taking application output.
+const WRITE_HIGH_WATER: usize = 256 * 1024;
+/// How long a closing connection waits for the peer's EOF before closing anyway.
+const CLOSE_DRAIN: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stream {
+    Stdin,
+    Data,
+}
+
+enum Phase {
+    /// Collecting FCGI_PARAMS.
+    Params(ParamsCollector),
+    /// Params complete, waiting for an in-flight slot.
+    Ready(Vec<(Bytes, Bytes)>),
+    /// Handed to the application.
+    Running,
+}
+
+struct Slot {
+    request_id: u16,
+    key: u64,
+    role: Role,
+    keep_conn: bool,
+    phase: Phase,
+    stdin: Option<InputStream>,
+    data: Option<InputStream>,
+    stdin_tx: Option<InputSender>,
+    data_tx: Option<InputSender>,
+    control: Arc<RequestControl>,
+    stdout_sent: bool,
+    stderr_sent: bool,
+}
+
+/// An input chunk waiting for room in its request's queue.
+struct Pending {
+    key: u64,
+    stream: Stream,
+    chunk: Bytes,
+}
+
+struct Conn {
+    shared: Arc<Shared>,
+    peer: Arc<str>,
+    slots: Vec<Slot>,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    out_tx: mpsc::Sender<OutMessage>,
+    pending: Option<Pending>,
+    awaiting_admission: Option<u64>,
+    /// A request without FCGI_KEEP_CONN ended: close once nothing is active.
+    close_when_idle: bool,
+    /// The peer closed its sending side.
+    read_closed: bool,
+    /// The server is shutting down: close once nothing is active.
+    draining: bool,
+}
+
+/// Serve one accepted connection until it closes.
+pub(crate) async fn serve_connection<R, W>(mut rd: R, mut wr: W, peer: Arc<str>, shared: Arc<Shared>, shutdown: CancellationToken, _permit: OwnedSemaphorePermit)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let (out_tx, mut out_rx) = mpsc::channel(OUTPUT_QUEUE_MESSAGES);
+    let mut conn = Conn {
+        shared,
+        peer,
+        slots: Vec::new(),
+        rbuf: BytesMut::with_capacity(16 * 1024),
+        wbuf: BytesMut::with_capacity(16 * 1024),
+        out_tx,
+        pending: None,
+        awaiting_admission: None,
+        close_when_idle: false,
+        read_closed: false,
+        draining: false,
+    };
+    tracing::debug!("{}: connection accepted", conn.peer);
+    let graceful = loop {
+        if conn.slots.is_empty() && conn.wbuf.is_empty() && (conn.close_when_idle || conn.read_closed || conn.draining) {
+            break true;
+        }
+        let reading = !conn.read_closed && !(conn.close_when_idle && conn.slots.is_empty()) && conn.pending.is_none() && conn.awaiting_admission.is_none();
+        let pending_tx = conn.pending.as_ref().and_then(|p| conn.sender(p.key, p.stream));
+        let waiting = conn.awaiting_admission.is_some();
+        let admission = conn.shared.admission.clone();
+        tokio::select! {
+            biased;
+            written = wr.write(&conn.wbuf), if !conn.wbuf.is_empty() => match written {
+                Ok(0) | Err(_) => {
+                    tracing::debug!("{}: the web server closed the connection while we were writing", conn.peer);
+                    break false;
+                }
+                Ok(n) => conn.wbuf.advance(n),
+            },
+            message = out_rx.recv(), if conn.wbuf.len() < WRITE_HIGH_WATER => {
+                // `conn` holds a sender, so the channel never reports closed.
+                if let Some(message) = message {
+                    conn.on_output(message);
+                    while conn.wbuf.len() < WRITE_HIGH_WATER {
+                        match out_rx.try_recv() {
+                            Ok(message) => conn.on_output(message),
+                            Err(_) => break,
+                        }
+                    }
+                }
+            },
+            room = async { pending_tx.expect("guarded").reserve_owned().await }, if pending_tx.is_some() => {
+                if let Some(p) = conn.pending.take() {
+                    if let Ok(permit) = room {
+                        let end = p.chunk.is_empty();
+                        permit.send(p.chunk);
+                        if end {
+                            conn.close_stream(p.key, p.stream);
+                        }
+                    }
+                }
+                if let Err(e) = conn.process_records() {
+                    conn.protocol_error(e);
+                    break false;
+                }
+            },
+            permit = admission.request(), if waiting => {
+                if let Some(key) = conn.awaiting_admission.take() {
+                    conn.dispatch(key, permit);
+                }
+                if let Err(e) = conn.process_records() {
+                    conn.protocol_error(e);
+                    break false;
+                }
+            },
+            read = rd.read_buf(&mut conn.rbuf), if reading => match read {
+                Ok(0) => conn.on_eof(),
+                Ok(_) => if let Err(e) = conn.process_records() {
+                    conn.protocol_error(e);
+                    break false;
+                },
+                Err(e) => {
+                    tracing::debug!("{}: read error: {e}", conn.peer);
+                    conn.on_eof();
+                }
+            },
+            _ = shutdown.cancelled(), if !conn.draining => conn.draining = true,
+        }
+    };
+    conn.abort_all();
+    if graceful && !conn.read_closed {
+        // Half-close, then wait briefly for the peer's EOF, so that unread
+        // input in our receive buffer does not turn our close into a reset
+        // that could destroy the response before the peer reads it.
+        let _ = wr.shutdown().await;
+        let mut sink = [0u8; 8192];
+        let _ = tokio::time::timeout(CLOSE_DRAIN, async {
+            while let Ok(n) = rd.read(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+    tracing::debug!("{}: connection closed", conn.peer);
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.abort_all();
+    }
+}
+
+impl Conn {
+    fn index(&self, request_id: u16) -> Option<usize> {
+        self.slots.iter().position(|s| s.request_id == request_id)
+    }
+
+    fn index_by_key(&self, key: u64) -> Option<usize> {
+        self.slots.iter().position(|s| s.key == key)
+    }
+
+    fn sender(&self, key: u64, stream: Stream) -> Option<InputSender> {
+        let slot = &self.slots[self.index_by_key(key)?];
+        match stream {
+            Stream::Stdin => slot.stdin_tx.clone(),
+            Stream::Data => slot.data_tx.clone(),
+        }
+    }
+
+    fn close_stream(&mut self, key: u64, stream: Stream) {
+        if let Some(i) = self.index_by_key(key) {
+            match stream {
+                Stream::Stdin => self.slots[i].stdin_tx = None,
+                Stream::Data => self.slots[i].data_tx = None,
+            }
+        }
+    }
+
+    fn protocol_error(&self, e: ProtocolError) {
+        tracing::warn!("{}: FastCGI protocol error: {e}; closing the connection", self.peer);
+    }
+
+    /// Decode and handle every complete record in the read buffer, unless an
+    /// input queue is full or a request waits for admission.
+    fn process_records(&mut self) -> Result<(), ProtocolError> {
+        while self.pending.is_none() && self.awaiting_admission.is_none() && !(self.close_when_idle && self.slots.is_empty()) {
+            match record::decode(&mut self.rbuf)? {
+                Some(rec) => self.on_record(rec)?,
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    fn on_record(&mut self, rec: Record) -> Result<(), ProtocolError> {
+        let id = rec.request_id;
+        match (rec.record_type, id) {
+            (FCGI_GET_VALUES, FCGI_NULL_REQUEST_ID) => {
+                put_get_values_result(&mut self.wbuf, &rec.content, self.shared.admission.capabilities())?;
+            }
+            (FCGI_BEGIN_REQUEST | FCGI_ABORT_REQUEST | FCGI_PARAMS | FCGI_STDIN | FCGI_DATA, FCGI_NULL_REQUEST_ID) => {
+                return Err(ProtocolError::NullRequestId(rec.record_type));
+            }
+            (t, FCGI_NULL_REQUEST_ID) => {
+                tracing::info!("{}: answering FCGI_UNKNOWN_TYPE to management record type {t}", self.peer);
+                put_unknown_type(&mut self.wbuf, t);
+            }
+            (FCGI_BEGIN_REQUEST, _) => self.on_begin(id, &rec.content)?,
+            (FCGI_ABORT_REQUEST, _) => self.on_abort(id),
+            (FCGI_PARAMS, _) => self.on_params(id, rec.content)?,
+            (FCGI_STDIN, _) => self.on_input(id, Stream::Stdin, rec.content),
+            (FCGI_DATA, _) => self.on_input(id, Stream::Data, rec.content),
+            (t @ (FCGI_STDOUT | FCGI_STDERR | FCGI_END_REQUEST | FCGI_GET_VALUES_RESULT | FCGI_UNKNOWN_TYPE), _) => {
+                return Err(ProtocolError::WrongDirection(t));
+            }
+            (t, _) => tracing::warn!("{}: ignoring a record of unknown type {t} for request {id}", self.peer),
+        }
+        Ok(())
+    }
+
+    fn on_begin(&mut self, id: u16, content: &[u8]) -> Result<(), ProtocolError> {
+        let begin = BeginRequest::parse(content)?;
+        if self.index(id).is_some() {
+            return Err(ProtocolError::DuplicateRequest(id));
+        }
+        let config = &self.shared.config;
+        if !config.multiplexed && !self.slots.is_empty() {
+            tracing::warn!("{}: FCGI_BEGIN_REQUEST {id} while request {} is active and multiplexing is off: FCGI_CANT_MPX_CONN", self.peer, self.slots[0].request_id);
+            put_end_request(&mut self.wbuf, id, 0, FCGI_CANT_MPX_CONN);
+            return Ok(());
+        }
+        if self.draining {
+            put_end_request(&mut self.wbuf, id, 0, FCGI_OVERLOADED);
+            self.close_when_idle = true;
+            return Ok(());
+        }
+        let Some(role) = Role::from_u16(begin.role).filter(|r| config.roles.contains(r)) else {
+            tracing::warn!("{}: request {id} asks for role {}, which this server does not take (roles setting); FCGI_UNKNOWN_ROLE", self.peer, begin.role);
+            put_end_request(&mut self.wbuf, id, 0, FCGI_UNKNOWN_ROLE);
+            if !begin.keep_conn() {
+                self.close_when_idle = true;
+            }
+            return Ok(());
+        };
+        let (stdin_tx, stdin) = InputStream::channel();
+        let (data_tx, data) = if role == Role::Filter {
+            let (tx, rx) = InputStream::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let (stdin_tx, stdin) = if role == Role::Authorizer { (None, InputStream::empty()) } else { (Some(stdin_tx), stdin) };
+        self.slots.push(Slot {
+            request_id: id,
+            key: self.shared.next_key(),
+            role,
+            keep_conn: begin.keep_conn(),
+            phase: Phase::Params(ParamsCollector::new(config.max_params_size)),
+            stdin: Some(stdin),
+            data,
+            stdin_tx,
+            data_tx,
+            control: Arc::new(RequestControl::new()),
+            stdout_sent: false,
+            stderr_sent: false,
+        });
+        Ok(())
+    }
+
+    fn on_abort(&mut self, id: u16) {
+        let Some(i) = self.index(id) else { return };
+        let slot = &mut self.slots[i];
+        tracing::info!("{}: request {id} aborted by the web server (FCGI_ABORT_REQUEST)", self.peer);
+        let unstarted = match slot.phase {
+            Phase::Params(_) | Phase::Ready(_) => true,
+            Phase::Running => slot.control.abort(),
+        };
+        if unstarted {
+            self.finish(i, 0);
+        } else {
+            // The application is running it: readers now see the stream
+            // end early, writers are told to stop; the application answers.
+            slot.stdin_tx = None;
+            slot.data_tx = None;
+            if self.pending.as_ref().is_some_and(|p| p.key == slot.key) {
+                self.pending = None;
+            }
+        }
+    }
+
+    fn on_params(&mut self, id: u16, content: Bytes) -> Result<(), ProtocolError> {
+        let Some(i) = self.index(id) else { return Ok(()) };
+        let slot = &mut self.slots[i];
+        let Phase::Params(collector) = &mut slot.phase else {
+            tracing::warn!("{}: ignoring FCGI_PARAMS after the end of request {id}'s params", self.peer);
+            return Ok(());
+        };
+        if !content.is_empty() {
+            let limit = self.shared.config.max_params_size;
+            return collector.push(&content).map_err(|()| ProtocolError::ParamsTooLarge { request_id: id, limit });
+        }
+        let Phase::Params(collector) = std::mem::replace(&mut slot.phase, Phase::Running) else { unreachable!() };
+        let params = collector.finish().map_err(|reason| ProtocolError::Params { stream: "FCGI_PARAMS", reason })?;
+        slot.phase = Phase::Ready(merge_duplicates(params));
+        let key = slot.key;
+        if let Some(permit) = self.shared.admission.try_request() {
+            self.dispatch(key, permit);
+        } else if self.shared.config.multiplexed {
+            tracing::warn!("{}: max_reqs ({}) requests in flight; request {id} refused with FCGI_OVERLOADED", self.peer, self.shared.config.max_reqs);
+            slot.control.abort();
+            self.end_unstarted(i, FCGI_OVERLOADED);
+        } else {
+            self.awaiting_admission = Some(key);
+        }
+        Ok(())
+    }
+
+    fn dispatch(&mut self, key: u64, permit: OwnedSemaphorePermit) {
+        let Some(i) = self.index_by_key(key) else { return };
+        let slot = &mut self.slots[i];
+        let Phase::Ready(params) = std::mem::replace(&mut slot.phase, Phase::Running) else { return };
+        let Some(stdin) = slot.stdin.take() else { return };
+        let request = Request {
+            request_id: slot.request_id,
+            role: slot.role,
+            params,
+            stdin,
+            data: slot.data.take(),
+            sink: ResponseSink::new(self.out_tx.clone(), key),
+            control: slot.control.clone(),
+            permit,
+        };
+        self.shared.handler.dispatch(request);
+    }
+
+    fn on_input(&mut self, id: u16, stream: Stream, content: Bytes) {
+        let Some(i) = self.index(id) else { return };
+        let slot = &mut self.slots[i];
+        let tx = match stream {
+            Stream::Stdin => &mut slot.stdin_tx,
+            Stream::Data => &mut slot.data_tx,
+        };
+        let Some(sender) = tx.as_ref() else {
+            // After the end record, for a role without this stream, or aborted.
+            tracing::debug!("{}: ignoring {stream:?} record for request {id}", self.peer);
+            return;
+        };
+        let end = content.is_empty();
+        match sender.try_send(content) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(chunk)) => {
+                self.pending = Some(Pending { key: slot.key, stream, chunk });
+                return;
+            }
+        }
+        if end {
+            *tx = None;
+        }
+    }
+
+    fn on_output(&mut self, message: OutMessage) {
+        // Output of a request that was answered already (aborted before it
+        // started) or that belongs to an earlier request with the same id.
+        let Some(i) = self.index_by_key(message.key) else { return };
+        let slot = &mut self.slots[i];
+        let aborted = slot.control.is_aborted();
+        match message.kind {
+            Output::Stdout(data) if !aborted => {
+                put_stream(&mut self.wbuf, FCGI_STDOUT, slot.request_id, &data);
+                slot.stdout_sent |= !data.is_empty();
+            }
+            Output::Stderr(data) if !aborted => {
+                put_stream(&mut self.wbuf, FCGI_STDERR, slot.request_id, &data);
+                slot.stderr_sent |= !data.is_empty();
+            }
+            Output::Stdout(_) | Output::Stderr(_) => {}
+            Output::End { app_status } => self.finish(i, app_status),
+        }
+    }
+
+    /// Answer a request the application never saw.
+    fn end_unstarted(&mut self, i: usize, protocol_status: u8) {
+        let slot = self.slots.remove(i);
+        put_end_request(&mut self.wbuf, slot.request_id, 0, protocol_status);
+        self.after_end(&slot);
+    }
+
+    /// Close the output streams and send FCGI_END_REQUEST (§5.5).
+    fn finish(&mut self, i: usize, app_status: u32) {
+        let slot = self.slots.remove(i);
+        if slot.stdout_sent {
+            put_record(&mut self.wbuf, FCGI_STDOUT, slot.request_id, &[]);
+        }
+        if slot.stderr_sent {
+            put_record(&mut self.wbuf, FCGI_STDERR, slot.request_id, &[]);
+        }
+        put_end_request(&mut self.wbuf, slot.request_id, app_status, FCGI_REQUEST_COMPLETE);
+        self.after_end(&slot);
+    }
+
+    fn after_end(&mut self, slot: &Slot) {
+        if self.pending.as_ref().is_some_and(|p| p.key == slot.key) {
+            self.pending = None;
+        }
+        if self.awaiting_admission == Some(slot.key) {
+            self.awaiting_admission = None;
+        }
+        if !slot.keep_conn {
+            self.close_when_idle = true;
+        }
+    }
+
+    /// The peer closed its side. Requests that still expect input are
+    /// aborted; those whose input is complete may still send their response.
+    fn on_eof(&mut self) {
+        self.read_closed = true;
+        let mut i = 0;
+        while i < self.slots.len() {
+            let slot = &mut self.slots[i];
+            let running = matches!(slot.phase, Phase::Running);
+            let input_open = slot.stdin_tx.is_some() || slot.data_tx.is_some();
+            if !running {
+                self.slots.remove(i);
+                continue;
+            }
+            if input_open && slot.control.abort() {
+                self.slots.remove(i);
+                continue;
+            }
+            if input_open {
+                slot.stdin_tx = None;
+                slot.data_tx = None;
+            }
+            i += 1;
+        }
+        self.pending = None;
+        self.awaiting_admission = None;
+    }
+
+    fn abort_all(&mut self) {
+        for slot in self.slots.drain(..) {
+            slot.control.abort();
+        }
+    }
+}

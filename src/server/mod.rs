@@ -1,0 +1,182 @@
+//! Sockets and connections: accept, run one task per connection, stop
+//! gracefully. No pyo3 here; requests leave through the [`Handler`] trait.
+
+pub mod admission;
+pub mod connection;
+pub mod listener;
+pub mod request;
+pub mod shutdown;
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::protocol::Role;
+use admission::Admission;
+use listener::{peer_allowed, Bound};
+pub use request::Handler;
+use shutdown::{SignalGuard, StopHandle, StopReason};
+
+/// Engine settings. Each limit is reported by FCGI_GET_VALUES where the spec
+/// has a name for it.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Roles accepted in FCGI_BEGIN_REQUEST; others get FCGI_UNKNOWN_ROLE (§5.1).
+    pub roles: Vec<Role>,
+    /// Accept concurrent requests on one connection (`FCGI_MPXS_CONNS`).
+    pub multiplexed: bool,
+    /// Connections open at once (`FCGI_MAX_CONNS`); more wait in the listen backlog.
+    pub max_conns: usize,
+    /// Requests in flight at once (`FCGI_MAX_REQS`). Over it, a multiplexed
+    /// connection's request gets FCGI_OVERLOADED; otherwise it waits.
+    pub max_reqs: usize,
+    /// Largest FCGI_PARAMS stream of one request, in bytes; more closes the connection.
+    pub max_params_size: usize,
+    /// After a stop, how long requests in flight may take before their
+    /// connections are closed.
+    pub graceful_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            roles: vec![Role::Responder],
+            multiplexed: false,
+            max_conns: 1024,
+            max_reqs: 64,
+            max_params_size: 1 << 20,
+            graceful_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What every connection task shares.
+pub(crate) struct Shared {
+    pub config: Config,
+    pub admission: Arc<Admission>,
+    pub handler: Arc<dyn Handler>,
+    keys: AtomicU64,
+}
+
+impl Shared {
+    /// A process-unique key for a new request, so that output of an old
+    /// request can never be mistaken for a new one with the same id.
+    pub fn next_key(&self) -> u64 {
+        self.keys.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Serve connections from `bound` until `stop` fires (or, when
+/// `handle_signals`, SIGTERM/SIGINT/SIGQUIT/SIGHUP arrive). Runs a
+/// single-threaded tokio runtime on the calling thread.
+pub fn serve(config: Config, bound: Bound, handler: Arc<dyn Handler>, stop: StopHandle, handle_signals: bool) -> io::Result<StopReason> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let signals = if handle_signals { SignalGuard::install()? } else { None };
+    if handle_signals && signals.is_none() {
+        tracing::warn!("another server in this process handles signals; this one stops only through stop()");
+    }
+    let admission = Arc::new(Admission::new(config.max_conns, config.max_reqs, config.multiplexed));
+    let graceful_timeout = config.graceful_timeout;
+    let shared = Arc::new(Shared { config, admission, handler, keys: AtomicU64::new(1) });
+    let reason = runtime.block_on(async {
+        let forward = async {
+            if let Some(guard) = &signals {
+                shutdown::forward_signals(guard, stop.clone()).await;
+            }
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            reason = run(bound, shared, &stop, graceful_timeout) => reason,
+            _ = forward => unreachable!("forwarding signals never ends"),
+        }
+    });
+    drop(runtime);
+    drop(signals);
+    reason
+}
+
+async fn run(bound: Bound, shared: Arc<Shared>, stop: &StopHandle, graceful_timeout: Duration) -> io::Result<StopReason> {
+    let description = bound.describe();
+    let tracker = TaskTracker::new();
+    let draining = CancellationToken::new();
+    accept_loop(bound, &shared, &tracker, &draining, stop).await?;
+    tracing::info!("stopped accepting connections on {description}");
+    draining.cancel();
+    tracker.close();
+    let in_flight = shared.admission.requests_in_flight();
+    if in_flight > 0 {
+        tracing::info!("waiting up to {}s (graceful_timeout) for {in_flight} request(s) in flight", graceful_timeout.as_secs_f64());
+    }
+    tokio::select! {
+        _ = tracker.wait() => {},
+        _ = tokio::time::sleep(graceful_timeout) => {
+            tracing::warn!("graceful_timeout ({}s) passed with {} request(s) still in flight; closing their connections", graceful_timeout.as_secs_f64(), shared.admission.requests_in_flight());
+        },
+        _ = stop.immediate().cancelled() => {
+            tracing::warn!("closing {} connection(s) without waiting", tracker.len());
+        },
+    }
+    Ok(stop.reason().unwrap_or(StopReason::Requested { reload: false }))
+}
+
+async fn accept_loop(bound: Bound, shared: &Arc<Shared>, tracker: &TaskTracker, draining: &CancellationToken, stop: &StopHandle) -> io::Result<()> {
+    // Keep the socket-file guard alive until we stop accepting.
+    let (unix, tcp, _cleanup) = match bound {
+        Bound::Unix { listener, cleanup } => (Some(tokio::net::UnixListener::from_std(listener)?), None, cleanup),
+        Bound::Tcp { listener, allowed } => (None, Some((tokio::net::TcpListener::from_std(listener)?, allowed)), None),
+    };
+    let mut count: u64 = 0;
+    loop {
+        let permit = tokio::select! {
+            permit = shared.admission.connection() => permit,
+            _ = stop.graceful().cancelled() => return Ok(()),
+        };
+        count += 1;
+        let accepted = tokio::select! {
+            _ = stop.graceful().cancelled() => return Ok(()),
+            accepted = async {
+                if let Some(listener) = &unix {
+                    let (stream, _) = listener.accept().await?;
+                    Ok::<_, io::Error>((Either::Unix(stream), format!("connection {count} (unix)")))
+                } else if let Some((listener, allowed)) = &tcp {
+                    loop {
+                        let (stream, addr) = listener.accept().await?;
+                        if peer_allowed(allowed, &addr) {
+                            let _ = stream.set_nodelay(true);
+                            break Ok((Either::Tcp(stream), format!("connection {count} from {addr}")));
+                        }
+                        tracing::warn!("refused a connection from {addr}: not in FCGI_WEB_SERVER_ADDRS");
+                    }
+                } else {
+                    unreachable!("one listener is always set")
+                }
+            } => accepted,
+        };
+        match accepted {
+            Ok((Either::Unix(stream), peer)) => {
+                let (rd, wr) = stream.into_split();
+                tracker.spawn(connection::serve_connection(rd, wr, peer.into(), shared.clone(), draining.clone(), permit));
+            }
+            Ok((Either::Tcp(stream), peer)) => {
+                let (rd, wr) = stream.into_split();
+                tracker.spawn(connection::serve_connection(rd, wr, peer.into(), shared.clone(), draining.clone(), permit));
+            }
+            Err(e) => {
+                let pause = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM));
+                tracing::error!("accept failed: {e}");
+                if pause {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+enum Either {
+    Unix(tokio::net::UnixStream),
+    Tcp(tokio::net::TcpStream),
+}

@@ -1,0 +1,73 @@
+//! FastCGI params → the WSGI `environ` dict (PEP 3333 §"environ Variables").
+
+use bytes::Bytes;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString, PyTuple};
+use pyo3::{ffi, intern};
+
+use super::errors::ErrorStream;
+use super::input::InputStream;
+use super::log::LEVEL_WARNING;
+use super::pool::AppContext;
+use crate::cgi;
+use crate::protocol::Role;
+
+/// A latin-1 `str` of `bytes` (PEP 3333: environ strings are the raw bytes
+/// decoded as ISO-8859-1).
+pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> {
+    // SAFETY: PyUnicode_DecodeLatin1 reads exactly `len` bytes from `ptr`
+    // and returns a new reference or NULL with an exception set.
+    unsafe {
+        let ptr = ffi::PyUnicode_DecodeLatin1(bytes.as_ptr().cast(), bytes.len() as ffi::Py_ssize_t, std::ptr::null());
+        Bound::from_owned_ptr_or_err(py, ptr).map(|o| o.cast_into_unchecked())
+    }
+}
+
+fn key<'py>(py: Python<'py>, name: &[u8]) -> PyResult<Bound<'py, PyString>> {
+    match std::str::from_utf8(name) {
+        // Names repeat on every request: intern them.
+        Ok(s) if s.is_ascii() => Ok(PyString::intern(py, s)),
+        _ => latin1(py, name),
+    }
+}
+
+/// The pieces of one request the environ refers to.
+pub struct RequestStreams<'py> {
+    pub input: Bound<'py, InputStream>,
+    pub data: Option<Bound<'py, InputStream>>,
+    pub errors: &'py Bound<'py, ErrorStream>,
+    pub role: Role,
+}
+
+/// Build the environ: params (after flup's fix-ups, see [`cgi::sanitize`]),
+/// then the server's `environ` setting (which overrides params, as in flup),
+/// then the `wsgi.*` keys. Warnings about missing params go to `wsgi.errors`.
+pub fn build<'py>(py: Python<'py>, ctx: &AppContext, mut params: Vec<(Bytes, Bytes)>, streams: RequestStreams<'py>) -> PyResult<Bound<'py, PyDict>> {
+    let warnings = cgi::sanitize(&mut params);
+    let scheme = cgi::url_scheme(&params);
+    let environ = PyDict::new(py);
+    for (name, value) in &params {
+        environ.set_item(key(py, name)?, latin1(py, value)?)?;
+    }
+    if let Some(base) = &ctx.base_environ {
+        environ.update(base.bind(py).as_mapping())?;
+    }
+    let version = PyTuple::new(py, [1, 0])?;
+    environ.set_item(intern!(py, "wsgi.version"), version)?;
+    environ.set_item(intern!(py, "wsgi.url_scheme"), PyString::intern(py, scheme))?;
+    environ.set_item(intern!(py, "wsgi.input"), streams.input)?;
+    environ.set_item(intern!(py, "wsgi.errors"), streams.errors)?;
+    environ.set_item(intern!(py, "wsgi.multithread"), ctx.multithread)?;
+    environ.set_item(intern!(py, "wsgi.multiprocess"), ctx.multiprocess)?;
+    environ.set_item(intern!(py, "wsgi.run_once"), false)?;
+    environ.set_item(intern!(py, "wsgi.input_terminated"), true)?;
+    environ.set_item(intern!(py, "wsgi.file_wrapper"), py.get_type::<super::filewrapper::FileWrapper>())?;
+    environ.set_item(intern!(py, "fcgi.role"), PyString::intern(py, streams.role.name()))?;
+    if let Some(data) = streams.data {
+        environ.set_item(intern!(py, "fcgi.data"), data)?;
+    }
+    for warning in warnings {
+        streams.errors.get().emit(py, &format!("oxfcgi: {warning}\n"), LEVEL_WARNING);
+    }
+    Ok(environ)
+}

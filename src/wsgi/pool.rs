@@ -1,0 +1,153 @@
+//! Python worker threads fed by a channel. Each thread attaches to the
+//! interpreter once and releases the GIL while it waits for work; tokio
+//! tasks never touch the GIL.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use super::environ::{self, RequestStreams};
+use super::errors::ErrorStream;
+use super::input::InputStream;
+use super::response::{run_app, Responder};
+use crate::server::request::{Output, Request, ResponseSink};
+use crate::server::Handler;
+
+/// What every request of one server shares.
+pub struct AppContext {
+    pub app: Py<PyAny>,
+    /// The `environ` setting: merged over every request's params (flup).
+    pub base_environ: Option<Py<PyDict>>,
+    pub multithread: bool,
+    pub multiprocess: bool,
+    /// Show tracebacks in 500 pages.
+    pub debug: bool,
+}
+
+/// The [`Handler`] the server module calls: queue the request for a thread.
+pub struct Dispatcher {
+    tx: Sender<Request>,
+}
+
+impl Handler for Dispatcher {
+    fn dispatch(&self, request: Request) {
+        // The workers outlive every dispatcher, so the queue is open.
+        let _ = self.tx.send(request);
+    }
+}
+
+/// The running worker threads.
+pub struct Pool {
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Pool {
+    /// Start `threads` workers; the returned dispatcher feeds them. They exit
+    /// when every dispatcher is dropped and the queue is empty.
+    pub fn start(ctx: Arc<AppContext>, threads: usize) -> std::io::Result<(Pool, Dispatcher)> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut handles = Vec::with_capacity(threads);
+        for n in 0..threads.max(1) {
+            let (ctx, rx) = (ctx.clone(), rx.clone());
+            handles.push(std::thread::Builder::new().name(format!("oxfcgi-worker-{n}")).spawn(move || worker(ctx, rx))?);
+        }
+        Ok((Pool { threads: handles }, Dispatcher { tx }))
+    }
+
+    /// Wait for the workers to finish (call without holding the GIL), at
+    /// most `timeout`. Returns how many were still busy.
+    pub fn join(self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        let mut busy = 0;
+        for thread in self.threads {
+            while !thread.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            } else {
+                busy += 1;
+            }
+        }
+        busy
+    }
+}
+
+fn worker(ctx: Arc<AppContext>, rx: Receiver<Request>) {
+    Python::attach(|py| {
+        while let Ok(request) = py.detach(|| rx.recv()) {
+            let id = request.request_id;
+            if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| handle(py, &ctx, request))) {
+                let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned());
+                tracing::error!("internal error while serving request {id}: {}", what.unwrap_or_default());
+            }
+        }
+    });
+}
+
+/// Sends FCGI_END_REQUEST when dropped, so that no path (not even a panic)
+/// leaves a request without one.
+struct EndGuard {
+    sink: ResponseSink,
+    app_status: u32,
+}
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        if let Err(Ok(kind)) = self.sink.try_send(Output::End { app_status: self.app_status }) {
+            let _ = self.sink.blocking_send(kind);
+        }
+    }
+}
+
+fn describe(params: &[(bytes::Bytes, bytes::Bytes)]) -> String {
+    let get = |name: &str| params.iter().find(|(n, _)| n == name.as_bytes()).map(|(_, v)| String::from_utf8_lossy(v).into_owned());
+    let method = get("REQUEST_METHOD").unwrap_or_else(|| "?".into());
+    let uri = get("REQUEST_URI").or_else(|| Some(get("SCRIPT_NAME").unwrap_or_default() + &get("PATH_INFO").unwrap_or_default())).unwrap_or_default();
+    format!("{method} {uri}")
+}
+
+fn handle(py: Python<'_>, ctx: &AppContext, request: Request) {
+    let Request { request_id, role, params, stdin, data, sink, control, permit } = request;
+    if !control.start() {
+        // Aborted while queued: the connection has answered already.
+        return;
+    }
+    let mut end = EndGuard { sink: sink.clone(), app_status: 1 };
+    let what = format!("request {request_id} ({})", describe(&params));
+    let errors = match Bound::new(py, ErrorStream::new(sink.clone())) {
+        Ok(errors) => errors,
+        Err(e) => {
+            e.print(py);
+            return;
+        }
+    };
+    let responder = Arc::new(Responder::new(sink, control));
+    let streams = (|| {
+        Ok::<_, PyErr>(RequestStreams {
+            input: Bound::new(py, InputStream::new(stdin))?,
+            data: data.map(|d| Bound::new(py, InputStream::new(d))).transpose()?,
+            errors: &errors,
+            role,
+        })
+    })();
+    let environ = streams.and_then(|streams| environ::build(py, ctx, params, streams));
+    end.app_status = match environ {
+        Ok(environ) => run_app(py, ctx.app.bind(py), environ, responder, &errors, ctx.debug, &what),
+        Err(e) => {
+            e.print(py);
+            1
+        }
+    };
+    errors.get().flush_pending(py);
+    // Release the GIL while FCGI_END_REQUEST waits for room, then free the slot.
+    py.detach(move || {
+        drop(end);
+        drop(permit);
+    });
+}
