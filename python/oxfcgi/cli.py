@@ -218,7 +218,10 @@ _RUN_OPTIONS = ("bind", "threads", "multiplexed", "max_conns", "max_reqs", "role
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """stderr handler on the root logger (so the app's own warnings show too); the
+    ``oxfcgi`` logger at ``level``."""
+    logging.basicConfig(stream=sys.stderr,
+                        format="%(asctime)s %(name)s[%(process)d] %(levelname)s: %(message)s")
     logging.getLogger("oxfcgi").setLevel(level)
 
 
@@ -241,10 +244,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         run(app, **options)
     except KeyboardInterrupt:
         pass
-    except OSError as e:
-        where = f" on {args.bind}" if args.bind else ""
-        print(f"oxfcgi: cannot serve{where}: {e.strerror or e}", file=sys.stderr)
+    except OSError as e:           # BindError included
+        message = str(e) if e.strerror is None else e.strerror
+        if args.bind and args.bind not in message:
+            message = f"cannot serve on {args.bind}: {message}"
+        print(f"oxfcgi: {message}", file=sys.stderr)
         return 1
+    except (ValueError, TypeError) as e:   # a bad --bind form, or a value run() rejects
+        print(f"oxfcgi: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -25,6 +25,9 @@ use crate::protocol::*;
 const WRITE_HIGH_WATER: usize = 256 * 1024;
 /// How long a closing connection waits for the peer's EOF before closing anyway.
 const CLOSE_DRAIN: Duration = Duration::from_secs(2);
+/// The same wait while the server shuts down (idle kept-open connections
+/// must not delay the exit).
+const CLOSE_DRAIN_SHUTDOWN: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stream {
@@ -175,7 +178,8 @@ where
         // that could destroy the response before the peer reads it.
         let _ = wr.shutdown().await;
         let mut sink = [0u8; 8192];
-        let _ = tokio::time::timeout(CLOSE_DRAIN, async {
+        let wait = if conn.draining { CLOSE_DRAIN_SHUTDOWN } else { CLOSE_DRAIN };
+        let _ = tokio::time::timeout(wait, async {
             while let Ok(n) = rd.read(&mut sink).await {
                 if n == 0 {
                     break;
@@ -232,6 +236,7 @@ impl Conn {
                 None => break,
             }
         }
+        self.settle_eof();
         Ok(())
     }
 
@@ -453,31 +458,45 @@ impl Conn {
         }
     }
 
-    /// The peer closed its side. Requests that still expect input are
-    /// aborted; those whose input is complete may still send their response.
+    /// The peer closed its side.
     fn on_eof(&mut self) {
         self.read_closed = true;
+        self.settle_eof();
+    }
+
+    /// Once the peer closed its side and every buffered record is handled:
+    /// report a partial record, abort requests that still expect input
+    /// (those whose input is complete may still send their response).
+    fn settle_eof(&mut self) {
+        if !self.read_closed || self.pending.is_some() || self.awaiting_admission.is_some() {
+            return;
+        }
+        if !self.rbuf.is_empty() {
+            let want = if self.rbuf.len() >= FCGI_HEADER_LEN {
+                FCGI_HEADER_LEN + record::Header::parse(&self.rbuf).body_len()
+            } else {
+                FCGI_HEADER_LEN
+            };
+            self.protocol_error(ProtocolError::Truncated { have: self.rbuf.len(), want });
+            self.rbuf.clear();
+        }
         let mut i = 0;
         while i < self.slots.len() {
             let slot = &mut self.slots[i];
             let running = matches!(slot.phase, Phase::Running);
             let input_open = slot.stdin_tx.is_some() || slot.data_tx.is_some();
-            if !running {
-                self.slots.remove(i);
-                continue;
-            }
-            if input_open && slot.control.abort() {
+            if !running || (input_open && slot.control.abort()) {
+                // Never started: nobody is left to answer.
                 self.slots.remove(i);
                 continue;
             }
             if input_open {
+                tracing::info!("{}: the web server closed the connection before request {}'s body ended", self.peer, slot.request_id);
                 slot.stdin_tx = None;
                 slot.data_tx = None;
             }
             i += 1;
         }
-        self.pending = None;
-        self.awaiting_admission = None;
     }
 
     fn abort_all(&mut self) {

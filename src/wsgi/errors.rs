@@ -29,13 +29,25 @@ impl ErrorStream {
     }
 
     /// Send `text` to FCGI_STDERR and log it at `level`.
+    ///
+    /// Web servers log each FCGI_STDERR record as one line and cut long ones
+    /// (nginx at about 2 KiB), so the text goes out in records of at most
+    /// [`STDERR_PIECE`] bytes, split after a newline where possible.
     pub fn emit(&self, py: Python<'_>, text: &str, level: u8) {
         if text.is_empty() {
             return;
         }
-        let data = Bytes::copy_from_slice(text.as_bytes());
-        if let Err(Ok(kind)) = self.sink.try_send(Output::Stderr(data)) {
-            let _ = py.detach(|| self.sink.blocking_send(kind));
+        for piece in pieces(text, STDERR_PIECE) {
+            let data = Bytes::copy_from_slice(piece.as_bytes());
+            match self.sink.try_send(Output::Stderr(data)) {
+                Err(Ok(kind)) => {
+                    if py.detach(|| self.sink.blocking_send(kind)).is_err() {
+                        break;
+                    }
+                }
+                Err(Err(_)) => break,
+                Ok(()) => {}
+            }
         }
         log_now(py, level, text.trim_end_matches('\n'));
     }
@@ -45,6 +57,31 @@ impl ErrorStream {
         let rest = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
         self.emit(py, &rest, LEVEL_WARNING);
     }
+}
+
+/// Largest FCGI_STDERR record we send, in bytes.
+const STDERR_PIECE: usize = 1800;
+
+/// Split `text` into pieces of at most `max` bytes, after a newline where
+/// there is one, never inside a UTF-8 character.
+fn pieces(text: &str, max: usize) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while rest.len() > max {
+        let mut cut = max;
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        if let Some(nl) = rest[..cut].rfind('\n') {
+            cut = nl + 1;
+        }
+        out.push(&rest[..cut]);
+        rest = &rest[cut..];
+    }
+    if !rest.is_empty() {
+        out.push(rest);
+    }
+    out
 }
 
 #[pymethods]

@@ -207,8 +207,10 @@ impl Server {
         let config = self.config.clone();
         let handle_signals = self.handle_signals;
         let served = py.detach(move || engine::serve(config, bound, Arc::new(dispatcher), stop, handle_signals));
-        // Every dispatcher is gone with the runtime: workers finish and exit.
-        let busy = py.detach(|| pool.join(Duration::from_secs(5)));
+        // Every dispatcher is gone with the runtime: idle workers exit at
+        // once. One still inside the application after graceful_timeout
+        // cannot be interrupted; do not wait for it.
+        let busy = py.detach(|| pool.join(Duration::from_millis(500)));
         if busy > 0 {
             tracing::warn!("{busy} worker thread(s) still running application code; not waiting for them");
         }

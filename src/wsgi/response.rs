@@ -436,7 +436,8 @@ fn report(py: Python<'_>, err: PyErr, responder: &Responder, errors: &Bound<'_, 
     let traceback = format_traceback(py, &err);
     let headers_sent = responder.headers_sent();
     let note = if headers_sent { " (after the response started; it is cut short)" } else { "" };
-    errors.get().emit(py, &format!("Error in the WSGI application for {what}{note}:\n{traceback}"), LEVEL_ERROR);
+    // The summary first: web servers cut long error-log lines.
+    errors.get().emit(py, &format!("Error in the WSGI application for {what}{note}: {err}\n{traceback}"), LEVEL_ERROR);
     if !headers_sent {
         let page = error_page(py, debug.then_some(&traceback));
         let _ = responder.send_whole(py, page);
