@@ -30,7 +30,9 @@ mod _oxfcgi {
 
     #[pymodule_init]
     fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
-        use pyo3::types::PyModuleMethods;
+        use pyo3::types::{PyAnyMethods, PyModuleMethods};
+        // Shown in tracebacks as oxfcgi.BindError, where users import it from.
+        m.py().get_type::<BindError>().setattr("__module__", "oxfcgi")?;
         m.add("__version__", env!("CARGO_PKG_VERSION"))
     }
 }

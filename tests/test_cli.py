@@ -72,6 +72,24 @@ def test_serve_flup_style_fcgi_script(start_server, tmp_path):
     assert body == b"from helper " + str(script).encode() + b" __oxfcgi_app__"
 
 
+@pytest.mark.parametrize("module", ["fcgi", "fcgi_fork", "fcgi_single"])
+def test_serve_unchanged_flup_script(start_server, tmp_path, module):
+    """A legacy script importing flup itself: under `oxfcgi serve` its app is captured and
+    served by oxfcgi (flup is never started, installed or not)."""
+    script = write(tmp_path / "legacy.fcgi", f"""\
+        from flup.server.{module} import WSGIServer
+        import oxfcgi
+
+        def app(environ, start_response):
+            start_response("200 OK", [])
+            return [WSGIServer.__module__.encode()]
+
+        WSGIServer(app, bindAddress="/nonexistent/dir/never.sock").run()
+        """)
+    srv = start_server(str(script))
+    assert srv.request("GET", "/").body.startswith(b"oxfcgi")   # not flup
+
+
 def test_serve_script_calling_run_without_main_guard(start_server, tmp_path):
     script = write(tmp_path / "app.py", """\
         import oxfcgi

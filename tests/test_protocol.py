@@ -147,6 +147,39 @@ def test_get_values_answers_only_known_names_asked(server):
         assert set(conn.get_values()) == {FCGI_MAX_CONNS, FCGI_MAX_REQS, FCGI_MPXS_CONNS}
 
 
+def test_get_values_while_a_request_runs(server):
+    """Management records may arrive at any time (§3.3); the answer must not wait for the app."""
+    with server.connect() as conn:
+        start_request(conn, 1, "/sleep?t=0.5")
+        time.sleep(0.1)
+        conn.send_record(FCGI_GET_VALUES, 0, encode_params([(FCGI_MPXS_CONNS, "")]))
+        records = []
+        while not records or records[-1].type != FCGI_END_REQUEST:
+            rec = conn.read_record()
+            assert rec is not None, records
+            records.append(rec)
+        types = [r.type for r in records]
+        assert FCGI_GET_VALUES_RESULT in types, records
+        assert types.index(FCGI_GET_VALUES_RESULT) < types.index(FCGI_STDOUT), \
+            "GET_VALUES_RESULT waited for the running request"
+
+
+def test_records_for_inactive_ids_are_ignored(server):
+    """§3.3: while request id R is inactive, records with id R other than BEGIN_REQUEST are ignored."""
+    with server.connect() as conn:
+        conn.send_record(FCGI_PARAMS, 9, encode_params({"PATH_INFO": "/hello"}))
+        conn.send_record(FCGI_PARAMS, 9)
+        conn.send_record(FCGI_STDIN, 9, b"stray")
+        conn.send_record(FCGI_STDIN, 9)
+        conn.abort(9)
+        resp = conn.request("GET", "/hello", keep_conn=True)
+        assert (resp.status, resp.body) == (200, b"hello")
+        conn.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            extra = conn.read_record()
+            pytest.fail(f"unexpected record {extra}")
+
+
 # --- FCGI_UNKNOWN_TYPE (§4.2) ------------------------------------------------------------
 
 @pytest.mark.parametrize("rtype", [42, 0, 255])

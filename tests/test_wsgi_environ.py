@@ -82,8 +82,12 @@ def test_basic_environ_values(env_server):
 
 def test_params_are_latin1_str(env_server):
     """Bytes 0x80-0xFF in params reach the app as the same code points (PEP 3333)."""
-    pairs = params(PATH_INFO=b"/caf\xe9", HTTP_X_BYTES=b"\xe9\xff\x80 end", HTTP_X_UTF8="é".encode("utf-8"))
+    pairs = params(PATH_INFO=b"/caf\xe9", HTTP_X_BYTES=b"\xe9\xff\x80 end", HTTP_X_UTF8="é".encode("utf-8"),
+                   HTTP_X_EMPTY="")
+    pairs.append((b"HTTP_X_N\xe9ME", b"v"))
     env = report(raw_request(env_server, pairs))["environ"]
+    assert env["HTTP_X_EMPTY"] == ""
+    assert env["HTTP_X_N\xe9ME"] == "v"
     assert env["PATH_INFO"] == "/caf\xe9"
     assert env["HTTP_X_BYTES"] == "\xe9\xff\x80 end"
     assert env["HTTP_X_UTF8"] == "\xc3\xa9"  # UTF-8 bytes, each as one latin-1 character
@@ -166,6 +170,18 @@ def test_path_info_from_request_uri_script_name_only(env_server):
     assert env["SCRIPT_NAME"] == "/app"
     assert env["PATH_INFO"] == ""
     assert env["QUERY_STRING"] == ""
+
+
+@pytest.mark.parametrize(
+    "script_name, uri",
+    [("/app", "/application/x"), ("/app", "/apple"), ("/dj", "/other/place")],
+)
+def test_path_info_from_request_uri_script_name_not_a_path_prefix(env_server, script_name, uri):
+    """PEP 3333: a non-empty PATH_INFO starts with '/'. SCRIPT_NAME '/app' is not a path
+    prefix of '/application/x' (flup cut 4 characters and produced 'lication/x')."""
+    pairs = params(drop=("PATH_INFO",), SCRIPT_NAME=script_name, REQUEST_URI=uri)
+    env = report(raw_request(env_server, pairs))["environ"]
+    assert env["PATH_INFO"] == "" or env["PATH_INFO"].startswith("/"), env["PATH_INFO"]
 
 
 @pytest.mark.parametrize(

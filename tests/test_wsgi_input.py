@@ -36,6 +36,10 @@ def expected(body: bytes, ops) -> list:
             out.append([x.decode("latin-1") for x in f])
         elif name == "readlines":
             out.append([x.decode("latin-1") for x in f.readlines(*args)])
+        elif name == "readinto":
+            buf = bytearray(args[0])
+            n = f.readinto(buf)
+            out.append(bytes(buf[:n]).decode("latin-1"))
         else:
             out.append(getattr(f, name)(*args).decode("latin-1"))
     return out
@@ -91,6 +95,7 @@ CASES = {
     "next_lines": [["next"], ["next"], ["read", 2], ["next"], ["iter"], ["next"]],
     "mix": [["read", 3], ["readline"], ["read", 4], ["readline", 2], ["readlines", 5], ["read"], ["read", 10],
             ["readline"], ["readlines"]],
+    "readinto": [["readinto", 4], ["readline"], ["readinto", 1000], ["readinto", 3]],
     "after_eof": [["read"], ["read"], ["read", 10], ["readline"], ["readlines"], ["next"], ["iter"]],
 }
 
@@ -120,6 +125,14 @@ def test_input_readline_size_is_honoured(ops_server):
     body = b"0123456789\nabcdef\n"
     res = run_ops(ops_server, body, [["readline", 5], ["readline", 5], ["readline", 5], ["readline"]])
     assert res == ["01234", "56789", "\n", "abcdef\n"]
+
+
+def test_input_long_line_over_many_records(ops_server):
+    """One 300 KB line (no newline for several records), then short lines."""
+    body = b"L" * 300_000 + b"\nshort\n" + b"M" * 70_000
+    ops = [["readline"], ["readline", 3], ["readline"], ["readline", 65536], ["readline"], ["readline"]]
+    for chunk in (65535, 4096):
+        assert run_ops(ops_server, body, ops, chunk=chunk) == expected(body, ops)
 
 
 def test_input_binary_bytes_roundtrip(ops_server):
@@ -152,6 +165,7 @@ op_strategy = st.one_of(
     st.tuples(st.just("read"), st.one_of(st.none(), st.integers(-1, 40))).map(list),
     st.tuples(st.just("readline"), st.one_of(st.none(), st.integers(-1, 20))).map(list),
     st.tuples(st.just("readlines"), st.integers(-1, 30)).map(list),
+    st.tuples(st.just("readinto"), st.integers(0, 40)).map(list),
     st.just(["next"]),
     st.just(["iter"]),
 )

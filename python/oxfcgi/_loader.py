@@ -60,6 +60,50 @@ def intercept(app) -> None:
         raise AppCaptured(app)
 
 
+_FLUP_ALIASES = {
+    "flup.server.fcgi": "oxfcgi.server.fcgi",
+    "flup.server.fcgi_fork": "oxfcgi.server.fcgi_fork",
+    "flup.server.fcgi_single": "oxfcgi.server.fcgi_single",
+}
+
+
+class _FlupAliases:
+    """While loading, ``import flup.server.fcgi`` (and ``fcgi_fork``, ``fcgi_single``) gives
+    oxfcgi's flup-compatible modules, so an unchanged legacy ``.fcgi`` script's
+    ``WSGIServer(app).run()`` is captured instead of starting flup. Other flup modules
+    (``flup.middleware``...) stay real if flup is installed. Undone after the load."""
+
+    def __enter__(self):
+        self.saved: dict[str, object] = {}
+        try:
+            modules = {name: importlib.import_module(target) for name, target in _FLUP_ALIASES.items()}
+        except Exception:            # the engine is missing: nothing to alias to
+            return self
+        for parent in ("flup", "flup.server"):
+            if parent not in sys.modules:
+                try:
+                    importlib.import_module(parent)
+                except ImportError:
+                    stub = types.ModuleType(parent)
+                    stub.__path__ = []
+                    self._set(parent, stub)
+        for name, module in modules.items():
+            self._set(name, module)
+        return self
+
+    def _set(self, name: str, module) -> None:
+        self.saved[name] = sys.modules.get(name)
+        sys.modules[name] = module
+
+    def __exit__(self, *exc):
+        for name, previous in reversed(list(self.saved.items())):
+            if previous is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = previous
+        return False
+
+
 def _split_target(target: str) -> tuple[str, str | None, bool]:
     """Return (module-or-path, attr or None, is_file)."""
     base, attr = target, None
@@ -146,7 +190,8 @@ def load_app(target: str):
     _capturing += 1
     try:
         try:
-            module = _exec_file(base) if is_file else _import_module(base)
+            with _FlupAliases():
+                module = _exec_file(base) if is_file else _import_module(base)
         except AppCaptured as captured:
             app, source = captured.app, f"{what} (the application it passed to run())"
         else:

@@ -93,11 +93,37 @@ def _log_level(text: str) -> str:
 
 # --- parser -----------------------------------------------------------------------------
 
+def _run_defaults() -> dict:
+    """oxfcgi.run()'s defaults, for --help (empty if the engine cannot be imported)."""
+    try:
+        from oxfcgi import DEFAULTS
+        return dict(DEFAULTS)
+    except Exception:
+        return {}
+
+
+def _default_text(defaults: dict, name: str) -> str:
+    if name not in defaults:
+        return "oxfcgi.run()'s default"
+    value = defaults[name]
+    if name == "max_reqs" and value is None:
+        return "max(4 x threads, 16)"
+    if name in ("socket_mode", "umask"):
+        return "the process umask" if value is None else format(value, "o")
+    if name == "graceful_timeout":
+        return f"{value:g} s"
+    if name == "max_params_size":
+        return f"{value} bytes" + (f" = {value >> 20} MiB" if value % (1 << 20) == 0 else "")
+    return str(value)
+
+
 class _Formatter(argparse.RawDescriptionHelpFormatter):
     pass
 
 
 def build_parser() -> argparse.ArgumentParser:
+    defaults = _run_defaults()
+    d = lambda name: _default_text(defaults, name)  # noqa: E731
     parser = argparse.ArgumentParser(
         prog="oxfcgi",
         description="A FastCGI server for Python WSGI applications, with a Rust engine.",
@@ -130,34 +156,36 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--bind", "-b", metavar="ADDR",
                        help="where to listen: unix:/path, /abs/path (Unix socket), host:port, "
                             "[::1]:port (TCP) or fd:N (an inherited listening socket). "
-                            "Default: the listening socket on fd 0, as web servers that spawn "
-                            "FastCGI processes provide (FCGI_LISTENSOCK_FILENO)")
+                            "Default: the socket inherited from the process manager: systemd "
+                            "LISTEN_FDS, else fd 0 (FCGI_LISTENSOCK_FILENO) as mod_fcgid, "
+                            "lighttpd and spawn-fcgi provide")
     serve.add_argument("--threads", "-t", type=_positive_int, metavar="N",
                        help="Python worker threads, i.e. requests running the app at once "
-                            "(default: oxfcgi.run()'s)")
+                            f"(default: {d('threads')})")
     serve.add_argument("--multiplexed", action="store_true", default=None,
                        help="accept several concurrent requests on one connection "
                             "(FCGI_MPXS_CONNS=1; default: off, extra requests get FCGI_CANT_MPX_CONN)")
     serve.add_argument("--max-conns", type=_positive_int, metavar="N",
-                       help="most connections open at once; reported as FCGI_MAX_CONNS")
+                       help=f"most connections open at once; reported as FCGI_MAX_CONNS (default: {d('max_conns')})")
     serve.add_argument("--max-reqs", type=_positive_int, metavar="N",
-                       help="most requests in flight at once; reported as FCGI_MAX_REQS")
+                       help="most requests in flight at once; reported as FCGI_MAX_REQS; over it a "
+                            f"multiplexed request gets FCGI_OVERLOADED (default: {d('max_reqs')})")
     serve.add_argument("--roles", type=_roles, metavar="LIST",
                        help="comma-separated FastCGI roles to accept: responder, authorizer, "
                             "filter (default: responder); others get FCGI_UNKNOWN_ROLE")
     serve.add_argument("--debug", action="store_true", default=None,
                        help="show tracebacks in the 500 page (never in production; default: off)")
     serve.add_argument("--socket-mode", type=_octal, metavar="OCTAL",
-                       help="permissions of a Unix socket file, e.g. 660 (default: from --umask)")
+                       help=f"permissions of a Unix socket file, e.g. 660 (default: {d('socket_mode')})")
     serve.add_argument("--umask", type=_octal, metavar="OCTAL",
                        help="umask applied while creating a Unix socket, e.g. 007 "
-                            "(default: the process umask)")
+                            f"(default: {d('umask')})")
     serve.add_argument("--graceful-timeout", type=_seconds, metavar="SECONDS",
                        help="on SIGTERM/SIGINT/SIGHUP, wait at most this many seconds for "
-                            "requests in flight before exiting (default: oxfcgi.run()'s)")
+                            f"requests in flight before exiting (default: {d('graceful_timeout')})")
     serve.add_argument("--max-params-size", type=_positive_int, metavar="BYTES",
                        help="largest FCGI_PARAMS stream of one request, in bytes; a larger "
-                            "one closes the connection (default: oxfcgi.run()'s)")
+                            f"one closes the connection (default: {d('max_params_size')})")
     serve.add_argument("--log-level", type=_log_level, default="INFO", metavar="LEVEL",
                        help=f"level of the 'oxfcgi' logger on stderr: {', '.join(LOG_LEVELS)} "
                             "(default: INFO)")

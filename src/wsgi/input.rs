@@ -113,13 +113,13 @@ impl State {
 #[pymethods]
 impl InputStream {
     /// Read up to `size` bytes (all that is left if `size` is negative or None).
-    #[pyo3(signature = (size=-1))]
+    #[pyo3(signature = (size=-1), text_signature = "($self, size=-1)")]
     fn read<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
         self.with_state(|s| s.read(py, size))
     }
 
     /// Read what is available, waiting only if nothing is (at most `size` bytes).
-    #[pyo3(signature = (size=-1))]
+    #[pyo3(signature = (size=-1), text_signature = "($self, size=-1)")]
     fn read1<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
         self.with_state(|s| {
             if s.buf.is_empty() {
@@ -131,13 +131,13 @@ impl InputStream {
     }
 
     /// Read one line, including its `b"\n"`, or at most `size` bytes of it.
-    #[pyo3(signature = (size=-1))]
+    #[pyo3(signature = (size=-1), text_signature = "($self, size=-1)")]
     fn readline<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
         self.with_state(|s| s.readline(py, size))
     }
 
     /// Read lines until the end, or until they total at least `hint` bytes.
-    #[pyo3(signature = (hint=-1))]
+    #[pyo3(signature = (hint=-1), text_signature = "($self, hint=-1)")]
     fn readlines<'py>(&self, py: Python<'py>, hint: Option<isize>) -> PyResult<Bound<'py, PyList>> {
         self.with_state(|s| {
             let lines = PyList::empty(py);

@@ -67,7 +67,7 @@ impl Server {
     /// `max(4 * threads, 16)`; `multithread=None` means `threads > 1`.
     /// Raises `ValueError` for out-of-range settings.
     #[new]
-    #[pyo3(signature = (app, bind, *, threads=4, multiplexed=false, max_conns=1024, max_reqs=None, roles=vec![1], max_params_size=1<<20, graceful_timeout=30.0, socket_mode=0o660, umask=None, environ=None, multithread=None, multiprocess=false, debug=false, handle_signals=true))]
+    #[pyo3(signature = (app, bind, *, threads=4, multiplexed=false, max_conns=1024, max_reqs=None, roles=vec![1], max_params_size=1048576, graceful_timeout=30.0, socket_mode=0o660, umask=None, environ=None, multithread=None, multiprocess=false, debug=false, handle_signals=true))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         app: Py<PyAny>,

@@ -95,7 +95,7 @@ def environ_app(environ, start_response):
 def input_ops_app(environ, start_response):
     """Apply a list of operations (JSON in the X-Ops header) to wsgi.input.
 
-    Operations: ``["read"]`` (no argument), ``["read", n]``, ``["readline"]``,
+    Operations: ``["readinto", n]`` (into a bytearray(n)), ``["read"]`` (no argument), ``["read", n]``, ``["readline"]``,
     ``["readline", n]``, ``["readlines"]``, ``["readlines", hint]``, ``["next"]``
     (one ``next(iter(wsgi.input))``), ``["iter"]`` (``list(wsgi.input)``).
     Answers ``{"results": [...]}`` where bytes are latin-1 text and lists are lists;
@@ -118,6 +118,10 @@ def input_ops_app(environ, start_response):
             elif name == "readlines":
                 value = inp.readlines(*args)
                 results.append([_b2s(x) for x in value] if isinstance(value, list) else _b2s(value))
+            elif name == "readinto":
+                buf = bytearray(args[0])
+                n = inp.readinto(buf)
+                results.append(_b2s(bytes(buf[:n])) if isinstance(n, int) else _b2s(n))
             elif name in ("read", "readline"):
                 results.append(_b2s(getattr(inp, name)(*args)))
             else:
@@ -475,15 +479,19 @@ class _NoFilenoFile:
 def file_wrapper_app(environ, start_response):
     """Serve the file at X-File through wsgi.file_wrapper.
 
-    ?kind=real (default: a FileIO subclass, with fileno()) or ?kind=nofileno;
+    ?kind=real (default: a FileIO subclass, with fileno()), ?kind=open (plain
+    open(path, 'rb'), no close marker) or ?kind=nofileno;
     ?blksize=N (default 65536).
     """
     q = _query(environ)
     path = environ["HTTP_X_FILE"]
     marker = environ.get("HTTP_X_MARKER")
     blksize = int(q.get("blksize", "65536"))
-    if q.get("kind", "real") == "nofileno":
+    kind = q.get("kind", "real")
+    if kind == "nofileno":
         f = _NoFilenoFile(path, marker)
+    elif kind == "open":  # a plain buffered file object, as most apps pass
+        f = open(path, "rb")
     else:
         f = _MarkingFile(path, marker)
     start_response("200 OK", [("Content-Type", "application/octet-stream")])
@@ -525,7 +533,8 @@ def bad_chunk_app(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     if _query(environ).get("when", "first") == "first":
         return [42]
-    return [b"good|", 42, b"never"]
+    # a generator: b"good|" goes out (headers sent) before the int is seen
+    return (x for x in [b"good|", 42, b"never"])
 
 
 def exit_app(environ, start_response):
@@ -624,9 +633,15 @@ def errors_extra_app(environ, start_response):
 
 
 def file_wrapper_seek_app(environ, start_response):
-    """file_wrapper over a file whose position was moved by seek(?offset=)."""
+    """file_wrapper over a file whose position was moved by seek(?offset=), or by
+    read(offset) with ?mode=read (the buffered reader's fd is then ahead of tell())."""
+    q = _query(environ)
     f = open(environ["HTTP_X_FILE"], "rb")
-    f.seek(int(_query(environ).get("offset", "1000")))
+    offset = int(q.get("offset", "1000"))
+    if q.get("mode") == "read":
+        f.read(offset)
+    else:
+        f.seek(offset)
     start_response("200 OK", [("Content-Type", "application/octet-stream")])
     return environ["wsgi.file_wrapper"](f, 65536)
 

@@ -48,7 +48,8 @@ class WSGIServer(_Threaded):
         self.timeout = timeout
         super().__init__(application, environ=environ, multithreaded=False, multiprocess=False,
                          bindAddress=bindAddress, umask=umask, multiplexed=multiplexed, debug=debug,
-                         roles=roles, forceCGI=forceCGI, **kw)
+                         roles=roles, forceCGI=forceCGI,
+                         **{k: v for k, v in kw.items() if k not in ("multithreaded", "multiprocess")})
 
     def run(self) -> bool:
         logging.getLogger("oxfcgi").warning(
