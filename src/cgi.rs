@@ -1,9 +1,11 @@
 //! CGI/1.1 variables as a WSGI app needs them (PEP 3333 §"environ Variables"),
 //! from what a web server actually sends. Pure: no pyo3.
 //!
-//! Follows flup's `_sanitizeEnv` (its users' apps rely on it), except that a
-//! `PATH_INFO` derived from `REQUEST_URI` is percent-decoded, as a web
-//! server's own `PATH_INFO` is (RFC 3875 §4.1.5).
+//! Follows flup's `_sanitizeEnv` (its users' apps rely on it), with these
+//! differences: a `PATH_INFO` derived from `REQUEST_URI` is percent-decoded,
+//! as a web server's own `PATH_INFO` is (RFC 3875 §4.1.5); `SCRIPT_NAME` is
+//! removed only as a whole path prefix; and the two classic URL-root mistakes
+//! are repaired (see [`sanitize`]).
 
 use bytes::Bytes;
 use percent_encoding::percent_decode;
@@ -23,25 +25,58 @@ fn set(params: &mut Vec<(Bytes, Bytes)>, name: &'static str, value: Bytes) {
 const REQUIRED: [(&str, &str); 4] =
     [("REQUEST_METHOD", "GET"), ("SERVER_NAME", "localhost"), ("SERVER_PORT", "80"), ("SERVER_PROTOCOL", "HTTP/1.0")];
 
-/// Fill in what WSGI needs and the web server did not send; returns one
-/// warning line per problem, for `wsgi.errors`.
+/// Something about a request's variables worth telling the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    /// A configuration problem that repeats on every request: log it once
+    /// per process, not per request (log flooding is a classic flup complaint).
+    pub once: Option<WarningKind>,
+    pub message: String,
+}
+
+/// The kinds of once-per-process warnings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WarningKind {
+    ScriptNameIsWholePath,
+    FcgiScriptNameStripped,
+    NotUnderScriptName,
+    NotUnderMount,
+}
+
+/// `rest` when `path` is `prefix` followed by nothing or by `/…`.
+fn strip_path_prefix<'a>(path: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    let prefix = prefix.strip_suffix(b"/").unwrap_or(prefix);
+    let rest = path.strip_prefix(prefix)?;
+    (rest.is_empty() || rest.starts_with(b"/")).then_some(rest)
+}
+
+fn show(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Fill in and repair what WSGI needs; returns warnings for `wsgi.errors`
+/// and the log.
 ///
-/// - `SCRIPT_NAME` defaults to `""`.
-/// - A missing or empty `PATH_INFO` is the path of `REQUEST_URI`,
-///   percent-decoded, minus the `SCRIPT_NAME` prefix (a warning when the path
-///   does not start with `SCRIPT_NAME`), or `""` without `REQUEST_URI`.
-/// - A missing or empty `QUERY_STRING` is taken from `REQUEST_URI`.
-/// - Missing `REQUEST_METHOD`, `SERVER_NAME`, `SERVER_PORT`, `SERVER_PROTOCOL`
-///   default to `GET`, `localhost`, `80`, `HTTP/1.0`, each with a warning.
-pub fn sanitize(params: &mut Vec<(Bytes, Bytes)>) -> Vec<String> {
+/// In order:
+/// 1. With a mount prefix (`script_name` setting): `SCRIPT_NAME` is the
+///    prefix and `PATH_INFO` the rest of the request path (from
+///    `REQUEST_URI`, else `SCRIPT_NAME + PATH_INFO`).
+/// 2. `SCRIPT_NAME` equal to the whole request path with no `PATH_INFO`
+///    (nginx's default `fastcgi_params`, Apache mod_proxy_fcgi): the app is
+///    taken as mounted at `/` (`SCRIPT_NAME=""`, `PATH_INFO`=the path), with
+///    a once-per-process warning naming the fix at the source.
+/// 3. A `*.fcgi` `SCRIPT_NAME` the request URI does not contain (the
+///    `RewriteRule ^(.*)$ app.fcgi/$1` case that Flask's docs fix with a
+///    middleware): `SCRIPT_NAME` becomes the part of the path before
+///    `PATH_INFO`, once-per-process warning.
+/// 4. flup's rules: `SCRIPT_NAME` defaults to `""`; a missing or empty
+///    `PATH_INFO` is the decoded `REQUEST_URI` path minus the `SCRIPT_NAME`
+///    path prefix (the whole path, with a warning, if it is not under it);
+///    a missing or empty `QUERY_STRING` comes from `REQUEST_URI`; missing
+///    `REQUEST_METHOD`, `SERVER_NAME`, `SERVER_PORT`, `SERVER_PROTOCOL`
+///    default to `GET`, `localhost`, `80`, `HTTP/1.0`, each with a warning.
+pub fn sanitize(params: &mut Vec<(Bytes, Bytes)>, mount: Option<&[u8]>) -> Vec<Warning> {
     let mut warnings = Vec::new();
-    let script_name = match get(params, "SCRIPT_NAME") {
-        Some(v) => v.clone(),
-        None => {
-            set(params, "SCRIPT_NAME", Bytes::new());
-            Bytes::new()
-        }
-    };
     let request_uri = get(params, "REQUEST_URI").cloned();
     let (uri_path, uri_query) = match &request_uri {
         Some(uri) => match uri.iter().position(|&b| b == b'?') {
@@ -50,22 +85,79 @@ pub fn sanitize(params: &mut Vec<(Bytes, Bytes)>) -> Vec<String> {
         },
         None => (None, None),
     };
-    if get(params, "PATH_INFO").is_none_or(|v| v.is_empty()) {
-        let path_info = match uri_path {
-            Some(raw) => {
-                let decoded: Vec<u8> = percent_decode(&raw).collect();
-                match decoded.strip_prefix(&script_name[..]) {
-                    Some(rest) => Bytes::copy_from_slice(rest),
-                    None => {
-                        warnings.push(format!(
-                            "SCRIPT_NAME {:?} is not a prefix of the REQUEST_URI path {:?}; PATH_INFO set to the whole path",
-                            String::from_utf8_lossy(&script_name),
-                            String::from_utf8_lossy(&decoded)
-                        ));
-                        Bytes::from(decoded)
-                    }
-                }
+    let decoded_path: Option<Vec<u8>> = uri_path.as_ref().map(|raw| percent_decode(raw).collect());
+    let script_name = get(params, "SCRIPT_NAME").cloned().unwrap_or_default();
+    let path_info_sent = get(params, "PATH_INFO").is_some();
+    let path_info = get(params, "PATH_INFO").cloned().filter(|p| !p.is_empty());
+
+    if let Some(mount) = mount {
+        let mount = mount.strip_suffix(b"/").unwrap_or(mount);
+        let path = decoded_path.clone().unwrap_or_else(|| [&script_name[..], path_info.as_deref().unwrap_or_default()].concat());
+        let rest = match strip_path_prefix(&path, mount) {
+            Some(rest) => rest.to_vec(),
+            None => {
+                warnings.push(Warning {
+                    once: Some(WarningKind::NotUnderMount),
+                    message: format!("request path {:?} is not under script_name {:?}; PATH_INFO set to the whole path", show(&path), show(mount)),
+                });
+                path
             }
+        };
+        set(params, "SCRIPT_NAME", Bytes::copy_from_slice(mount));
+        set(params, "PATH_INFO", Bytes::from(rest));
+    } else if let (false, Some(path)) = (path_info_sent, &decoded_path) {
+        // Only when PATH_INFO is absent: nginx's prefix recipe
+        // (`fastcgi_split_path_info`) sends an empty one for the prefix itself.
+        if !script_name.is_empty() && script_name[..] == path[..] && script_name != "/" {
+            warnings.push(Warning {
+                once: Some(WarningKind::ScriptNameIsWholePath),
+                message: format!(
+                    "SCRIPT_NAME is the whole request path ({:?}) and PATH_INFO is missing, as nginx's default \
+                     fastcgi_params and Apache mod_proxy_fcgi send it; serving the app as mounted at \"/\". Fix it \
+                     at the source: nginx `fastcgi_param SCRIPT_NAME \"\"; fastcgi_param PATH_INFO $fastcgi_script_name;` \
+                     (or `fastcgi_split_path_info` for a prefix; `oxfcgi config nginx` prints it), or set \
+                     script_name (--script-name /prefix) to the mount prefix",
+                    show(&script_name)
+                ),
+            });
+            set(params, "SCRIPT_NAME", Bytes::new());
+            set(params, "PATH_INFO", Bytes::from(path.clone()));
+        }
+    } else if let (Some(pi), Some(path)) = (&path_info, &decoded_path) {
+        let fcgi_script = script_name.rsplit(|&b| b == b'/').next().is_some_and(|last| last.ends_with(b".fcgi"));
+        if fcgi_script && strip_path_prefix(path, &script_name).is_none() {
+            let before = path.strip_suffix(&pi[..]).map(|b| b.strip_suffix(b"/").unwrap_or(b)).unwrap_or_default();
+            warnings.push(Warning {
+                once: Some(WarningKind::FcgiScriptNameStripped),
+                message: format!(
+                    "SCRIPT_NAME {:?} is not in the request path {:?} (a rewrite rule maps URLs onto the .fcgi \
+                     script); using SCRIPT_NAME {:?} so generated URLs do not contain the script name",
+                    show(&script_name),
+                    show(path),
+                    show(before)
+                ),
+            });
+            set(params, "SCRIPT_NAME", Bytes::copy_from_slice(before));
+        }
+    }
+
+    let script_name = get(params, "SCRIPT_NAME").cloned();
+    if script_name.is_none() {
+        set(params, "SCRIPT_NAME", Bytes::new());
+    }
+    let script_name = script_name.unwrap_or_default();
+    if get(params, "PATH_INFO").is_none_or(|v| v.is_empty()) {
+        let path_info = match decoded_path {
+            Some(path) => match strip_path_prefix(&path, &script_name) {
+                Some(rest) => Bytes::copy_from_slice(rest),
+                None => {
+                    warnings.push(Warning {
+                        once: Some(WarningKind::NotUnderScriptName),
+                        message: format!("SCRIPT_NAME {:?} is not a prefix of the request path {:?}; PATH_INFO set to the whole path", show(&script_name), show(&path)),
+                    });
+                    Bytes::from(path)
+                }
+            },
             None => Bytes::new(),
         };
         set(params, "PATH_INFO", path_info);
@@ -75,7 +167,7 @@ pub fn sanitize(params: &mut Vec<(Bytes, Bytes)>) -> Vec<String> {
     }
     for (name, default) in REQUIRED {
         if get(params, name).is_none() {
-            warnings.push(format!("missing FastCGI param {name} required by WSGI; using {default:?}"));
+            warnings.push(Warning { once: None, message: format!("missing FastCGI param {name} required by WSGI; using {default:?}") });
             set(params, name, Bytes::from_static(default.as_bytes()));
         }
     }
@@ -95,48 +187,96 @@ pub fn url_scheme(params: &[(Bytes, Bytes)]) -> &'static str {
 mod tests {
     use super::*;
 
+    const BASE: [(&str, &str); 4] = [("REQUEST_METHOD", "GET"), ("SERVER_NAME", "h"), ("SERVER_PORT", "80"), ("SERVER_PROTOCOL", "HTTP/1.1")];
+
     fn params(pairs: &[(&str, &str)]) -> Vec<(Bytes, Bytes)> {
-        pairs.iter().map(|(n, v)| (Bytes::copy_from_slice(n.as_bytes()), Bytes::copy_from_slice(v.as_bytes()))).collect()
+        BASE.iter().chain(pairs).map(|(n, v)| (Bytes::copy_from_slice(n.as_bytes()), Bytes::copy_from_slice(v.as_bytes()))).collect()
     }
 
     fn value<'a>(p: &'a [(Bytes, Bytes)], name: &str) -> &'a str {
         std::str::from_utf8(get(p, name).expect(name)).unwrap()
     }
 
+    fn run(pairs: &[(&str, &str)], mount: Option<&str>) -> (Vec<(Bytes, Bytes)>, Vec<Warning>) {
+        let mut p = params(pairs);
+        let w = sanitize(&mut p, mount.map(str::as_bytes));
+        (p, w)
+    }
+
     #[test]
     fn path_info_and_query_from_request_uri() {
-        let mut p = params(&[("SCRIPT_NAME", "/app"), ("REQUEST_URI", "/app/x%20y?a=1"), ("REQUEST_METHOD", "GET"), ("SERVER_NAME", "h"), ("SERVER_PORT", "80"), ("SERVER_PROTOCOL", "HTTP/1.1")]);
-        assert!(sanitize(&mut p).is_empty());
-        assert_eq!(value(&p, "PATH_INFO"), "/app/x y".strip_prefix("/app").unwrap());
+        let (p, w) = run(&[("SCRIPT_NAME", "/app"), ("REQUEST_URI", "/app/x%20y?a=1")], None);
+        assert!(w.is_empty());
+        assert_eq!(value(&p, "PATH_INFO"), "/x y");
         assert_eq!(value(&p, "QUERY_STRING"), "a=1");
     }
 
     #[test]
+    fn script_name_is_a_path_prefix_not_a_string_prefix() {
+        let (p, w) = run(&[("SCRIPT_NAME", "/app"), ("REQUEST_URI", "/application/x")], None);
+        assert_eq!(value(&p, "PATH_INFO"), "/application/x");
+        assert_eq!(w.len(), 1);
+    }
+
+    #[test]
     fn web_server_values_are_kept() {
-        let mut p = params(&[("SCRIPT_NAME", "/app"), ("PATH_INFO", "/p"), ("QUERY_STRING", "q"), ("REQUEST_URI", "/other?z")]);
-        sanitize(&mut p);
-        assert_eq!(value(&p, "PATH_INFO"), "/p");
-        assert_eq!(value(&p, "QUERY_STRING"), "q");
+        let (p, w) = run(&[("SCRIPT_NAME", "/app"), ("PATH_INFO", "/p"), ("QUERY_STRING", "q"), ("REQUEST_URI", "/app/p?z")], None);
+        assert!(w.is_empty());
+        assert_eq!((value(&p, "SCRIPT_NAME"), value(&p, "PATH_INFO"), value(&p, "QUERY_STRING")), ("/app", "/p", "q"));
     }
 
     #[test]
     fn defaults_come_with_warnings() {
-        let mut p = params(&[]);
-        let warnings = sanitize(&mut p);
+        let mut p = Vec::new();
+        let warnings = sanitize(&mut p, None);
         assert_eq!(warnings.len(), 4);
-        assert!(warnings[0].contains("REQUEST_METHOD"));
+        assert!(warnings[0].message.contains("REQUEST_METHOD"));
         assert_eq!(value(&p, "SCRIPT_NAME"), "");
         assert_eq!(value(&p, "PATH_INFO"), "");
-        assert_eq!(value(&p, "REQUEST_METHOD"), "GET");
         assert_eq!(value(&p, "SERVER_PROTOCOL"), "HTTP/1.0");
     }
 
     #[test]
-    fn mismatched_script_name_warns() {
-        let mut p = params(&[("SCRIPT_NAME", "/app.fcgi"), ("REQUEST_URI", "/items/3"), ("REQUEST_METHOD", "GET"), ("SERVER_NAME", "h"), ("SERVER_PORT", "80"), ("SERVER_PROTOCOL", "HTTP/1.1")]);
-        let w = sanitize(&mut p);
+    fn whole_path_script_name_is_repaired_once() {
+        let (p, w) = run(&[("SCRIPT_NAME", "/items/3"), ("REQUEST_URI", "/items/3?x=1")], None);
+        assert_eq!((value(&p, "SCRIPT_NAME"), value(&p, "PATH_INFO")), ("", "/items/3"));
         assert_eq!(w.len(), 1);
-        assert_eq!(value(&p, "PATH_INFO"), "/items/3");
+        assert_eq!(w[0].once, Some(WarningKind::ScriptNameIsWholePath));
+        assert!(w[0].message.contains("fastcgi_param SCRIPT_NAME"));
+    }
+
+    #[test]
+    fn empty_path_info_at_the_mount_point_is_kept() {
+        let (p, w) = run(&[("SCRIPT_NAME", "/app"), ("PATH_INFO", ""), ("REQUEST_URI", "/app")], None);
+        assert!(w.is_empty());
+        assert_eq!((value(&p, "SCRIPT_NAME"), value(&p, "PATH_INFO")), ("/app", ""));
+    }
+
+    #[test]
+    fn mount_prefix_setting() {
+        let (p, w) = run(&[("SCRIPT_NAME", "/app/items/3"), ("REQUEST_URI", "/app/items/3")], Some("/app"));
+        assert!(w.is_empty());
+        assert_eq!((value(&p, "SCRIPT_NAME"), value(&p, "PATH_INFO")), ("/app", "/items/3"));
+        let (p, _) = run(&[("SCRIPT_NAME", "/app"), ("REQUEST_URI", "/app")], Some("/app/"));
+        assert_eq!((value(&p, "SCRIPT_NAME"), value(&p, "PATH_INFO")), ("/app", ""));
+        let (p, w) = run(&[("SCRIPT_NAME", "/other"), ("REQUEST_URI", "/other/x")], Some("/app"));
+        assert_eq!(value(&p, "PATH_INFO"), "/other/x");
+        assert_eq!(w[0].once, Some(WarningKind::NotUnderMount));
+        let (p, _) = run(&[("SCRIPT_NAME", "/app"), ("PATH_INFO", "/a b")], Some("/app"));
+        assert_eq!(value(&p, "PATH_INFO"), "/a b");
+    }
+
+    #[test]
+    fn rewritten_fcgi_script_name_is_stripped() {
+        let (p, w) = run(&[("SCRIPT_NAME", "/app.fcgi"), ("PATH_INFO", "/items/3"), ("REQUEST_URI", "/items/3")], None);
+        assert_eq!((value(&p, "SCRIPT_NAME"), value(&p, "PATH_INFO")), ("", "/items/3"));
+        assert_eq!(w[0].once, Some(WarningKind::FcgiScriptNameStripped));
+        let (p, _) = run(&[("SCRIPT_NAME", "/site/app.fcgi"), ("PATH_INFO", "/x"), ("REQUEST_URI", "/site/x")], None);
+        assert_eq!(value(&p, "SCRIPT_NAME"), "/site");
+        // Requested through the script name itself: nothing to repair.
+        let (p, w) = run(&[("SCRIPT_NAME", "/app.fcgi"), ("PATH_INFO", "/x"), ("REQUEST_URI", "/app.fcgi/x")], None);
+        assert!(w.is_empty());
+        assert_eq!(value(&p, "SCRIPT_NAME"), "/app.fcgi");
     }
 
     #[test]

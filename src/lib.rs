@@ -26,13 +26,14 @@ mod _oxfcgi {
     #[pymodule_export]
     use crate::wsgi::response::{StartResponse, Write};
     #[pymodule_export]
-    use crate::wsgi::Server;
+    use crate::wsgi::{Listener, Server};
 
     #[pymodule_init]
     fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
         use pyo3::types::{PyAnyMethods, PyModuleMethods};
         // Shown in tracebacks as oxfcgi.BindError, where users import it from.
         m.py().get_type::<BindError>().setattr("__module__", "oxfcgi")?;
+        crate::wsgi::log::install_subscriber();
         m.add("__version__", env!("CARGO_PKG_VERSION"))
     }
 }

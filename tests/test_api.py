@@ -134,9 +134,9 @@ def test_run_from_a_non_main_thread(tmp_path):
 def test_server_stop_from_another_thread(tmp_path):
     sock = tmp_path / "s.sock"
     proc = spawn(script(tmp_path, f"""
-        server = oxfcgi.make_server(app, {str(sock)!r}, threads=1)
+        server = oxfcgi.make_server(app, threads=1)
         threading.Timer(1.0, lambda: server.stop(reload=True)).start()
-        print("RESULT", server.serve(), flush=True)
+        print("RESULT", server.serve(oxfcgi.listen({str(sock)!r})), flush=True)
     """))
     out, err = proc.communicate(timeout=15)
     assert "RESULT True" in out.decode(), err.decode()
@@ -150,12 +150,12 @@ def test_unknown_run_option_is_type_error():
 
 
 @pytest.mark.parametrize("kwargs", [{"threads": 0}, {"max_conns": 0}, {"graceful_timeout": -1.0},
-                                    {"socket_mode": 0o1777}, {"roles": ("bouncer",)}])
+                                    {"script_name": "app"}, {"roles": ("bouncer",)}])
 def test_bad_settings_are_value_errors(kwargs):
     import oxfcgi
 
     with pytest.raises(ValueError):
-        oxfcgi.make_server(lambda e, s: [], "unix:/tmp/x.sock", **kwargs)
+        oxfcgi.make_server(lambda e, s: [], **kwargs)
 
 
 # --- flup flavours ---------------------------------------------------------------------------
@@ -184,7 +184,7 @@ def test_flup_module_paths_and_kwargs():
 def test_flup_style_script_serves(tmp_path):
     sock = tmp_path / "s.sock"
     proc = spawn(script(tmp_path, f"""
-        from oxfcgi.server.fcgi import WSGIServer
+        from oxfcgi.server.fcgi import WSGIServer  # noqa
         print("RESULT", WSGIServer(app, bindAddress={str(sock)!r}, environ={{"X_EXTRA": "1"}}).run())
     """))
     wait_connectable(f"unix:{sock}", proc)
@@ -233,9 +233,41 @@ def test_systemd_listen_fds(tmp_path):
 def test_not_started_by_a_manager_says_how_to_start(tmp_path):
     proc = spawn(script(tmp_path, "oxfcgi.run(app)\n"))
     out, err = proc.communicate(timeout=15)
-    assert proc.returncode != 0
+    assert proc.returncode == 2
     text = err.decode()
-    assert "BindError" in text and "fd 0 is not a listening socket" in text and "--bind" in text
+    assert "is a FastCGI application" in text and "stdin is not a socket" in text
+    assert "oxfcgi serve" in text and "--bind" in text and "oxfcgi request" in text
+    assert "Traceback" not in text
+
+
+def test_run_from_a_terminal_explains_and_exits_2(tmp_path):
+    """./app.fcgi typed in a shell: no hang, no traceback, how to start and try it."""
+    import pty
+
+    path = script(tmp_path, "oxfcgi.run(app)\n")
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(sys.executable, [sys.executable, str(path)])
+    output = b""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 2
+    assert b"stdin is a terminal" in output and b"oxfcgi request" in output
+
+
+def test_bad_bind_in_run_is_value_error():
+    import oxfcgi
+
+    with pytest.raises(ValueError):
+        oxfcgi.run(lambda e, s: [], bind="9000")
 
 
 # --- unix socket files -----------------------------------------------------------------------

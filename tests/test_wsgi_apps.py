@@ -154,7 +154,7 @@ def test_file_wrapper_on_kept_connection(start_server, big_file, tmp_path):
             marker = tmp_path / f"closed{i}"
             r = conn.request("GET", "/", headers={"X-File": str(big_file), "X-Marker": str(marker)}, keep_conn=True)
             assert r.status == 200 and r.body == data
-            assert wait_for(lambda: marker.exists())
+            assert wait_for(marker.exists)
 
 
 # --- Django ------------------------------------------------------------------------------------------

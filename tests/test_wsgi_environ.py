@@ -82,7 +82,7 @@ def test_basic_environ_values(env_server):
 
 def test_params_are_latin1_str(env_server):
     """Bytes 0x80-0xFF in params reach the app as the same code points (PEP 3333)."""
-    pairs = params(PATH_INFO=b"/caf\xe9", HTTP_X_BYTES=b"\xe9\xff\x80 end", HTTP_X_UTF8="é".encode("utf-8"),
+    pairs = params(PATH_INFO=b"/caf\xe9", HTTP_X_BYTES=b"\xe9\xff\x80 end", HTTP_X_UTF8="é".encode(),
                    HTTP_X_EMPTY="")
     pairs.append((b"HTTP_X_N\xe9ME", b"v"))
     env = report(raw_request(env_server, pairs))["environ"]
@@ -163,13 +163,25 @@ def test_path_info_from_request_uri_strips_script_name(env_server):
     assert env["QUERY_STRING"] == "q=1"
 
 
-def test_path_info_from_request_uri_script_name_only(env_server):
-    """nginx with a prefix location: REQUEST_URI == SCRIPT_NAME gives an empty PATH_INFO."""
-    pairs = params(drop=("PATH_INFO", "QUERY_STRING"), SCRIPT_NAME="/app", REQUEST_URI="/app")
+def test_path_info_empty_at_the_mount_point(env_server):
+    """nginx's prefix recipe at the prefix itself: PATH_INFO is sent, empty; kept as is."""
+    pairs = params(drop=("QUERY_STRING",), SCRIPT_NAME="/app", PATH_INFO="", REQUEST_URI="/app")
     env = report(raw_request(env_server, pairs))["environ"]
     assert env["SCRIPT_NAME"] == "/app"
     assert env["PATH_INFO"] == ""
     assert env["QUERY_STRING"] == ""
+
+
+def test_script_name_that_is_the_whole_path_is_repaired_and_warned_once(env_server):
+    """nginx's default fastcgi_params / mod_proxy_fcgi: SCRIPT_NAME = whole path, no PATH_INFO."""
+    pairs = params(drop=("PATH_INFO",), SCRIPT_NAME="/items/3", REQUEST_URI="/items/3?x=1")
+    first = raw_request(env_server, pairs)
+    env = report(first)["environ"]
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"], env["QUERY_STRING"]) == ("", "/items/3", "x=1")
+    assert b"fastcgi_param SCRIPT_NAME" in first.stderr
+    second = raw_request(env_server, pairs)
+    assert report(second)["environ"]["PATH_INFO"] == "/items/3"
+    assert b"fastcgi_param SCRIPT_NAME" not in second.stderr, "warned once per process, not per request"
 
 
 @pytest.mark.parametrize(

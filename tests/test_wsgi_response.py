@@ -8,7 +8,6 @@ only asserted).
 from __future__ import annotations
 
 import pytest
-
 from oxfcgi.client import FCGI_END_REQUEST, FCGI_STDOUT
 
 APPS = "tests.apps.wsgi_apps"
@@ -115,7 +114,7 @@ def test_204_no_body(start_server):
 
 
 @pytest.mark.parametrize("case", ["crlf_value", "lf_value", "cr_value", "crlf_name", "nonlatin1_value",
-                                  "nonlatin1_name", "status_crlf"])
+                                  "nonlatin1_name", "status_crlf", "status_header"])
 def test_invalid_header_gives_500(start_server, case):
     s = serve(start_server, "bad_header_app")
     r = s.request("GET", "/", query="case=" + case)
@@ -126,6 +125,12 @@ def test_invalid_header_gives_500(start_server, case):
     assert r.header("Injected") is None
     stderr = r.stderr.decode("utf-8", "replace")
     assert "Traceback" in stderr, stderr
+
+
+def test_bytes_status_is_accepted_like_flup(start_server):
+    s = serve(start_server, "bytes_status_app")
+    r = s.request("GET", "/")
+    assert (r.status, r.reason, r.body) == (203, "From Bytes", b"ok")
 
 
 @pytest.mark.parametrize("case", ["status_words", "status_two_digits", "status_no_space", "status_only_code",

@@ -12,20 +12,28 @@ Two ways in::
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Callable, Iterable, Mapping
 
-from . import _loader
-from ._bind import parse_bind
-from ._cgi import force_cgi_requested, serve_cgi
-from ._logsetup import ensure_handler
-from ._oxfcgi import BindError, FileWrapper, InputStream, Server, __version__
+from . import _startup
+
+_startup.prepare()
+
+from . import _loader  # noqa: E402
+from ._cgi import force_cgi_requested, serve_cgi  # noqa: E402
+from ._listen import drop_privileges, listen, remove_pidfile, write_pidfile  # noqa: E402
+from ._logsetup import ensure_handler, make_print_safe, use_log_file  # noqa: E402
+from ._oxfcgi import BindError, FileWrapper, InputStream, Listener, Server, __version__  # noqa: E402
 
 __all__ = [
     "run",
+    "listen",
+    "make_server",
     "WSGIServer",
     "BindError",
     "FileWrapper",
     "InputStream",
+    "Listener",
     "Server",
     "FCGI_RESPONDER",
     "FCGI_AUTHORIZER",
@@ -40,8 +48,8 @@ FCGI_FILTER = 3
 
 _ROLE_NAMES = {"responder": FCGI_RESPONDER, "authorizer": FCGI_AUTHORIZER, "filter": FCGI_FILTER}
 
-#: Settings ``run()`` takes, with their defaults.
-DEFAULTS: dict[str, Any] = {
+#: Settings of the server itself (:class:`Server`), with their defaults.
+SERVER_DEFAULTS: dict[str, Any] = {
     "threads": 4,
     "multiplexed": False,
     "max_conns": 1024,
@@ -49,14 +57,29 @@ DEFAULTS: dict[str, Any] = {
     "roles": (FCGI_RESPONDER,),
     "max_params_size": 1 << 20,
     "graceful_timeout": 30.0,
-    "socket_mode": 0o660,
-    "umask": None,
+    "script_name": None,
     "environ": None,
     "multithread": None,
     "multiprocess": False,
     "debug": False,
+}
+#: Settings of the listening socket (:func:`listen`).
+LISTEN_DEFAULTS: dict[str, Any] = {
+    "socket_mode": 0o660,
+    "umask": None,
+    "socket_owner": None,
+    "socket_group": None,
+}
+#: Settings of the process.
+PROCESS_DEFAULTS: dict[str, Any] = {
+    "user": None,
+    "group": None,
+    "pidfile": None,
+    "log_file": None,
     "force_cgi": False,
 }
+#: Every option ``run()`` takes, with its default.
+DEFAULTS: dict[str, Any] = {**SERVER_DEFAULTS, **LISTEN_DEFAULTS, **PROCESS_DEFAULTS}
 
 
 def _roles(roles: Iterable[int | str] | int | str) -> list[int]:
@@ -76,23 +99,29 @@ def _roles(roles: Iterable[int | str] | int | str) -> list[int]:
     return out
 
 
-def make_server(app: Callable, bind: Any = None, **options: Any) -> Server:
-    """Build a :class:`Server` without starting it; ``run()`` takes the same arguments.
-
-    Raises ``TypeError`` for an unknown option or a non-callable app and
-    ``ValueError`` for a bad value (bind address, role, limit).
-    """
+def _check_options(options: Mapping[str, Any]) -> None:
     unknown = set(options) - set(DEFAULTS)
     if unknown:
         raise TypeError(f"run() got unknown option(s) {', '.join(sorted(unknown))}; known: {', '.join(DEFAULTS)}")
+
+
+def make_server(app: Callable, **options: Any) -> Server:
+    """Build a :class:`Server` from :data:`SERVER_DEFAULTS` options (validated
+    now, nothing is bound); serve it with ``server.serve(listen(bind))``.
+
+    Raises ``TypeError`` for an unknown option or a non-callable app and
+    ``ValueError`` for a bad value.
+    """
+    unknown = set(options) - set(SERVER_DEFAULTS)
+    if unknown:
+        raise TypeError(f"make_server() got unknown option(s) {', '.join(sorted(unknown))}; known: {', '.join(SERVER_DEFAULTS)}")
     if not callable(app):
         raise TypeError(f"the WSGI application must be callable, got {type(app).__name__}")
-    settings = {**DEFAULTS, **options}
-    settings.pop("force_cgi")
+    settings = {**SERVER_DEFAULTS, **options}
     environ = settings.pop("environ")
     if environ is not None and not isinstance(environ, dict):
         environ = dict(environ)
-    return Server(app, parse_bind(bind), roles=_roles(settings.pop("roles")), environ=environ, **settings)
+    return Server(app, roles=_roles(settings.pop("roles")), environ=environ, **settings)
 
 
 def run(app: Callable, bind: Any = None, **options: Any) -> bool:
@@ -102,12 +131,13 @@ def run(app: Callable, bind: Any = None, **options: Any) -> bool:
     started by a FastCGI process manager: systemd socket activation
     (``LISTEN_FDS``), else fd 0 when it is a listening socket (spec §2.2,
     ``FCGI_LISTENSOCK_FILENO``: Apache mod_fcgid, lighttpd ``bin-path``,
-    spawn-fcgi); otherwise ``BindError`` says how to start it. Or a unix
-    socket (``"unix:/run/app.sock"``, ``"/run/app.sock"``, a ``pathlib.Path``),
-    TCP (``"127.0.0.1:9000"``, ``"[::1]:9000"``, ``("127.0.0.1", 9000)``) or an
-    fd (``3``, ``"fd:3"``).
+    spawn-fcgi); otherwise it prints how to start the application and exits
+    with status 2. Or a unix socket (``"unix:/run/app.sock"``,
+    ``"/run/app.sock"``, a ``pathlib.Path``, ``"@abstract"``), TCP
+    (``"127.0.0.1:9000"``, ``"[::1]:9000"``, ``("127.0.0.1", 9000)``), an fd
+    (``3``, ``"fd:3"``) or a :class:`Listener` from :func:`listen`.
 
-    Options (defaults in brackets):
+    Server options (defaults in brackets):
 
     - ``threads`` [4]: Python threads running requests. An idle kept-open
       connection holds none.
@@ -121,32 +151,58 @@ def run(app: Callable, bind: Any = None, **options: Any) -> bool:
       others get ``FCGI_UNKNOWN_ROLE``.
     - ``max_params_size`` [1 MiB]: bytes of FCGI_PARAMS per request; more
       closes the connection with a log line.
-    - ``graceful_timeout`` [30.0 s]: after SIGTERM/SIGINT, how long requests
-      in flight may take.
-    - ``socket_mode`` [0o660]: permissions of a unix socket file.
-    - ``umask`` [None]: umask around binding a unix socket (flup).
+    - ``graceful_timeout`` [30.0 s]: after SIGTERM/SIGINT/SIGQUIT/SIGHUP, how
+      long requests in flight may take.
+    - ``script_name`` [None]: the URL prefix the app is mounted at; sets
+      ``SCRIPT_NAME`` and takes ``PATH_INFO`` from the request path.
     - ``environ`` [None]: a dict merged into every request's environ,
       overriding params (flup).
     - ``multithread`` [``threads > 1``], ``multiprocess`` [False]: the
       ``wsgi.multithread``/``wsgi.multiprocess`` values.
     - ``debug`` [False]: tracebacks in 500 pages.
-    - ``force_cgi`` [False]: serve one CGI request from the environment and
-      stdin/stdout instead (also ``FCGI_FORCE_CGI=Y``, as in flup).
+
+    Socket options: ``socket_mode`` [0o660], ``umask`` [None] (flup's, around
+    binding), ``socket_owner``/``socket_group`` [None] (names or ids) for a
+    unix socket file.
+
+    Process options: ``user``/``group`` [None]: switch to this account after
+    binding (start as root; ``oxfcgi serve --user`` also imports the app only
+    after switching); ``pidfile`` [None]; ``log_file`` [None]: log (and
+    print()) there too, reopened on SIGUSR1; ``force_cgi`` [False]: serve one
+    CGI request from the environment and stdin/stdout instead (also
+    ``FCGI_FORCE_CGI=Y``, as in flup).
 
     Returns True when stopped by SIGHUP (so the caller can reload, flup's
     contract) and False for SIGTERM, SIGINT or SIGQUIT. Signal handlers are
     installed for the duration of the call and restored after, so ``run()``
     also works from a non-main thread. Logs go to the ``oxfcgi`` logger
     (stderr by default). Raises ``BindError`` (an ``OSError``) when it cannot
-    listen.
+    listen, ``TypeError``/``ValueError`` for bad options.
     """
     _loader.intercept(app)
-    if force_cgi_requested(options.get("force_cgi", False)):
-        serve_cgi(app, options.get("environ"))
+    _check_options(options)
+    settings = {**DEFAULTS, **options}
+    if force_cgi_requested(settings["force_cgi"]):
+        serve_cgi(app, settings["environ"])
         return False
-    server = make_server(app, bind, **options)
+    server = make_server(app, **{k: settings[k] for k in SERVER_DEFAULTS})
     ensure_handler()
-    return server.serve()
+    if settings["log_file"]:
+        use_log_file(settings["log_file"])
+    listener = listen(bind, **{k: settings[k] for k in LISTEN_DEFAULTS})
+    pidfile = settings["pidfile"]
+    stdout = sys.stdout
+    try:
+        if pidfile:
+            write_pidfile(pidfile)
+        drop_privileges(settings["user"], settings["group"])
+        stdout = make_print_safe()
+        return server.serve(listener)
+    finally:
+        sys.stdout = stdout
+        if pidfile:
+            remove_pidfile(pidfile)
+        listener.close()
 
 
 class WSGIServer:
@@ -184,7 +240,8 @@ class WSGIServer:
         options.update(umask=umask, multiplexed=multiplexed, debug=debug, roles=tuple(roles))
         self.options = options
         # Validate now, like flup's constructor does.
-        make_server(application, bindAddress, environ=self.environ or None, **options)
+        _check_options(options)
+        make_server(application, environ=self.environ or None, **{k: v for k, v in options.items() if k in SERVER_DEFAULTS})
 
     def _options(self, kw: dict) -> dict:
         unknown = set(kw) - self._flavour_kw - self._dropped_kw - set(DEFAULTS)

@@ -1,10 +1,53 @@
-"""The default destination of the ``oxfcgi`` logger: stderr."""
+"""Where the ``oxfcgi`` logger writes: stderr by default, or a log file (reopened on SIGUSR1)."""
 from __future__ import annotations
 
 import logging
 import sys
 
 FORMAT = "%(asctime)s oxfcgi[%(process)d] %(levelname)s: %(message)s"
+
+_file_handler: "ReopenableFileHandler | None" = None
+
+
+class ReopenableFileHandler(logging.FileHandler):
+    """A log file that can be reopened after logrotate moved it (SIGUSR1)."""
+
+    def reopen(self) -> None:
+        self.acquire()
+        try:
+            if self.stream:
+                self.stream.close()
+            self.stream = self._open()
+        finally:
+            self.release()
+
+
+class _PrintToLog:
+    """``sys.stdout`` replacement: print() output goes to the log file, line buffered."""
+
+    encoding = "utf-8"
+
+    def __init__(self, handler: ReopenableFileHandler):
+        self._handler = handler
+
+    def write(self, text: str) -> int:
+        self._handler.acquire()
+        try:
+            stream = self._handler.stream or self._handler._open()
+            self._handler.stream = stream
+            stream.write(text)
+            if "\n" in text:
+                stream.flush()
+        finally:
+            self._handler.release()
+        return len(text)
+
+    def flush(self) -> None:
+        if self._handler.stream:
+            self._handler.stream.flush()
+
+    def isatty(self) -> bool:
+        return False
 
 
 def ensure_handler() -> None:
@@ -22,3 +65,40 @@ def ensure_handler() -> None:
     logger.addHandler(handler)
     if logger.level == logging.NOTSET:
         logger.setLevel(logging.INFO)
+
+
+def use_log_file(path: str) -> None:
+    """Also log to ``path`` (appending); while serving, print() output goes there.
+
+    Raises ``OSError`` if the file cannot be opened.
+    """
+    global _file_handler
+    if _file_handler is not None and _file_handler.baseFilename == __import__("os").path.abspath(path):
+        return
+    handler = ReopenableFileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter(FORMAT))
+    logger = logging.getLogger("oxfcgi")
+    logger.addHandler(handler)
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
+    _file_handler = handler
+
+
+def make_print_safe():
+    """While serving, print() goes to the log file or stderr, never to fd 1
+    (which a manager may have pointed at a socket or at nowhere). Returns the
+    previous ``sys.stdout``, to restore when serving ends.
+    """
+    previous = sys.stdout
+    if _file_handler is not None:
+        sys.stdout = _PrintToLog(_file_handler)
+    elif sys.stderr is not None:
+        sys.stdout = sys.stderr
+    return previous
+
+
+def reopen() -> None:
+    """Reopen the log file (called by the engine on SIGUSR1)."""
+    if _file_handler is not None:
+        _file_handler.reopen()
+        logging.getLogger("oxfcgi").info("log file reopened")

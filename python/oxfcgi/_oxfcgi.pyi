@@ -2,18 +2,32 @@
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, final
 
-__all__ = ["BindError", "ErrorStream", "FileWrapper", "InputStream", "Server", "StartResponse", "Write", "__version__"]
+__all__ = ["BindError", "ErrorStream", "FileWrapper", "InputStream", "Listener", "Server", "StartResponse", "Write", "__version__"]
 __version__: str
 
 class BindError(OSError):
     """The server could not listen where it was told to."""
 
 @final
+class Listener:
+    def __new__(
+        cls,
+        bind: tuple[Any, ...],
+        *,
+        socket_mode: int = 0o660,
+        umask: int | None = None,
+        socket_owner: int | None = None,
+        socket_group: int | None = None,
+    ) -> Listener: ...
+    @property
+    def address(self) -> str: ...
+    def close(self) -> None: ...
+
+@final
 class Server:
     def __new__(
         cls,
         app: Callable[..., Any],
-        bind: tuple[Any, ...],
         *,
         threads: int = 4,
         multiplexed: bool = False,
@@ -22,15 +36,14 @@ class Server:
         roles: list[int] = ...,
         max_params_size: int = 1048576,
         graceful_timeout: float = 30.0,
-        socket_mode: int = 0o660,
-        umask: int | None = None,
+        script_name: str | None = None,
         environ: dict[str, Any] | None = None,
         multithread: bool | None = None,
         multiprocess: bool = False,
         debug: bool = False,
         handle_signals: bool = True,
     ) -> Server: ...
-    def serve(self) -> bool: ...
+    def serve(self, listener: Listener) -> bool: ...
     def stop(self, reload: bool = False) -> None: ...
     def settings(self) -> dict[str, Any]: ...
 

@@ -186,6 +186,26 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-params-size", type=_positive_int, metavar="BYTES",
                        help="largest FCGI_PARAMS stream of one request, in bytes; a larger "
                             f"one closes the connection (default: {d('max_params_size')})")
+    serve.add_argument("--script-name", metavar="PREFIX",
+                       help="URL prefix the app is mounted at, e.g. /app: sets SCRIPT_NAME and takes "
+                            "PATH_INFO from the request path, whatever the web server sent (default: none)")
+    serve.add_argument("--socket-owner", metavar="USER",
+                       help="owner of a Unix socket file (name or uid; needs root; default: unchanged)")
+    serve.add_argument("--socket-group", metavar="GROUP",
+                       help="group of a Unix socket file, e.g. www-data so nginx can connect with "
+                            "mode 660 (name or gid; default: unchanged)")
+    serve.add_argument("--user", metavar="USER",
+                       help="when started as root: bind, then switch to USER before importing the app "
+                            "(requests are never served as root; default: no switch)")
+    serve.add_argument("--group", metavar="GROUP",
+                       help="group to switch to with --user (default: USER's primary group)")
+    serve.add_argument("--pidfile", metavar="PATH", help="write the process id here (removed on exit)")
+    serve.add_argument("--log-file", metavar="PATH",
+                       help="also log to this file, and send print() output there; reopened on "
+                            "SIGUSR1 (logrotate). Default: stderr only")
+    serve.add_argument("--cgi", dest="force_cgi", action="store_true", default=None,
+                       help="serve one CGI request from the environment and stdin/stdout, then exit "
+                            "(as FCGI_FORCE_CGI=Y; for Apache mod_cgi or fcgiwrap)")
     serve.add_argument("--log-level", type=_log_level, default="INFO", metavar="LEVEL",
                        help=f"level of the 'oxfcgi' logger on stderr: {', '.join(LOG_LEVELS)} "
                             "(default: INFO)")
@@ -236,13 +256,24 @@ def build_parser() -> argparse.ArgumentParser:
     req.add_argument("--timeout", type=_seconds, default=30.0, metavar="SECONDS",
                      help="connect and read timeout in seconds (default: 30)")
     req.set_defaults(func=cmd_request)
+
+    from oxfcgi import config as config_command
+    config_command.add_parser(sub)
+    try:
+        from oxfcgi import check as check_command
+    except ImportError:  # the doctor is optional in a stripped install
+        check_command = None
+    if check_command is not None and hasattr(check_command, "add_parser"):
+        check_command.add_parser(sub)
     return parser
 
 
 # --- serve ------------------------------------------------------------------------------
 
-_RUN_OPTIONS = ("bind", "threads", "multiplexed", "max_conns", "max_reqs", "roles", "debug",
-                "socket_mode", "umask", "graceful_timeout", "max_params_size")
+_RUN_OPTIONS = ("threads", "multiplexed", "max_conns", "max_reqs", "roles", "debug",
+                "socket_mode", "umask", "graceful_timeout", "max_params_size", "script_name",
+                "socket_owner", "socket_group", "user", "group", "pidfile", "log_file", "force_cgi")
+_LISTEN_OPTIONS = ("socket_mode", "umask", "socket_owner", "socket_group")
 
 
 def _setup_logging(level: str) -> None:
@@ -253,34 +284,59 @@ def _setup_logging(level: str) -> None:
     logging.getLogger("oxfcgi").setLevel(level)
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    _setup_logging(args.log_level)
-    from oxfcgi._loader import LoadError, load_app
+def _fail(message: str, status: int) -> int:
+    print(f"oxfcgi: {message}", file=sys.stderr)
+    return status
 
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Load TARGET and serve it.
+
+    Order matters for safety: with ``--user`` the socket is bound (as root)
+    and privileges are dropped *before* the app is imported, so application
+    code never runs as root.
+    """
+    _setup_logging(args.log_level)
+    try:
+        import oxfcgi
+        from oxfcgi._loader import LoadError, load_app
+    except ImportError as e:
+        return _fail(f"the engine cannot be imported ({e}); reinstall oxfcgi", 2)
+    options = {name: getattr(args, name) for name in _RUN_OPTIONS if getattr(args, name) is not None}
+    if options.get("log_file"):
+        try:
+            oxfcgi._logsetup.use_log_file(options["log_file"])
+        except OSError as e:
+            return _fail(f"cannot open the log file: {e}", 2)
+    bind = args.bind
+    try:
+        if not options.get("force_cgi") and (options.get("user") or options.get("group")):
+            bind = oxfcgi.listen(bind, **{k: options.pop(k) for k in _LISTEN_OPTIONS if k in options})
+            oxfcgi.drop_privileges(options.pop("user", None), options.pop("group", None))
+    except OSError as e:
+        return _fail(f"cannot serve on {args.bind or 'the inherited socket'}: {e}", 1)
+    except ValueError as e:
+        return _fail(str(e), 2)
     try:
         app = load_app(args.target)
     except LoadError as e:
         print(e, file=sys.stderr)
+        from oxfcgi import _startup
+        if _startup.SPAWNED_BY_MANAGER:
+            import time
+            time.sleep(_startup.STARTUP_FAILURE_BACKOFF)  # don't let a respawning manager flood its log
         return 2
     try:
-        from oxfcgi import run
-    except ImportError as e:
-        print(f"oxfcgi: the engine cannot be imported ({e}); reinstall oxfcgi", file=sys.stderr)
-        return 2
-    options = {name: getattr(args, name) for name in _RUN_OPTIONS if getattr(args, name) is not None}
-    try:
-        run(app, **options)
+        oxfcgi.run(app, bind, **options)
     except KeyboardInterrupt:
         pass
     except OSError as e:           # BindError included
         message = str(e) if e.strerror is None else e.strerror
         if args.bind and args.bind not in message:
             message = f"cannot serve on {args.bind}: {message}"
-        print(f"oxfcgi: {message}", file=sys.stderr)
-        return 1
+        return _fail(message, 1)
     except (ValueError, TypeError) as e:   # a bad --bind form, or a value run() rejects
-        print(f"oxfcgi: {e}", file=sys.stderr)
-        return 2
+        return _fail(str(e), 2)
     return 0
 
 

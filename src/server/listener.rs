@@ -34,11 +34,15 @@ pub struct UnixOptions {
     pub mode: u32,
     /// Process umask applied around `bind()` (flup's `umask`), if any.
     pub umask: Option<u32>,
+    /// Owner (uid) and group (gid) to give the socket file (php-fpm's
+    /// `listen.owner`/`listen.group`), if any.
+    pub owner: Option<u32>,
+    pub group: Option<u32>,
 }
 
 impl Default for UnixOptions {
     fn default() -> Self {
-        UnixOptions { mode: 0o660, umask: None }
+        UnixOptions { mode: 0o660, umask: None, owner: None, group: None }
     }
 }
 
@@ -237,6 +241,9 @@ fn bind_unix(path: &Path, opts: UnixOptions) -> Result<Bound, BindError> {
     bound.map_err(io_err)?;
     let meta = std::fs::metadata(path).map_err(io_err)?;
     let cleanup = SocketFile { path: path.to_path_buf(), dev: meta.dev(), ino: meta.ino() };
+    if opts.owner.is_some() || opts.group.is_some() {
+        std::os::unix::fs::chown(path, opts.owner, opts.group).map_err(io_err)?;
+    }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(opts.mode)).map_err(io_err)?;
     socket.listen(1024).map_err(io_err)?;
     socket.set_nonblocking(true).map_err(io_err)?;
@@ -310,7 +317,7 @@ mod tests {
         // A stale socket is replaced.
         let stale = StdUnixListener::bind(&path).unwrap();
         drop(stale);
-        let bound = bind_unix(&path, UnixOptions { mode: 0o600, umask: None }).unwrap();
+        let bound = bind_unix(&path, UnixOptions { mode: 0o600, ..UnixOptions::default() }).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         drop(bound);
         // A regular file is never replaced.

@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod connection;
 pub mod listener;
+pub mod notify;
 pub mod request;
 pub mod shutdown;
 
@@ -70,10 +71,18 @@ impl Shared {
     }
 }
 
+/// Callbacks the server makes on signals that do not stop it.
+#[derive(Default)]
+pub struct Hooks {
+    /// SIGUSR1: reopen log files (logrotate's `postrotate`).
+    pub reopen_logs: Option<Box<dyn Fn() + Send + Sync>>,
+}
+
 /// Serve connections from `bound` until `stop` fires (or, when
-/// `handle_signals`, SIGTERM/SIGINT/SIGQUIT/SIGHUP arrive). Runs a
-/// single-threaded tokio runtime on the calling thread.
-pub fn serve(config: Config, bound: Bound, handler: Arc<dyn Handler>, stop: StopHandle, handle_signals: bool) -> io::Result<StopReason> {
+/// `handle_signals`, SIGTERM/SIGINT/SIGQUIT/SIGHUP arrive; SIGUSR1 calls
+/// `hooks.reopen_logs`). Runs a single-threaded tokio runtime on the calling
+/// thread. Tells systemd `READY=1` and `STOPPING=1` when it asked (`NOTIFY_SOCKET`).
+pub fn serve(config: Config, bound: Bound, handler: Arc<dyn Handler>, stop: StopHandle, handle_signals: bool, hooks: Hooks) -> io::Result<StopReason> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let signals = if handle_signals { SignalGuard::install()? } else { None };
     if handle_signals && signals.is_none() {
@@ -85,7 +94,7 @@ pub fn serve(config: Config, bound: Bound, handler: Arc<dyn Handler>, stop: Stop
     let reason = runtime.block_on(async {
         let forward = async {
             if let Some(guard) = &signals {
-                shutdown::forward_signals(guard, stop.clone()).await;
+                shutdown::forward_signals(guard, stop.clone(), &hooks).await;
             }
             std::future::pending::<()>().await
         };
@@ -101,10 +110,14 @@ pub fn serve(config: Config, bound: Bound, handler: Arc<dyn Handler>, stop: Stop
 
 async fn run(bound: Bound, shared: Arc<Shared>, stop: &StopHandle, graceful_timeout: Duration) -> io::Result<StopReason> {
     let description = bound.describe();
+    if let Err(e) = notify::notify(&format!("READY=1\nSTATUS=serving on {description}")) {
+        tracing::warn!("cannot notify systemd (NOTIFY_SOCKET): {e}");
+    }
     let tracker = TaskTracker::new();
     let draining = CancellationToken::new();
     accept_loop(bound, &shared, &tracker, &draining, stop).await?;
     tracing::info!("stopped accepting connections on {description}");
+    let _ = notify::notify("STOPPING=1");
     draining.cancel();
     tracker.close();
     let in_flight = shared.admission.requests_in_flight();

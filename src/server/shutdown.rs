@@ -75,8 +75,8 @@ impl StopHandle {
     }
 }
 
-/// Signals the server handles, and what they mean.
-pub const HANDLED_SIGNALS: [libc::c_int; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT, libc::SIGHUP];
+/// Signals the server handles: the first four stop it, SIGUSR1 reopens logs.
+pub const HANDLED_SIGNALS: [libc::c_int; 5] = [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT, libc::SIGHUP, libc::SIGUSR1];
 
 /// What a signal number means for the server.
 pub fn reason_for(signal: libc::c_int) -> StopReason {
@@ -172,7 +172,7 @@ impl Drop for SignalGuard {
 
 /// Turn signals arriving on `guard`'s pipe into stops of `handle`, until the
 /// handle's immediate stop fires.
-pub(crate) async fn forward_signals(guard: &SignalGuard, handle: StopHandle) {
+pub(crate) async fn forward_signals(guard: &SignalGuard, handle: StopHandle, hooks: &super::Hooks) {
     // SAFETY: the guard owns the pipe and outlives this future (it borrows
     // the guard), so the descriptor stays open while the AsyncFd exists.
     let Ok(fd) = (unsafe { tokio::io::unix::AsyncFd::register(guard.pipe().as_raw_fd()) }) else { return };
@@ -187,6 +187,13 @@ pub(crate) async fn forward_signals(guard: &SignalGuard, handle: StopHandle) {
         }
         for &signal in &buf[..n as usize] {
             let signal = signal as libc::c_int;
+            if signal == libc::SIGUSR1 {
+                tracing::info!("SIGUSR1 received: reopening log files");
+                if let Some(reopen) = &hooks.reopen_logs {
+                    reopen();
+                }
+                continue;
+            }
             let name = match signal {
                 libc::SIGTERM => "SIGTERM",
                 libc::SIGINT => "SIGINT",

@@ -1,5 +1,7 @@
 //! FastCGI params → the WSGI `environ` dict (PEP 3333 §"environ Variables").
 
+use std::sync::Mutex;
+
 use bytes::Bytes;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
@@ -31,6 +33,17 @@ fn key<'py>(py: Python<'py>, name: &[u8]) -> PyResult<Bound<'py, PyString>> {
     }
 }
 
+/// Whether a once-per-process warning of this kind is new.
+fn first_time(kind: cgi::WarningKind) -> bool {
+    static SEEN: Mutex<Vec<cgi::WarningKind>> = Mutex::new(Vec::new());
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    if seen.contains(&kind) {
+        return false;
+    }
+    seen.push(kind);
+    true
+}
+
 /// The pieces of one request the environ refers to.
 pub struct RequestStreams<'py> {
     pub input: Bound<'py, InputStream>,
@@ -43,7 +56,7 @@ pub struct RequestStreams<'py> {
 /// then the server's `environ` setting (which overrides params, as in flup),
 /// then the `wsgi.*` keys. Warnings about missing params go to `wsgi.errors`.
 pub fn build<'py>(py: Python<'py>, ctx: &AppContext, mut params: Vec<(Bytes, Bytes)>, streams: RequestStreams<'py>) -> PyResult<Bound<'py, PyDict>> {
-    let warnings = cgi::sanitize(&mut params);
+    let warnings = cgi::sanitize(&mut params, ctx.script_name.as_deref());
     let scheme = cgi::url_scheme(&params);
     let environ = PyDict::new(py);
     for (name, value) in &params {
@@ -67,7 +80,9 @@ pub fn build<'py>(py: Python<'py>, ctx: &AppContext, mut params: Vec<(Bytes, Byt
         environ.set_item(intern!(py, "fcgi.data"), data)?;
     }
     for warning in warnings {
-        streams.errors.get().emit(py, &format!("oxfcgi: {warning}\n"), LEVEL_WARNING);
+        if warning.once.is_none_or(first_time) {
+            streams.errors.get().emit(py, &format!("oxfcgi: {}\n", warning.message), LEVEL_WARNING);
+        }
     }
     Ok(environ)
 }

@@ -15,8 +15,20 @@ use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::prelude::*;
 
 struct LogRecord {
+    /// A Python logging level; [`REOPEN`] asks to reopen log files instead.
     level: u8,
     message: String,
+}
+
+/// Not a level: the record asks the forwarder to reopen log files.
+const REOPEN: u8 = 0;
+
+/// Ask the forwarding thread to call `oxfcgi._logsetup.reopen()` (SIGUSR1).
+/// Safe from any thread; never takes the GIL.
+pub fn request_reopen() {
+    if let Some(tx) = QUEUE.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        let _ = tx.send(LogRecord { level: REOPEN, message: String::new() });
+    }
 }
 
 /// Python logging levels.
@@ -26,7 +38,8 @@ const WARNING: u8 = 30;
 const ERROR: u8 = 40;
 
 /// The lowest Python level the `oxfcgi` logger lets through (read at start).
-static MIN_LEVEL: AtomicU8 = AtomicU8::new(WARNING);
+/// Until a server starts, everything goes to Python's `logging`, which filters.
+static MIN_LEVEL: AtomicU8 = AtomicU8::new(DEBUG);
 static QUEUE: Mutex<Option<Sender<LogRecord>>> = Mutex::new(None);
 
 fn python_level(level: &Level) -> u8 {
@@ -55,6 +68,12 @@ impl Visit for MessageVisitor {
 struct ForwardLayer;
 
 impl<S: Subscriber> Layer<S> for ForwardLayer {
+    fn register_callsite(&self, _: &'static tracing::Metadata<'static>) -> tracing::subscriber::Interest {
+        // The level can change (it is read from Python when a server
+        // starts), so ask `enabled` every time instead of caching a verdict.
+        tracing::subscriber::Interest::sometimes()
+    }
+
     fn enabled(&self, metadata: &tracing::Metadata<'_>, _: Context<'_, S>) -> bool {
         python_level(metadata.level()) >= MIN_LEVEL.load(Ordering::Relaxed)
     }
@@ -68,14 +87,18 @@ impl<S: Subscriber> Layer<S> for ForwardLayer {
             Some(tx) => {
                 let _ = tx.send(record);
             }
-            // No server is running: nobody forwards, so write it ourselves.
-            None => eprintln!("oxfcgi: {}", record.message),
+            // No server is running (binding, start-up): no tokio thread
+            // exists, so logging directly from this thread is fine.
+            None => {
+                drop(queue);
+                Python::attach(|py| log_now(py, record.level, &record.message));
+            }
         }
     }
 }
 
-/// Install the global subscriber (once per process).
-fn install_subscriber() {
+/// Install the global subscriber (once per process; also at module import).
+pub fn install_subscriber() {
     static INSTALLED: OnceLock<()> = OnceLock::new();
     INSTALLED.get_or_init(|| {
         let _ = tracing_subscriber::registry().with(ForwardLayer).try_init();
@@ -133,6 +156,12 @@ fn forward(rx: Receiver<LogRecord>, logger: Py<PyAny>) {
     Python::attach(|py| {
         let logger = logger.bind(py);
         while let Ok(record) = py.detach(|| rx.recv()) {
+            if record.level == REOPEN {
+                if let Err(e) = py.import("oxfcgi._logsetup").and_then(|m| m.call_method0("reopen")) {
+                    e.print(py);
+                }
+                continue;
+            }
             let message = PyString::new(py, &record.message);
             if let Err(e) = logger.call_method1("log", (record.level, "%s", message)) {
                 e.print(py);

@@ -26,14 +26,58 @@ use crate::server::{self as engine, Config};
 use error::EngineError;
 use pool::{AppContext, Pool};
 
+/// A listening socket, bound when created (so a caller can bind as root,
+/// drop privileges, then import the application).
+///
+/// `Listener(bind, *, socket_mode=0o660, umask=None, socket_owner=None,
+/// socket_group=None)`: `bind` is a normalized tuple (see `Server`);
+/// `socket_owner`/`socket_group` are a uid/gid for a unix socket file.
+/// `FCGI_WEB_SERVER_ADDRS` is read now and applies to TCP. Raises
+/// `BindError` (an `OSError`) with the cause and what to do.
+#[pyclass(frozen, module = "oxfcgi._oxfcgi", name = "Listener")]
+pub struct Listener {
+    bound: Mutex<Option<listener::Bound>>,
+    description: String,
+}
+
+#[pymethods]
+impl Listener {
+    #[new]
+    #[pyo3(signature = (bind, *, socket_mode=0o660, umask=None, socket_owner=None, socket_group=None))]
+    fn new(bind: &Bound<'_, PyTuple>, socket_mode: u32, umask: Option<u32>, socket_owner: Option<u32>, socket_group: Option<u32>) -> PyResult<Self> {
+        if socket_mode > 0o777 {
+            return Err(PyValueError::new_err(format!("socket_mode must be permission bits like 0o660, got {socket_mode:#o}")));
+        }
+        let target = parse_bind(bind)?;
+        let allowed = listener::web_server_addrs(std::env::var("FCGI_WEB_SERVER_ADDRS").ok().as_deref()).map_err(EngineError::from)?;
+        let opts = UnixOptions { mode: socket_mode, umask, owner: socket_owner, group: socket_group };
+        let bound = listener::bind(&target, opts, allowed).map_err(EngineError::from)?;
+        let mut description = bound.describe();
+        if let (listener::Bound::Unix { cleanup: Some(_), .. }, BindTarget::Unix(_)) = (&bound, &target) {
+            description.push_str(&format!(" (socket mode {socket_mode:04o})"));
+        }
+        Ok(Listener { bound: Mutex::new(Some(bound)), description })
+    }
+
+    /// Where it listens, e.g. `unix:/run/app.sock (socket mode 0660)` or `tcp:127.0.0.1:9000`.
+    #[getter]
+    fn address(&self) -> String {
+        self.description.clone()
+    }
+
+    /// Close the socket (and remove a socket file it created). Idempotent.
+    fn close(&self) {
+        self.bound.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
 /// A FastCGI server for one WSGI application. Python wrappers
 /// (`oxfcgi.run`, `oxfcgi.WSGIServer`) build it; see their docs.
 #[pyclass(frozen, module = "oxfcgi._oxfcgi", name = "Server")]
 pub struct Server {
     app: Py<PyAny>,
-    bind: BindTarget,
-    unix: UnixOptions,
     config: Config,
+    script_name: Option<String>,
     threads: usize,
     base_environ: Option<Py<PyDict>>,
     multithread: bool,
@@ -57,21 +101,19 @@ fn parse_bind(bind: &Bound<'_, PyTuple>) -> PyResult<BindTarget> {
 
 #[pymethods]
 impl Server {
-    /// `Server(app, bind, *, threads=4, multiplexed=False, max_conns=1024,
-    /// max_reqs=None, roles=(1,), max_params_size=1048576,
-    /// graceful_timeout=30.0, socket_mode=0o660, umask=None, environ=None,
+    /// `Server(app, *, threads=4, multiplexed=False,
+    /// max_conns=1024, max_reqs=None, roles=[1], max_params_size=1048576,
+    /// graceful_timeout=30.0, script_name=None, environ=None,
     /// multithread=None, multiprocess=False, debug=False, handle_signals=True)`.
     ///
-    /// `bind` is a normalized tuple: `("auto",)`, `("unix", path)`,
-    /// `("tcp", host, port)` or `("fd", n)`. `max_reqs=None` means
+    /// `max_reqs=None` means
     /// `max(4 * threads, 16)`; `multithread=None` means `threads > 1`.
     /// Raises `ValueError` for out-of-range settings.
     #[new]
-    #[pyo3(signature = (app, bind, *, threads=4, multiplexed=false, max_conns=1024, max_reqs=None, roles=vec![1], max_params_size=1048576, graceful_timeout=30.0, socket_mode=0o660, umask=None, environ=None, multithread=None, multiprocess=false, debug=false, handle_signals=true))]
+    #[pyo3(signature = (app, *, threads=4, multiplexed=false, max_conns=1024, max_reqs=None, roles=vec![1], max_params_size=1048576, graceful_timeout=30.0, script_name=None, environ=None, multithread=None, multiprocess=false, debug=false, handle_signals=true))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         app: Py<PyAny>,
-        bind: &Bound<'_, PyTuple>,
         threads: usize,
         multiplexed: bool,
         max_conns: usize,
@@ -79,8 +121,7 @@ impl Server {
         roles: Vec<u16>,
         max_params_size: usize,
         graceful_timeout: f64,
-        socket_mode: u32,
-        umask: Option<u32>,
+        script_name: Option<String>,
         environ: Option<Py<PyDict>>,
         multithread: Option<bool>,
         multiprocess: bool,
@@ -99,8 +140,10 @@ impl Server {
         if !(graceful_timeout.is_finite() && graceful_timeout >= 0.0) {
             return Err(PyValueError::new_err(format!("graceful_timeout must be a number of seconds >= 0, got {graceful_timeout}")));
         }
-        if socket_mode > 0o777 {
-            return Err(PyValueError::new_err(format!("socket_mode must be permission bits like 0o660, got {socket_mode:#o}")));
+        if let Some(prefix) = &script_name {
+            if !prefix.is_empty() && !prefix.starts_with('/') {
+                return Err(PyValueError::new_err(format!("script_name must be empty or start with '/', got {prefix:?}")));
+            }
         }
         let roles = roles
             .into_iter()
@@ -111,8 +154,7 @@ impl Server {
         }
         Ok(Server {
             app,
-            bind: parse_bind(bind)?,
-            unix: UnixOptions { mode: socket_mode, umask },
+            script_name: script_name.map(|p| p.trim_end_matches('/').to_string()),
             config: Config {
                 roles,
                 multiplexed,
@@ -132,14 +174,15 @@ impl Server {
         })
     }
 
-    /// Listen and serve until stopped. Returns True when stopped by SIGHUP
-    /// or `stop(reload=True)` (flup's `run()` contract), False otherwise.
-    /// Raises `BindError` when it cannot listen, `RuntimeError` if already serving.
-    fn serve(&self, py: Python<'_>) -> PyResult<bool> {
+    /// Serve connections from `listener` (a `Listener`, which this takes
+    /// over) until stopped. Returns True when stopped by SIGHUP or
+    /// `stop(reload=True)` (flup's `run()` contract), False otherwise. Raises
+    /// `RuntimeError` if already serving or the listener was used up.
+    fn serve(&self, py: Python<'_>, listener: &Bound<'_, Listener>) -> PyResult<bool> {
         if self.running.swap(true, Ordering::AcqRel) {
             return Err(PyRuntimeError::new_err("this server is already serving"));
         }
-        let result = self.serve_once(py);
+        let result = self.serve_once(py, listener.get());
         *self.stop.lock().unwrap_or_else(|e| e.into_inner()) = StopHandle::new();
         self.running.store(false, Ordering::Release);
         result
@@ -163,7 +206,7 @@ impl Server {
         d.set_item("max_params_size", self.config.max_params_size)?;
         d.set_item("graceful_timeout", self.config.graceful_timeout.as_secs_f64())?;
         d.set_item("roles", self.config.roles.iter().map(|r| r.name()).collect::<Vec<_>>())?;
-        d.set_item("socket_mode", self.unix.mode)?;
+        d.set_item("script_name", self.script_name.clone())?;
         d.set_item("multithread", self.multithread)?;
         d.set_item("multiprocess", self.multiprocess)?;
         d.set_item("debug", self.debug)?;
@@ -172,28 +215,29 @@ impl Server {
 }
 
 impl Server {
-    fn serve_once(&self, py: Python<'_>) -> PyResult<bool> {
+    fn serve_once(&self, py: Python<'_>, listener: &Listener) -> PyResult<bool> {
         let forwarder = log::LogForwarder::start(py)?;
-        let result = self.listen_and_serve(py);
+        let result = self.listen_and_serve(py, listener);
         py.detach(|| forwarder.stop());
         result
     }
 
-    fn listen_and_serve(&self, py: Python<'_>) -> PyResult<bool> {
-        let allowed = listener::web_server_addrs(std::env::var("FCGI_WEB_SERVER_ADDRS").ok().as_deref()).map_err(EngineError::from)?;
-        let bound = listener::bind(&self.bind, self.unix, allowed).map_err(EngineError::from)?;
-        let mode = match (&bound, &self.bind) {
-            (listener::Bound::Unix { .. }, BindTarget::Unix(p)) if !p.to_string_lossy().starts_with('@') => format!(", socket mode {:04o}", self.unix.mode),
-            _ => String::new(),
-        };
+    fn listen_and_serve(&self, py: Python<'_>, listener: &Listener) -> PyResult<bool> {
+        let bound = listener
+            .bound
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .ok_or_else(|| PyRuntimeError::new_err("this listener was closed or used by another server; create a new one"))?;
         tracing::info!(
-            "oxfcgi {} serving on {}{mode}: {} thread(s), multiplexing {}, max_conns {}, max_reqs {}",
+            "oxfcgi {} serving on {}: {} thread(s), multiplexing {}, max_conns {}, max_reqs {}{}",
             env!("CARGO_PKG_VERSION"),
-            bound.describe(),
+            listener.description,
             self.threads,
             if self.config.multiplexed { "on" } else { "off" },
             self.config.max_conns,
             self.config.max_reqs,
+            self.script_name.as_ref().map(|p| format!(", script_name {p:?}")).unwrap_or_default(),
         );
         let ctx = Arc::new(AppContext {
             app: self.app.clone_ref(py),
@@ -201,12 +245,14 @@ impl Server {
             multithread: self.multithread,
             multiprocess: self.multiprocess,
             debug: self.debug,
+            script_name: self.script_name.as_ref().map(|p| p.as_bytes().to_vec()),
         });
         let (pool, dispatcher) = Pool::start(ctx, self.threads).map_err(EngineError::from)?;
         let stop = self.stop.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let config = self.config.clone();
         let handle_signals = self.handle_signals;
-        let served = py.detach(move || engine::serve(config, bound, Arc::new(dispatcher), stop, handle_signals));
+        let hooks = engine::Hooks { reopen_logs: Some(Box::new(log::request_reopen)) };
+        let served = py.detach(move || engine::serve(config, bound, Arc::new(dispatcher), stop, handle_signals, hooks));
         // Every dispatcher is gone with the runtime: idle workers exit at
         // once. One still inside the application after graceful_timeout
         // cannot be interrupted; do not wait for it.

@@ -27,6 +27,8 @@ pub struct AppContext {
     pub multiprocess: bool,
     /// Show tracebacks in 500 pages.
     pub debug: bool,
+    /// The mount prefix (`script_name` setting), see [`crate::cgi::sanitize`].
+    pub script_name: Option<Vec<u8>>,
 }
 
 /// The [`Handler`] the server module calls: queue the request for a thread.

@@ -155,9 +155,7 @@ fn is_token_char(b: u8) -> bool {
 /// Check `status` and `headers` as PEP 3333 and RFC 9110 require, always
 /// (flup used `assert`, which `python -O` removes), and build the header block.
 fn build_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<Head> {
-    if !status.is_instance_of::<PyString>() {
-        return Err(PyTypeError::new_err(format!("status must be a str such as '200 OK', not {}", status.get_type().name()?)));
-    }
+    // PEP 3333 says str; flup also took bytes.
     let status = latin1_bytes(status, "status")?;
     let valid = status.len() >= 4 && status[..3].iter().all(u8::is_ascii_digit) && status[0] != b'0' && status[3] == b' ';
     if !valid || status.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
@@ -186,6 +184,9 @@ fn build_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult
         }
         if value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
             return Err(PyValueError::new_err(format!("header {} has a CR, LF or NUL in its value {:?}", String::from_utf8_lossy(&name), String::from_utf8_lossy(&value))));
+        }
+        if name.eq_ignore_ascii_case(b"status") {
+            return Err(PyValueError::new_err("a 'Status' response header is not allowed: pass the status as start_response()'s first argument"));
         }
         has_content_length |= name.eq_ignore_ascii_case(b"content-length");
         block.extend_from_slice(&name);

@@ -23,13 +23,13 @@ if not settings.configured:
         LOGGING_CONFIG=None,
     )
 
-import django  # noqa: E402
+import django
 
 django.setup()
 
-from django.core.wsgi import get_wsgi_application  # noqa: E402
-from django.http import JsonResponse  # noqa: E402
-from django.urls import path, reverse  # noqa: E402
+from django.core.wsgi import get_wsgi_application
+from django.http import JsonResponse
+from django.urls import path, reverse
 
 
 def hello(request, name):

@@ -1,0 +1,85 @@
+"""``oxfcgi config TARGET``: web server and process manager configurations that work as written.
+
+Each target is a module here with ``generate(options: ConfigOptions) -> str``.
+The integration tests run the real servers with these generated snippets, so
+they cannot rot.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+
+TARGETS = {
+    "nginx": "nginx",
+    "apache-fcgid": "apache",
+    "apache-proxy": "apache",
+    "lighttpd": "lighttpd",
+    "systemd": "systemd",
+}
+
+
+@dataclass
+class ConfigOptions:
+    """What a generated configuration refers to.
+
+    - ``target``: one of :data:`TARGETS`.
+    - ``app``: the application: ``module:attr`` or a path to a ``.fcgi``/``.py`` file
+      (default ``app:application``).
+    - ``socket``: where oxfcgi listens: a unix socket path (default
+      ``/run/oxfcgi/app.sock``) or ``host:port``.
+    - ``prefix``: the URL path the app is mounted at (``/`` or ``/app``; no trailing slash).
+    - ``python``: the interpreter that has oxfcgi installed (default: the running one).
+    - ``user``/``group``: the account the app runs as (systemd, spawners).
+    - ``workdir``: the app's directory (default: the directory of ``app`` if a file, else cwd).
+    """
+
+    target: str
+    app: str = "app:application"
+    socket: str = "/run/oxfcgi/app.sock"
+    prefix: str = "/"
+    python: str = sys.executable
+    user: str | None = None
+    group: str | None = None
+    workdir: str | None = None
+
+
+def generate(options: ConfigOptions) -> str:
+    """The configuration text for ``options.target``; ``ValueError`` for an unknown target."""
+    import importlib
+
+    if options.target not in TARGETS:
+        raise ValueError(f"unknown target {options.target!r}; choose from {', '.join(TARGETS)}")
+    module = importlib.import_module(f"{__name__}.{TARGETS[options.target]}")
+    return module.generate(options)
+
+
+def add_parser(subparsers) -> None:
+    """Add the ``config`` subcommand to the ``oxfcgi`` CLI."""
+    parser = subparsers.add_parser(
+        "config",
+        help="print a working web server / process manager configuration",
+        description="Print a configuration for TARGET that works as written (PATH_INFO right, "
+                    "Authorization passed).",
+    )
+    parser.add_argument("target", choices=sorted(TARGETS), help="what to configure")
+    parser.add_argument("--app", default="app:application", help="module:attr or path to a .fcgi/.py file (default: %(default)s)")
+    parser.add_argument("--socket", default="/run/oxfcgi/app.sock", help="unix socket path or host:port oxfcgi listens on (default: %(default)s)")
+    parser.add_argument("--prefix", default="/", help="URL path the app is mounted at (default: %(default)s)")
+    parser.add_argument("--python", default=sys.executable, help="interpreter with oxfcgi installed (default: %(default)s)")
+    parser.add_argument("--user", help="account the app runs as")
+    parser.add_argument("--group", help="group the app runs as")
+    parser.add_argument("--workdir", help="the app's working directory")
+    parser.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    prefix = "/" + args.prefix.strip("/") if args.prefix.strip("/") else "/"
+    options = ConfigOptions(target=args.target, app=args.app, socket=args.socket, prefix=prefix,
+                            python=args.python, user=args.user, group=args.group, workdir=args.workdir)
+    try:
+        sys.stdout.write(generate(options))
+    except ValueError as e:
+        print(f"oxfcgi config: {e}", file=sys.stderr)
+        return 2
+    return 0
