@@ -53,14 +53,16 @@ as_root() {
 # --------------------------------------------------------------------------------
 # 1. Debian packages: nginx (Debian's build and its /etc/nginx/fastcgi_params), curl.
 install_debian_packages() {
-    local missing=()
-    if ! { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; } \
-        || [ ! -f /etc/nginx/fastcgi_params ]; then
-        missing+=(nginx)
-    fi
-    if ! command -v curl >/dev/null 2>&1; then
-        missing+=(curl)
-    fi
+    # Real servers and spawners the integration tests drive, plus Debian's own
+    # python3 (Apache runs apps as www-data, which cannot enter /root).
+    local wanted=(nginx curl apache2 libapache2-mod-fcgid lighttpd spawn-fcgi libfcgi-bin fcgiwrap
+                  python3 systemd)
+    local missing=() pkg
+    for pkg in "${wanted[@]}"; do
+        if [ "$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null)" != installed ]; then
+            missing+=("$pkg")
+        fi
+    done
     if [ "${#missing[@]}" -eq 0 ]; then
         return 0
     fi

@@ -43,6 +43,16 @@ pub enum WarningKind {
     NotUnderMount,
 }
 
+/// Whether the web server splits SCRIPT_NAME/PATH_INFO itself, as CGI does:
+/// Apache running the script (mod_fcgid; not mod_proxy_fcgi, whose
+/// SCRIPT_FILENAME starts with `proxy:`) and lighttpd. A request for exactly
+/// their mount point has SCRIPT_NAME = the path and no PATH_INFO, correctly.
+fn splits_like_cgi(params: &[(Bytes, Bytes)]) -> bool {
+    let software = get(params, "SERVER_SOFTWARE").map(|v| &v[..]).unwrap_or_default();
+    let proxied = get(params, "SCRIPT_FILENAME").is_some_and(|v| v.starts_with(b"proxy:"));
+    (software.starts_with(b"Apache") && !proxied) || software.starts_with(b"lighttpd")
+}
+
 /// `rest` when `path` is `prefix` followed by nothing or by `/…`.
 fn strip_path_prefix<'a>(path: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
     let prefix = prefix.strip_suffix(b"/").unwrap_or(prefix);
@@ -62,7 +72,9 @@ fn show(b: &[u8]) -> String {
 ///    prefix and `PATH_INFO` the rest of the request path (from
 ///    `REQUEST_URI`, else `SCRIPT_NAME + PATH_INFO`).
 /// 2. `SCRIPT_NAME` equal to the whole request path with no `PATH_INFO`
-///    (nginx's default `fastcgi_params`, Apache mod_proxy_fcgi): the app is
+///    (nginx's default `fastcgi_params`, Apache mod_proxy_fcgi; not servers
+///    that split like CGI, for which this is a request for the mount point
+///    itself, see [`splits_like_cgi`]): the app is
 ///    taken as mounted at `/` (`SCRIPT_NAME=""`, `PATH_INFO`=the path), with
 ///    a once-per-process warning naming the fix at the source.
 /// 3. A `*.fcgi` `SCRIPT_NAME` the request URI does not contain (the
@@ -108,7 +120,7 @@ pub fn sanitize(params: &mut Vec<(Bytes, Bytes)>, mount: Option<&[u8]>) -> Vec<W
     } else if let (false, Some(path)) = (path_info_sent, &decoded_path) {
         // Only when PATH_INFO is absent: nginx's prefix recipe
         // (`fastcgi_split_path_info`) sends an empty one for the prefix itself.
-        if !script_name.is_empty() && script_name[..] == path[..] && script_name != "/" {
+        if !script_name.is_empty() && script_name[..] == path[..] && script_name != "/" && !splits_like_cgi(params) {
             warnings.push(Warning {
                 once: Some(WarningKind::ScriptNameIsWholePath),
                 message: format!(
@@ -243,6 +255,18 @@ mod tests {
         assert_eq!(w.len(), 1);
         assert_eq!(w[0].once, Some(WarningKind::ScriptNameIsWholePath));
         assert!(w[0].message.contains("fastcgi_param SCRIPT_NAME"));
+    }
+
+    #[test]
+    fn mount_point_of_a_cgi_style_server_is_kept() {
+        for software in ["Apache/2.4.71 (Debian) mod_fcgid/2.3.9", "lighttpd/1.4.69"] {
+            let (p, w) = run(&[("SERVER_SOFTWARE", software), ("SCRIPT_NAME", "/app"), ("REQUEST_URI", "/app")], None);
+            assert!(w.is_empty(), "{software}");
+            assert_eq!((value(&p, "SCRIPT_NAME"), value(&p, "PATH_INFO")), ("/app", ""));
+        }
+        let proxied = [("SERVER_SOFTWARE", "Apache/2.4.71"), ("SCRIPT_FILENAME", "proxy:fcgi://localhost/x"), ("SCRIPT_NAME", "/x"), ("REQUEST_URI", "/x")];
+        let (p, _) = run(&proxied, None);
+        assert_eq!((value(&p, "SCRIPT_NAME"), value(&p, "PATH_INFO")), ("", "/x"));
     }
 
     #[test]

@@ -57,6 +57,9 @@ SERVER_DEFAULTS: dict[str, Any] = {
     "roles": (FCGI_RESPONDER,),
     "max_params_size": 1 << 20,
     "graceful_timeout": 30.0,
+    "idle_timeout": 10.0,
+    "keepalive_timeout": 75.0,
+    "read_timeout": 60.0,
     "script_name": None,
     "environ": None,
     "multithread": None,
@@ -144,15 +147,22 @@ def run(app: Callable, bind: Any = None, **options: Any) -> bool:
     - ``multiplexed`` [False]: accept concurrent requests on one connection
       (``FCGI_MPXS_CONNS``).
     - ``max_conns`` [1024]: connections at once (``FCGI_MAX_CONNS``).
-    - ``max_reqs`` [``max(4 * threads, 16)``]: requests in flight
-      (``FCGI_MAX_REQS``); over it a multiplexed request gets
-      ``FCGI_OVERLOADED``, others wait.
+    - ``max_reqs`` [``max(4 * threads, 16)``]: requests in flight, queued
+      for a thread or running (``FCGI_MAX_REQS``); over it a request is
+      refused at once: ``FCGI_OVERLOADED`` on a multiplexed connection, else
+      ``503`` with ``Retry-After: 1`` (never an unbounded queue).
     - ``roles`` [``(FCGI_RESPONDER,)``]: roles accepted (ints or names);
       others get ``FCGI_UNKNOWN_ROLE``.
     - ``max_params_size`` [1 MiB]: bytes of FCGI_PARAMS per request; more
       closes the connection with a log line.
     - ``graceful_timeout`` [30.0 s]: after SIGTERM/SIGINT/SIGQUIT/SIGHUP, how
       long requests in flight may take.
+    - ``idle_timeout`` [10.0 s]: a new connection must start a request
+      within it; ``keepalive_timeout`` [75.0 s]: a kept-open connection may
+      idle this long between requests (longer than nginx's 60 s, so nginx
+      closes first); ``read_timeout`` [60.0 s]: while a request's params or
+      body are incomplete, the web server must send something within it.
+      0 turns one off.
     - ``script_name`` [None]: the URL prefix the app is mounted at; sets
       ``SCRIPT_NAME`` and takes ``PATH_INFO`` from the request path.
     - ``environ`` [None]: a dict merged into every request's environ,

@@ -183,6 +183,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--graceful-timeout", type=_seconds, metavar="SECONDS",
                        help="on SIGTERM/SIGINT/SIGHUP, wait at most this many seconds for "
                             f"requests in flight before exiting (default: {d('graceful_timeout')})")
+    serve.add_argument("--idle-timeout", type=_seconds, metavar="SECONDS",
+                       help="close a new connection that sends no request within this time; 0: never "
+                            f"(default: {d('idle_timeout')})")
+    serve.add_argument("--keepalive-timeout", type=_seconds, metavar="SECONDS",
+                       help="close a kept-open (FCGI_KEEP_CONN) connection idle this long between requests; "
+                            f"keep it above nginx's upstream keepalive_timeout (60 s); 0: never (default: {d('keepalive_timeout')})")
+    serve.add_argument("--read-timeout", type=_seconds, metavar="SECONDS",
+                       help="close a connection whose request params or body stall this long; 0: never "
+                            f"(default: {d('read_timeout')})")
     serve.add_argument("--max-params-size", type=_positive_int, metavar="BYTES",
                        help="largest FCGI_PARAMS stream of one request, in bytes; a larger "
                             f"one closes the connection (default: {d('max_params_size')})")
@@ -271,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
 # --- serve ------------------------------------------------------------------------------
 
 _RUN_OPTIONS = ("threads", "multiplexed", "max_conns", "max_reqs", "roles", "debug",
+                "idle_timeout", "keepalive_timeout", "read_timeout",
                 "socket_mode", "umask", "graceful_timeout", "max_params_size", "script_name",
                 "socket_owner", "socket_group", "user", "group", "pidfile", "log_file", "force_cgi")
 _LISTEN_OPTIONS = ("socket_mode", "umask", "socket_owner", "socket_group")

@@ -3,7 +3,9 @@
 //! Both are named settings (`max_conns`, `max_reqs`) and are what
 //! FCGI_GET_VALUES reports as `FCGI_MAX_CONNS` and `FCGI_MAX_REQS` (§4.1).
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
@@ -15,7 +17,15 @@ pub struct Admission {
     conns: Arc<Semaphore>,
     reqs: Arc<Semaphore>,
     caps: Capabilities,
+    /// Requests refused over the limit, in all (`max children reached` in
+    /// php-fpm's status terms) and since the last log line.
+    rejected: AtomicU64,
+    unlogged: AtomicU64,
+    last_log: Mutex<Option<Instant>>,
 }
+
+/// At most one "over the limit" log line per this interval.
+const REJECT_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
 impl Admission {
     /// Limits of `max_conns` connections and `max_reqs` requests in flight
@@ -27,6 +37,9 @@ impl Admission {
             conns: Arc::new(Semaphore::new(max_conns)),
             reqs: Arc::new(Semaphore::new(max_reqs)),
             caps: Capabilities { max_conns, max_reqs, mpxs_conns: multiplexed },
+            rejected: AtomicU64::new(0),
+            unlogged: AtomicU64::new(0),
+            last_log: Mutex::new(None),
         }
     }
 
@@ -52,12 +65,27 @@ impl Admission {
         }
     }
 
-    /// Wait for a request slot.
-    pub async fn request(self: Arc<Self>) -> OwnedSemaphorePermit {
-        match self.reqs.clone().acquire_owned().await {
-            Ok(permit) => permit,
-            Err(_) => unreachable!("the request semaphore is never closed"),
+    /// Count a request refused over the limit, and log it (at most one
+    /// line per few seconds, with the count, so overload does not flood).
+    pub fn note_rejected(&self, peer: &str, multiplexed: bool) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        let unlogged = self.unlogged.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut last = self.last_log.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|t| t.elapsed() < REJECT_LOG_INTERVAL) {
+            return;
         }
+        *last = Some(Instant::now());
+        self.unlogged.store(0, Ordering::Relaxed);
+        let answer = if multiplexed { "FCGI_OVERLOADED" } else { "503 Service Unavailable (Retry-After: 1)" };
+        tracing::warn!(
+            "{peer}: {} request(s) in flight, the max_reqs limit: refused {unlogged} request(s) with {answer} since the last report; raise threads/max_reqs or add workers",
+            self.caps.max_reqs
+        );
+    }
+
+    /// Requests refused over the limit since start.
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
     }
 
     /// Requests in flight right now.

@@ -9,6 +9,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::{sleep_until, Instant};
+
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
@@ -38,7 +40,7 @@ enum Stream {
 enum Phase {
     /// Collecting FCGI_PARAMS.
     Params(ParamsCollector),
-    /// Params complete, waiting for an in-flight slot.
+    /// Params complete, about to be dispatched.
     Ready(Vec<(Bytes, Bytes)>),
     /// Handed to the application.
     Running,
@@ -59,6 +61,17 @@ struct Slot {
     stderr_sent: bool,
 }
 
+impl Slot {
+    /// Whether the request still waits for bytes from the web server.
+    fn expects_input(&self) -> bool {
+        matches!(self.phase, Phase::Params(_)) || self.stdin_tx.is_some() || self.data_tx.is_some()
+    }
+}
+
+/// What a request over the in-flight limit gets on a connection that is not
+/// multiplexed (where FCGI_OVERLOADED would turn into a bare 502).
+const OVERLOADED_RESPONSE: &[u8] = b"Status: 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: text/plain\r\nContent-Length: 45\r\n\r\nThe server is busy; please retry in a moment.";
+
 /// An input chunk waiting for room in its request's queue.
 struct Pending {
     key: u64,
@@ -74,13 +87,16 @@ struct Conn {
     wbuf: BytesMut,
     out_tx: mpsc::Sender<OutMessage>,
     pending: Option<Pending>,
-    awaiting_admission: Option<u64>,
     /// A request without FCGI_KEEP_CONN ended: close once nothing is active.
     close_when_idle: bool,
     /// The peer closed its sending side.
     read_closed: bool,
     /// The server is shutting down: close once nothing is active.
     draining: bool,
+    /// When bytes last arrived (for the timeouts).
+    last_read: Instant,
+    /// Requests this connection has carried.
+    served: u64,
 }
 
 /// Serve one accepted connection until it closes.
@@ -98,7 +114,8 @@ where
         wbuf: BytesMut::with_capacity(16 * 1024),
         out_tx,
         pending: None,
-        awaiting_admission: None,
+        last_read: Instant::now(),
+        served: 0,
         close_when_idle: false,
         read_closed: false,
         draining: false,
@@ -108,10 +125,9 @@ where
         if conn.slots.is_empty() && conn.wbuf.is_empty() && (conn.close_when_idle || conn.read_closed || conn.draining) {
             break true;
         }
-        let reading = !conn.read_closed && !(conn.close_when_idle && conn.slots.is_empty()) && conn.pending.is_none() && conn.awaiting_admission.is_none();
+        let reading = !conn.read_closed && !(conn.close_when_idle && conn.slots.is_empty()) && conn.pending.is_none();
         let pending_tx = conn.pending.as_ref().and_then(|p| conn.sender(p.key, p.stream));
-        let waiting = conn.awaiting_admission.is_some();
-        let admission = conn.shared.admission.clone();
+        let deadline = conn.deadline();
         tokio::select! {
             biased;
             written = wr.write(&conn.wbuf), if !conn.wbuf.is_empty() => match written {
@@ -148,18 +164,15 @@ where
                     break false;
                 }
             },
-            permit = admission.request(), if waiting => {
-                if let Some(key) = conn.awaiting_admission.take() {
-                    conn.dispatch(key, permit);
+            _ = sleep_until(deadline.as_ref().map_or_else(Instant::now, |(at, _)| *at)), if deadline.is_some() => {
+                if let Some((_, what)) = deadline {
+                    tracing::info!("{}: {what}; closing the connection", conn.peer);
                 }
-                if let Err(e) = conn.process_records() {
-                    conn.protocol_error(e);
-                    break false;
-                }
+                break false;
             },
             read = rd.read_buf(&mut conn.rbuf), if reading => match read {
                 Ok(0) => conn.on_eof(),
-                Ok(_) => if let Err(e) = conn.process_records() {
+                Ok(_) => if let Err(e) = { conn.last_read = Instant::now(); conn.process_records() } {
                     conn.protocol_error(e);
                     break false;
                 },
@@ -227,10 +240,34 @@ impl Conn {
         tracing::warn!("{}: FastCGI protocol error: {e}; closing the connection", self.peer);
     }
 
+    /// When the connection times out, and why: `idle_timeout` before a first
+    /// request, `keepalive_timeout` between requests, `read_timeout` while a
+    /// request's params or body are incomplete. None while only the
+    /// application is working (or waiting for room to write).
+    fn deadline(&self) -> Option<(Instant, String)> {
+        let t = &self.shared.config.timeouts;
+        let (limit, name) = if self.slots.is_empty() {
+            if self.served == 0 { (t.idle, "idle_timeout") } else { (t.keepalive, "keepalive_timeout") }
+        } else if self.pending.is_none() && self.slots.iter().any(Slot::expects_input) {
+            (t.read, "read_timeout")
+        } else {
+            return None;
+        };
+        let limit = limit?;
+        let what = if self.slots.is_empty() && self.served == 0 {
+            format!("no request within {}s ({name})", limit.as_secs_f64())
+        } else if self.slots.is_empty() {
+            format!("kept-open connection idle for {}s ({name})", limit.as_secs_f64())
+        } else {
+            format!("no request bytes for {}s while a request was incomplete ({name})", limit.as_secs_f64())
+        };
+        Some((self.last_read + limit, what))
+    }
+
     /// Decode and handle every complete record in the read buffer, unless an
-    /// input queue is full or a request waits for admission.
+    /// input queue is full.
     fn process_records(&mut self) -> Result<(), ProtocolError> {
-        while self.pending.is_none() && self.awaiting_admission.is_none() && !(self.close_when_idle && self.slots.is_empty()) {
+        while self.pending.is_none() && !(self.close_when_idle && self.slots.is_empty()) {
             match record::decode(&mut self.rbuf)? {
                 Some(rec) => self.on_record(rec)?,
                 None => break,
@@ -351,14 +388,24 @@ impl Conn {
         let params = collector.finish().map_err(|reason| ProtocolError::Params { stream: "FCGI_PARAMS", reason })?;
         slot.phase = Phase::Ready(merge_duplicates(params));
         let key = slot.key;
+        self.served += 1;
         if let Some(permit) = self.shared.admission.try_request() {
             self.dispatch(key, permit);
-        } else if self.shared.config.multiplexed {
-            tracing::warn!("{}: max_reqs ({}) requests in flight; request {id} refused with FCGI_OVERLOADED", self.peer, self.shared.config.max_reqs);
-            slot.control.abort();
-            self.end_unstarted(i, FCGI_OVERLOADED);
         } else {
-            self.awaiting_admission = Some(key);
+            // Over the in-flight limit: refuse at once rather than queue
+            // without bound. The web server can retry elsewhere.
+            slot.control.abort();
+            let multiplexed = self.shared.config.multiplexed;
+            self.shared.admission.note_rejected(&self.peer, multiplexed);
+            if multiplexed {
+                self.end_unstarted(i, FCGI_OVERLOADED);
+            } else {
+                let slot = self.slots.remove(i);
+                put_stream(&mut self.wbuf, FCGI_STDOUT, slot.request_id, OVERLOADED_RESPONSE);
+                put_record(&mut self.wbuf, FCGI_STDOUT, slot.request_id, &[]);
+                put_end_request(&mut self.wbuf, slot.request_id, 0, FCGI_REQUEST_COMPLETE);
+                self.after_end(&slot);
+            }
         }
         Ok(())
     }
@@ -450,9 +497,6 @@ impl Conn {
         if self.pending.as_ref().is_some_and(|p| p.key == slot.key) {
             self.pending = None;
         }
-        if self.awaiting_admission == Some(slot.key) {
-            self.awaiting_admission = None;
-        }
         if !slot.keep_conn {
             self.close_when_idle = true;
         }
@@ -468,7 +512,7 @@ impl Conn {
     /// report a partial record, abort requests that still expect input
     /// (those whose input is complete may still send their response).
     fn settle_eof(&mut self) {
-        if !self.read_closed || self.pending.is_some() || self.awaiting_admission.is_some() {
+        if !self.read_closed || self.pending.is_some() {
             return;
         }
         if !self.rbuf.is_empty() {

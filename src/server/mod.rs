@@ -32,14 +32,42 @@ pub struct Config {
     pub multiplexed: bool,
     /// Connections open at once (`FCGI_MAX_CONNS`); more wait in the listen backlog.
     pub max_conns: usize,
-    /// Requests in flight at once (`FCGI_MAX_REQS`). Over it, a multiplexed
-    /// connection's request gets FCGI_OVERLOADED; otherwise it waits.
+    /// Requests in flight at once (`FCGI_MAX_REQS`), queued or running.
+    /// Over it a request is refused at once: FCGI_OVERLOADED on a
+    /// multiplexed connection, else a 503 with `Retry-After`.
     pub max_reqs: usize,
     /// Largest FCGI_PARAMS stream of one request, in bytes; more closes the connection.
     pub max_params_size: usize,
     /// After a stop, how long requests in flight may take before their
     /// connections are closed.
     pub graceful_timeout: Duration,
+    /// Connection timeouts.
+    pub timeouts: Timeouts,
+}
+
+/// How long a connection may wait on its peer (None: no limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// A new connection must start a request within this time.
+    pub idle: Option<Duration>,
+    /// A kept-open connection (FCGI_KEEP_CONN) may sit idle between
+    /// requests this long. Longer than nginx's upstream `keepalive_timeout`
+    /// (60 s) by default, so nginx closes first and never reuses a
+    /// connection we are closing.
+    pub keepalive: Option<Duration>,
+    /// While a request's params or body are incomplete, the web server must
+    /// send something within this time.
+    pub read: Option<Duration>,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            idle: Some(Duration::from_secs(10)),
+            keepalive: Some(Duration::from_secs(75)),
+            read: Some(Duration::from_secs(60)),
+        }
+    }
 }
 
 impl Default for Config {
@@ -51,6 +79,7 @@ impl Default for Config {
             max_reqs: 64,
             max_params_size: 1 << 20,
             graceful_timeout: Duration::from_secs(30),
+            timeouts: Timeouts::default(),
         }
     }
 }

@@ -103,14 +103,16 @@ fn parse_bind(bind: &Bound<'_, PyTuple>) -> PyResult<BindTarget> {
 impl Server {
     /// `Server(app, *, threads=4, multiplexed=False,
     /// max_conns=1024, max_reqs=None, roles=[1], max_params_size=1048576,
-    /// graceful_timeout=30.0, script_name=None, environ=None,
+    /// graceful_timeout=30.0, idle_timeout=10.0, keepalive_timeout=75.0,
+    /// read_timeout=60.0, script_name=None, environ=None,
     /// multithread=None, multiprocess=False, debug=False, handle_signals=True)`.
     ///
     /// `max_reqs=None` means
     /// `max(4 * threads, 16)`; `multithread=None` means `threads > 1`.
-    /// Raises `ValueError` for out-of-range settings.
+    /// Timeouts are seconds; 0 turns one off. Raises `ValueError` for
+    /// out-of-range settings.
     #[new]
-    #[pyo3(signature = (app, *, threads=4, multiplexed=false, max_conns=1024, max_reqs=None, roles=vec![1], max_params_size=1048576, graceful_timeout=30.0, script_name=None, environ=None, multithread=None, multiprocess=false, debug=false, handle_signals=true))]
+    #[pyo3(signature = (app, *, threads=4, multiplexed=false, max_conns=1024, max_reqs=None, roles=vec![1], max_params_size=1048576, graceful_timeout=30.0, idle_timeout=10.0, keepalive_timeout=75.0, read_timeout=60.0, script_name=None, environ=None, multithread=None, multiprocess=false, debug=false, handle_signals=true))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         app: Py<PyAny>,
@@ -121,6 +123,9 @@ impl Server {
         roles: Vec<u16>,
         max_params_size: usize,
         graceful_timeout: f64,
+        idle_timeout: f64,
+        keepalive_timeout: f64,
+        read_timeout: f64,
         script_name: Option<String>,
         environ: Option<Py<PyDict>>,
         multithread: Option<bool>,
@@ -137,9 +142,12 @@ impl Server {
         if max_reqs == Some(0) {
             return Err(PyValueError::new_err("max_reqs must be at least 1"));
         }
-        if !(graceful_timeout.is_finite() && graceful_timeout >= 0.0) {
-            return Err(PyValueError::new_err(format!("graceful_timeout must be a number of seconds >= 0, got {graceful_timeout}")));
+        for (name, value) in [("graceful_timeout", graceful_timeout), ("idle_timeout", idle_timeout), ("keepalive_timeout", keepalive_timeout), ("read_timeout", read_timeout)] {
+            if !(value.is_finite() && (0.0..=1e9).contains(&value)) {
+                return Err(PyValueError::new_err(format!("{name} must be a number of seconds >= 0, got {value}")));
+            }
         }
+        let limit = |secs: f64| (secs > 0.0).then(|| Duration::from_secs_f64(secs));
         if let Some(prefix) = &script_name {
             if !prefix.is_empty() && !prefix.starts_with('/') {
                 return Err(PyValueError::new_err(format!("script_name must be empty or start with '/', got {prefix:?}")));
@@ -162,6 +170,7 @@ impl Server {
                 max_reqs: max_reqs.unwrap_or((4 * threads).max(16)),
                 max_params_size,
                 graceful_timeout: Duration::from_secs_f64(graceful_timeout),
+                timeouts: engine::Timeouts { idle: limit(idle_timeout), keepalive: limit(keepalive_timeout), read: limit(read_timeout) },
             },
             threads,
             base_environ: environ,
@@ -205,6 +214,10 @@ impl Server {
         d.set_item("max_reqs", self.config.max_reqs)?;
         d.set_item("max_params_size", self.config.max_params_size)?;
         d.set_item("graceful_timeout", self.config.graceful_timeout.as_secs_f64())?;
+        let secs = |d: Option<Duration>| d.map_or(0.0, |d| d.as_secs_f64());
+        d.set_item("idle_timeout", secs(self.config.timeouts.idle))?;
+        d.set_item("keepalive_timeout", secs(self.config.timeouts.keepalive))?;
+        d.set_item("read_timeout", secs(self.config.timeouts.read))?;
         d.set_item("roles", self.config.roles.iter().map(|r| r.name()).collect::<Vec<_>>())?;
         d.set_item("script_name", self.script_name.clone())?;
         d.set_item("multithread", self.multithread)?;

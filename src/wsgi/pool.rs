@@ -147,9 +147,9 @@ fn handle(py: Python<'_>, ctx: &AppContext, request: Request) {
         }
     };
     errors.get().flush_pending(py);
-    // Release the GIL while FCGI_END_REQUEST waits for room, then free the slot.
-    py.detach(move || {
-        drop(end);
-        drop(permit);
-    });
+    // Free the in-flight slot first: once END_REQUEST is out, the web server
+    // may send the next request at once and must find the slot free.
+    drop(permit);
+    // Release the GIL while FCGI_END_REQUEST waits for room.
+    py.detach(move || drop(end));
 }
