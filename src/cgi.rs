@@ -69,8 +69,9 @@ fn show(b: &[u8]) -> String {
 ///
 /// In order:
 /// 1. With a mount prefix (`script_name` setting): `SCRIPT_NAME` is the
-///    prefix and `PATH_INFO` the rest of the request path (from
-///    `REQUEST_URI`, else `SCRIPT_NAME + PATH_INFO`).
+///    prefix and `PATH_INFO` the rest of the request path: the web server's
+///    `SCRIPT_NAME + PATH_INFO` (decoded and normalized by it), or the
+///    decoded `REQUEST_URI` path when it sent neither.
 /// 2. `SCRIPT_NAME` equal to the whole request path with no `PATH_INFO`
 ///    (nginx's default `fastcgi_params`, Apache mod_proxy_fcgi; not servers
 ///    that split like CGI, for which this is a request for the mount point
@@ -104,7 +105,10 @@ pub fn sanitize(params: &mut Vec<(Bytes, Bytes)>, mount: Option<&[u8]>) -> Vec<W
 
     if let Some(mount) = mount {
         let mount = mount.strip_suffix(b"/").unwrap_or(mount);
-        let path = decoded_path.clone().unwrap_or_else(|| [&script_name[..], path_info.as_deref().unwrap_or_default()].concat());
+        // The web server's own split is decoded and normalized (no `..`);
+        // the raw REQUEST_URI only when it sent neither.
+        let server_path = [&script_name[..], path_info.as_deref().unwrap_or_default()].concat();
+        let path = if server_path.is_empty() { decoded_path.clone().unwrap_or_default() } else { server_path };
         let rest = match strip_path_prefix(&path, mount) {
             Some(rest) => rest.to_vec(),
             None => {
@@ -283,11 +287,14 @@ mod tests {
         assert_eq!((value(&p, "SCRIPT_NAME"), value(&p, "PATH_INFO")), ("/app", "/items/3"));
         let (p, _) = run(&[("SCRIPT_NAME", "/app"), ("REQUEST_URI", "/app")], Some("/app/"));
         assert_eq!((value(&p, "SCRIPT_NAME"), value(&p, "PATH_INFO")), ("/app", ""));
-        let (p, w) = run(&[("SCRIPT_NAME", "/other"), ("REQUEST_URI", "/other/x")], Some("/app"));
+        let (p, w) = run(&[("SCRIPT_NAME", "/other/x"), ("REQUEST_URI", "/other/x")], Some("/app"));
         assert_eq!(value(&p, "PATH_INFO"), "/other/x");
         assert_eq!(w[0].once, Some(WarningKind::NotUnderMount));
         let (p, _) = run(&[("SCRIPT_NAME", "/app"), ("PATH_INFO", "/a b")], Some("/app"));
         assert_eq!(value(&p, "PATH_INFO"), "/a b");
+        // Never the raw URI's dot segments when the server sent its normalized split.
+        let (p, _) = run(&[("SCRIPT_NAME", "/app"), ("PATH_INFO", "/b"), ("REQUEST_URI", "/app/a/../b")], Some("/app"));
+        assert_eq!(value(&p, "PATH_INFO"), "/b");
     }
 
     #[test]

@@ -26,7 +26,7 @@ mod _oxfcgi {
     #[pymodule_export]
     use crate::wsgi::response::{StartResponse, Write};
     #[pymodule_export]
-    use crate::wsgi::{Listener, Server};
+    use crate::wsgi::{Listener, Scoreboard, Server};
 
     #[pymodule_init]
     fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {

@@ -6,20 +6,26 @@ there; nothing under /etc, /var or /run is written), starts ``nginx -p PREFIX
 -c CONF -e ERRLOG`` in the foreground (``daemon off; master_process on;``) on a
 free 127.0.0.1 port and waits until it accepts connections.
 
-Locations (all use Debian's ``/etc/nginx/fastcgi_params``, which forces
-``HTTP_HOST $host`` and sends no PATH_INFO):
+The app locations are what ``oxfcgi config nginx`` prints (:func:`app_blocks`,
+through :func:`oxfcgi.config.generate`), pasted unchanged: the ``upstream`` part
+into ``http { }``, the ``location`` part into ``server { }``. So the tests run the
+generated configuration and it cannot rot. Each mount gets an ``upstream`` with
+``keepalive 8`` and ``fastcgi_keep_conn on`` (persistent FastCGI connections),
+and ``include fastcgi_params;`` resolves to a copy of Debian's
+``/etc/nginx/fastcgi_params`` (which forces ``HTTP_HOST $host`` and sends no
+PATH_INFO) next to the config.
 
 ``/app/...``
-    Flask's documented recipe: ``fastcgi_split_path_info ^(/app)(/.*)$`` +
-    ``SCRIPT_NAME $fastcgi_script_name`` + ``PATH_INFO $fastcgi_path_info``.
+    generated for ``--prefix /app``: Flask's recipe
+    ``fastcgi_split_path_info ^(/app)(/.*)$`` + ``SCRIPT_NAME $fastcgi_script_name``
+    + ``PATH_INFO $fastcgi_path_info``.
 ``= /app/upload``
-    the same, plus ``fastcgi_request_buffering off`` so the request body streams
-    to the app while the client is still sending it.
+    the generated ``/app`` location plus ``fastcgi_request_buffering off`` so the
+    request body streams to the app while the client is still sending it.
 ``/keep/...``
-    mounted at ``/keep`` through an ``upstream`` block with ``keepalive 8`` and
-    ``fastcgi_keep_conn on`` (persistent FastCGI connections).
+    generated for ``--prefix /keep`` (its own upstream pool).
 ``/`` (everything else)
-    mounted at the root: ``PATH_INFO $fastcgi_script_name; SCRIPT_NAME ""``.
+    generated for the root: ``PATH_INFO $fastcgi_script_name; SCRIPT_NAME ""``.
 
 ``fastcgi_read_timeout``/``fastcgi_send_timeout`` are 10 s, ``client_max_body_size 0``.
 FCGI_STDERR records end up in the error log as ``FastCGI sent in stderr: "..."``.
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -67,51 +74,13 @@ http {{
     fastcgi_read_timeout {read_timeout}s;
     fastcgi_send_timeout {read_timeout}s;
 
-    upstream oxfcgi_keep {{
-        server unix:{socket};
-        keepalive 8;
-    }}
+{http_blocks}
 
     server {{
         listen 127.0.0.1:{port};
         server_name localhost;
 
-        # Flask's recipe for an app mounted at /app.
-        location /app/ {{
-            include {fastcgi_params};
-            fastcgi_split_path_info ^(/app)(/.*)$;
-            fastcgi_param SCRIPT_NAME $fastcgi_script_name;
-            fastcgi_param PATH_INFO $fastcgi_path_info;
-            fastcgi_pass unix:{socket};
-        }}
-
-        # Same mount, but the request body streams to the app as it arrives.
-        location = /app/upload {{
-            include {fastcgi_params};
-            fastcgi_split_path_info ^(/app)(/.*)$;
-            fastcgi_param SCRIPT_NAME $fastcgi_script_name;
-            fastcgi_param PATH_INFO $fastcgi_path_info;
-            fastcgi_request_buffering off;
-            fastcgi_pass unix:{socket};
-        }}
-
-        # Persistent FastCGI connections (FCGI_KEEP_CONN) from a keepalive pool.
-        location /keep/ {{
-            include {fastcgi_params};
-            fastcgi_split_path_info ^(/keep)(/.*)$;
-            fastcgi_param SCRIPT_NAME $fastcgi_script_name;
-            fastcgi_param PATH_INFO $fastcgi_path_info;
-            fastcgi_keep_conn on;
-            fastcgi_pass oxfcgi_keep;
-        }}
-
-        # Flask's recipe for an app mounted at the root.
-        location / {{
-            include {fastcgi_params};
-            fastcgi_param PATH_INFO $fastcgi_script_name;
-            fastcgi_param SCRIPT_NAME "";
-            fastcgi_pass unix:{socket};
-        }}
+{server_blocks}
     }}
 }}
 """
@@ -240,17 +209,44 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _indent(text: str, spaces: int) -> str:
+    return "\n".join((" " * spaces + line) if line.strip() else "" for line in text.strip("\n").splitlines())
+
+
+def app_blocks(socket_path: str) -> tuple[str, str]:
+    """(http-block text, server-block text) for the app locations, from ``oxfcgi config nginx``."""
+    from oxfcgi.config import ConfigOptions, generate
+    from oxfcgi.config.nginx import split
+
+    http_parts, server_parts = [], []
+    for prefix in ("/app", "/keep", "/"):
+        text = generate(ConfigOptions(target="nginx", app="tests.apps.flask_app:app", socket=socket_path,
+                                      prefix=prefix))
+        http_part, server_part = split(text)
+        http_parts.append(http_part)
+        if prefix == "/app":
+            # The same mount, but the request body streams to the app as it arrives.
+            opening = "location /app/ {"
+            assert opening in server_part, server_part
+            body = server_part.strip().rstrip("}").rstrip()
+            upload = body.replace(opening, "location = /app/upload {", 1)
+            server_parts.append(upload + "\n    fastcgi_request_buffering off;\n}\n")
+        server_parts.append(server_part)
+    return "\n".join(http_parts), "\n".join(server_parts)
+
+
 def render_config(prefix: Path, port: int, socket_path: str, read_timeout: int = 10) -> str:
     if not os.path.exists(FASTCGI_PARAMS):
         raise NginxError(f"{FASTCGI_PARAMS} is missing (package nginx-common)")
     user_line = "user root root;" if os.geteuid() == 0 else ""
+    http_blocks, server_blocks = app_blocks(socket_path)
     return CONFIG_TEMPLATE.format(
         prefix=prefix,
         port=port,
-        socket=socket_path,
         user_line=user_line,
         read_timeout=read_timeout,
-        fastcgi_params=FASTCGI_PARAMS,
+        http_blocks=_indent(http_blocks, 4),
+        server_blocks=_indent(server_blocks, 8),
     )
 
 
@@ -284,6 +280,8 @@ def start_nginx(
     for sub in ("tmp/client_body", "tmp/fastcgi", "tmp/proxy", "tmp/uwsgi", "tmp/scgi", "logs"):
         (prefix / sub).mkdir(parents=True, exist_ok=True)
     conf = prefix / "nginx.conf"
+    # `include fastcgi_params;` in the generated locations is relative to the config's directory.
+    shutil.copyfile(FASTCGI_PARAMS, prefix / "fastcgi_params")
     error_log = prefix / "error.log"
     failures = []
     for attempt in range(attempts):

@@ -19,14 +19,15 @@ from . import _startup
 
 _startup.prepare()
 
-from . import _loader  # noqa: E402
+from . import _loader, supervisor  # noqa: E402
 from ._cgi import force_cgi_requested, serve_cgi  # noqa: E402
 from ._listen import drop_privileges, listen, remove_pidfile, write_pidfile  # noqa: E402
 from ._logsetup import ensure_handler, make_print_safe, use_log_file  # noqa: E402
-from ._oxfcgi import BindError, FileWrapper, InputStream, Listener, Server, __version__  # noqa: E402
+from ._oxfcgi import BindError, FileWrapper, InputStream, Listener, Scoreboard, Server, __version__  # noqa: E402
 
 __all__ = [
     "run",
+    "serve",
     "listen",
     "make_server",
     "WSGIServer",
@@ -65,6 +66,10 @@ SERVER_DEFAULTS: dict[str, Any] = {
     "multithread": None,
     "multiprocess": False,
     "debug": False,
+    "status_path": None,
+    "ping_path": None,
+    "max_requests": None,
+    "request_timeout": 0.0,
 }
 #: Settings of the listening socket (:func:`listen`).
 LISTEN_DEFAULTS: dict[str, Any] = {
@@ -80,6 +85,10 @@ PROCESS_DEFAULTS: dict[str, Any] = {
     "pidfile": None,
     "log_file": None,
     "force_cgi": False,
+    "workers": None,
+    "max_requests_jitter": 0,
+    "max_lifetime": 0.0,
+    "max_rss": 0,
 }
 #: Every option ``run()`` takes, with its default.
 DEFAULTS: dict[str, Any] = {**SERVER_DEFAULTS, **LISTEN_DEFAULTS, **PROCESS_DEFAULTS}
@@ -108,6 +117,17 @@ def _check_options(options: Mapping[str, Any]) -> None:
         raise TypeError(f"run() got unknown option(s) {', '.join(sorted(unknown))}; known: {', '.join(DEFAULTS)}")
 
 
+def _server_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = set(options) - set(SERVER_DEFAULTS)
+    if unknown:
+        raise TypeError(f"unknown server option(s) {', '.join(sorted(unknown))}; known: {', '.join(SERVER_DEFAULTS)}")
+    settings = {**SERVER_DEFAULTS, **options}
+    environ = settings.pop("environ")
+    if environ is not None and not isinstance(environ, dict):
+        environ = dict(environ)
+    return {**settings, "roles": _roles(settings["roles"]), "environ": environ}
+
+
 def make_server(app: Callable, **options: Any) -> Server:
     """Build a :class:`Server` from :data:`SERVER_DEFAULTS` options (validated
     now, nothing is bound); serve it with ``server.serve(listen(bind))``.
@@ -115,16 +135,76 @@ def make_server(app: Callable, **options: Any) -> Server:
     Raises ``TypeError`` for an unknown option or a non-callable app and
     ``ValueError`` for a bad value.
     """
-    unknown = set(options) - set(SERVER_DEFAULTS)
-    if unknown:
-        raise TypeError(f"make_server() got unknown option(s) {', '.join(sorted(unknown))}; known: {', '.join(SERVER_DEFAULTS)}")
     if not callable(app):
         raise TypeError(f"the WSGI application must be callable, got {type(app).__name__}")
-    settings = {**SERVER_DEFAULTS, **options}
-    environ = settings.pop("environ")
-    if environ is not None and not isinstance(environ, dict):
-        environ = dict(environ)
-    return Server(app, roles=_roles(settings.pop("roles")), environ=environ, **settings)
+    return Server(app, **_server_kwargs(options))
+
+
+def _warn_max_requests_under_mod_fcgid(max_requests) -> None:
+    """deployment.md §8 #10: a self-imposed max-requests makes mod_fcgid serve 500s."""
+    if not max_requests or _startup.LISTEN_FD is None:
+        return
+    import re
+    import socket as _socket
+
+    try:
+        name = _socket.socket(fileno=os.dup(_startup.LISTEN_FD)).getsockname()
+    except OSError:
+        return
+    if isinstance(name, str) and re.search(r"/\d+\.\d+$", name):
+        import logging
+
+        logging.getLogger("oxfcgi").warning(
+            "max_requests=%s under Apache mod_fcgid: when this process exits by itself, mod_fcgid may already "
+            "have sent it the next request, which then fails with a 500. Let mod_fcgid recycle processes "
+            "instead: FcgidMaxRequestsPerProcess %s", max_requests, max_requests)
+
+
+def serve(load_app: Callable[[], Callable], bind: Any = None, **options: Any) -> bool:
+    """Like :func:`run`, but takes a function that returns the application.
+
+    With ``workers`` > 1 it is called in each worker after the fork (so a
+    SIGHUP reload imports the code anew); otherwise once, after binding and
+    switching user. ``oxfcgi serve`` uses this to import the app only after
+    dropping privileges.
+    """
+    _check_options(options)
+    settings = {**DEFAULTS, **options}
+    if force_cgi_requested(settings["force_cgi"]):
+        serve_cgi(load_app(), settings["environ"])
+        return False
+    server_kwargs = _server_kwargs({k: settings[k] for k in SERVER_DEFAULTS})
+    Server(lambda e, s: [], **server_kwargs)  # validate every setting before binding
+    workers = supervisor.workers_setting(settings["workers"])
+    ensure_handler()
+    if settings["log_file"]:
+        use_log_file(settings["log_file"])
+    listener = listen(bind, **{k: settings[k] for k in LISTEN_DEFAULTS})
+    pidfile = settings["pidfile"]
+    stdout = sys.stdout
+    try:
+        if pidfile:
+            write_pidfile(pidfile)
+        drop_privileges(settings["user"], settings["group"])
+        stdout = make_print_safe()
+        if workers is not None:
+            recycle = supervisor.Recycle(max_requests=settings["max_requests"],
+                                         max_requests_jitter=settings["max_requests_jitter"],
+                                         max_lifetime=settings["max_lifetime"], max_rss=settings["max_rss"])
+            per_worker = {k: v for k, v in server_kwargs.items() if k != "max_requests"}
+            per_worker["multiprocess"] = True
+            master = supervisor.Master(load_app, listener, workers, per_worker, recycle,
+                                       settings["graceful_timeout"])
+            return master.run()
+        _warn_max_requests_under_mod_fcgid(settings["max_requests"])
+        server = Server(load_app(), **server_kwargs)
+        supervisor.start_watchdog(server, settings["request_timeout"], replace=False)
+        return server.serve(listener)
+    finally:
+        sys.stdout = stdout
+        if pidfile:
+            remove_pidfile(pidfile)
+        listener.close()
 
 
 def run(app: Callable, bind: Any = None, **options: Any) -> bool:
@@ -175,7 +255,20 @@ def run(app: Callable, bind: Any = None, **options: Any) -> bool:
     binding), ``socket_owner``/``socket_group`` [None] (names or ids) for a
     unix socket file.
 
-    Process options: ``user``/``group`` [None]: switch to this account after
+    - ``status_path``, ``ping_path`` [None]: paths the engine answers itself,
+      without entering Python: php-fpm's pool status fields (text, ``?json``,
+      ``?full`` for one entry per worker) and ``pong``.
+    - ``request_timeout`` [0: off]: a request running longer gets the stacks
+      of all its worker's threads logged (php-fpm's slowlog) and, with
+      workers, the worker is replaced.
+    - ``max_requests`` [None]: a worker is replaced after this many requests.
+
+    Process options: ``workers`` [None: one process, or ``PHP_FCGI_CHILDREN``
+    workers when it is above 1]: a prefork master forks that many worker processes
+    sharing the socket, respawns crashed ones (with crash-loop backoff),
+    recycles them (``max_requests`` + up to ``max_requests_jitter``,
+    ``max_lifetime`` seconds, ``max_rss`` MiB), reloads them one by one on
+    SIGHUP and stops them gracefully on SIGTERM. ``user``/``group`` [None]: switch to this account after
     binding (start as root; ``oxfcgi serve --user`` also imports the app only
     after switching); ``pidfile`` [None]; ``log_file`` [None]: log (and
     print()) there too, reopened on SIGUSR1; ``force_cgi`` [False]: serve one
@@ -183,36 +276,17 @@ def run(app: Callable, bind: Any = None, **options: Any) -> bool:
     ``FCGI_FORCE_CGI=Y``, as in flup).
 
     Returns True when stopped by SIGHUP (so the caller can reload, flup's
-    contract) and False for SIGTERM, SIGINT or SIGQUIT. Signal handlers are
+    contract; with workers, SIGHUP reloads them and run() goes on) and
+    False for SIGTERM, SIGINT or SIGQUIT. Signal handlers are
     installed for the duration of the call and restored after, so ``run()``
     also works from a non-main thread. Logs go to the ``oxfcgi`` logger
     (stderr by default). Raises ``BindError`` (an ``OSError``) when it cannot
     listen, ``TypeError``/``ValueError`` for bad options.
     """
     _loader.intercept(app)
-    _check_options(options)
-    settings = {**DEFAULTS, **options}
-    if force_cgi_requested(settings["force_cgi"]):
-        serve_cgi(app, settings["environ"])
-        return False
-    server = make_server(app, **{k: settings[k] for k in SERVER_DEFAULTS})
-    ensure_handler()
-    if settings["log_file"]:
-        use_log_file(settings["log_file"])
-    listener = listen(bind, **{k: settings[k] for k in LISTEN_DEFAULTS})
-    pidfile = settings["pidfile"]
-    stdout = sys.stdout
-    try:
-        if pidfile:
-            write_pidfile(pidfile)
-        drop_privileges(settings["user"], settings["group"])
-        stdout = make_print_safe()
-        return server.serve(listener)
-    finally:
-        sys.stdout = stdout
-        if pidfile:
-            remove_pidfile(pidfile)
-        listener.close()
+    if not callable(app):
+        raise TypeError(f"the WSGI application must be callable, got {type(app).__name__}")
+    return serve(lambda: app, bind, **options)
 
 
 class WSGIServer:

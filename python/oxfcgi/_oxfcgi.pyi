@@ -2,7 +2,7 @@
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, final
 
-__all__ = ["BindError", "ErrorStream", "FileWrapper", "InputStream", "Listener", "Server", "StartResponse", "Write", "__version__"]
+__all__ = ["BindError", "ErrorStream", "FileWrapper", "InputStream", "Listener", "Scoreboard", "Server", "StartResponse", "Write", "__version__"]
 __version__: str
 
 class BindError(OSError):
@@ -22,6 +22,14 @@ class Listener:
     @property
     def address(self) -> str: ...
     def close(self) -> None: ...
+    def disown(self) -> None: ...
+
+@final
+class Scoreboard:
+    def __new__(cls, slots: int) -> Scoreboard: ...
+    def __len__(self) -> int: ...
+    def release(self, slot: int) -> None: ...
+    def worker(self, slot: int) -> dict[str, int]: ...
 
 @final
 class Server:
@@ -45,9 +53,16 @@ class Server:
         multiprocess: bool = False,
         debug: bool = False,
         handle_signals: bool = True,
+        status_path: str | None = None,
+        ping_path: str | None = None,
+        max_requests: int | None = None,
+        request_timeout: float = 0.0,
+        scoreboard: Scoreboard | None = None,
+        worker_slot: int = 0,
     ) -> Server: ...
     def serve(self, listener: Listener) -> bool: ...
     def stop(self, reload: bool = False) -> None: ...
+    def running_requests(self) -> list[tuple[float, str, int]]: ...
     def settings(self) -> dict[str, Any]: ...
 
 @final

@@ -215,6 +215,29 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--cgi", dest="force_cgi", action="store_true", default=None,
                        help="serve one CGI request from the environment and stdin/stdout, then exit "
                             "(as FCGI_FORCE_CGI=Y; for Apache mod_cgi or fcgiwrap)")
+    serve.add_argument("--workers", "-w", type=_positive_int, metavar="N",
+                       help="worker processes sharing the socket, run by a prefork master that respawns, "
+                            "recycles and reloads them (SIGHUP) (default: one process without a master, "
+                            "or PHP_FCGI_CHILDREN workers when it is above 1)")
+    serve.add_argument("--preload", action="store_true",
+                       help="with --workers: import the app once in the master before forking (less memory, "
+                            "faster start; but SIGHUP then does not pick up new code)")
+    serve.add_argument("--max-requests", type=_positive_int, metavar="N",
+                       help="replace a worker after N requests (default: never)")
+    serve.add_argument("--max-requests-jitter", type=int, metavar="N",
+                       help="add 0..N to each worker's --max-requests so they do not restart together (default: 0)")
+    serve.add_argument("--max-lifetime", type=_seconds, metavar="SECONDS",
+                       help="replace a worker after this long (up to 10%% later, spread out; default: never)")
+    serve.add_argument("--max-rss", type=_positive_int, metavar="MIB",
+                       help="replace a worker whose resident memory passes this many MiB (default: never)")
+    serve.add_argument("--request-timeout", type=_seconds, metavar="SECONDS",
+                       help="a request running longer gets the stacks of its worker's threads logged, and "
+                            "with --workers the worker is replaced (default: off)")
+    serve.add_argument("--status-path", metavar="PATH",
+                       help="answer this path with the pool's status, without entering Python "
+                            "(php-fpm's fields; ?json, ?full; default: off)")
+    serve.add_argument("--ping-path", metavar="PATH",
+                       help="answer this path with 'pong', without entering Python (default: off)")
     serve.add_argument("--log-level", type=_log_level, default="INFO", metavar="LEVEL",
                        help=f"level of the 'oxfcgi' logger on stderr: {', '.join(LOG_LEVELS)} "
                             "(default: INFO)")
@@ -280,7 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
 # --- serve ------------------------------------------------------------------------------
 
 _RUN_OPTIONS = ("threads", "multiplexed", "max_conns", "max_reqs", "roles", "debug",
-                "idle_timeout", "keepalive_timeout", "read_timeout",
+                "idle_timeout", "keepalive_timeout", "read_timeout", "workers", "max_requests",
+                "max_requests_jitter", "max_lifetime", "max_rss", "request_timeout", "status_path", "ping_path",
                 "socket_mode", "umask", "graceful_timeout", "max_params_size", "script_name",
                 "socket_owner", "socket_group", "user", "group", "pidfile", "log_file", "force_cgi")
 _LISTEN_OPTIONS = ("socket_mode", "umask", "socket_owner", "socket_group")
@@ -328,6 +352,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ValueError as e:
         return _fail(str(e), 2)
     try:
+        workers = oxfcgi.supervisor.workers_setting(options.get("workers"))
+    except ValueError as e:
+        return _fail(str(e), 2)
+    if workers is not None and not args.preload and not options.get("force_cgi"):
+        # Each worker imports the app after the fork, so SIGHUP loads new code.
+        return _run_server(args, lambda: load_app(args.target), bind, options)
+    try:
         app = load_app(args.target)
     except LoadError as e:
         print(e, file=sys.stderr)
@@ -336,8 +367,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             import time
             time.sleep(_startup.STARTUP_FAILURE_BACKOFF)  # don't let a respawning manager flood its log
         return 2
+    return _run_server(args, lambda: app, bind, options)
+
+
+def _run_server(args: argparse.Namespace, load, bind, options: dict) -> int:
+    import oxfcgi
+
     try:
-        oxfcgi.run(app, bind, **options)
+        oxfcgi.serve(load, bind, **options)
     except KeyboardInterrupt:
         pass
     except OSError as e:           # BindError included

@@ -25,6 +25,9 @@ use crate::protocol::*;
 
 /// Unwritten output above which the connection stops taking application output.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
+/// During a stop, how long a connection accepted but still silent may take
+/// to send its first request.
+const FRESH_GRACE: Duration = Duration::from_secs(2);
 /// How long a closing connection waits for the peer's EOF before closing anyway.
 const CLOSE_DRAIN: Duration = Duration::from_secs(2);
 /// The same wait while the server shuts down (idle kept-open connections
@@ -122,7 +125,7 @@ where
     };
     tracing::debug!("{}: connection accepted", conn.peer);
     let graceful = loop {
-        if conn.slots.is_empty() && conn.wbuf.is_empty() && (conn.close_when_idle || conn.read_closed || conn.draining) {
+        if conn.slots.is_empty() && conn.wbuf.is_empty() && (conn.close_when_idle || conn.read_closed || conn.drained()) {
             break true;
         }
         let reading = !conn.read_closed && !(conn.close_when_idle && conn.slots.is_empty()) && conn.pending.is_none();
@@ -245,6 +248,9 @@ impl Conn {
     /// request's params or body are incomplete. None while only the
     /// application is working (or waiting for room to write).
     fn deadline(&self) -> Option<(Instant, String)> {
+        if self.draining && self.slots.is_empty() && self.served == 0 {
+            return Some((self.last_read + FRESH_GRACE, "no request arrived on a connection accepted just before the stop".into()));
+        }
         let t = &self.shared.config.timeouts;
         let (limit, name) = if self.slots.is_empty() {
             if self.served == 0 { (t.idle, "idle_timeout") } else { (t.keepalive, "keepalive_timeout") }
@@ -262,6 +268,14 @@ impl Conn {
             format!("no request bytes for {}s while a request was incomplete ({name})", limit.as_secs_f64())
         };
         Some((self.last_read + limit, what))
+    }
+
+    /// Whether the server's stop may close this connection now: a kept-open
+    /// connection between requests closes at once; one accepted just before
+    /// the stop first gets a moment to send its request (it was accepted, so
+    /// no other worker can serve it).
+    fn drained(&self) -> bool {
+        self.draining && (self.served > 0 || self.last_read.elapsed() >= FRESH_GRACE)
     }
 
     /// Decode and handle every complete record in the read buffer, unless an
@@ -315,9 +329,8 @@ impl Conn {
             return Ok(());
         }
         if self.draining {
-            put_end_request(&mut self.wbuf, id, 0, FCGI_OVERLOADED);
+            // Accepted before the stop: serve it, then close.
             self.close_when_idle = true;
-            return Ok(());
         }
         let Some(role) = Role::from_u16(begin.role).filter(|r| config.roles.contains(r)) else {
             tracing::warn!("{}: request {id} asks for role {}, which this server does not take (roles setting); FCGI_UNKNOWN_ROLE", self.peer, begin.role);
@@ -386,7 +399,18 @@ impl Conn {
         }
         let Phase::Params(collector) = std::mem::replace(&mut slot.phase, Phase::Running) else { unreachable!() };
         let params = collector.finish().map_err(|reason| ProtocolError::Params { stream: "FCGI_PARAMS", reason })?;
-        slot.phase = Phase::Ready(merge_duplicates(params));
+        let params = merge_duplicates(params);
+        if let Some(page) = self.engine_page(&params) {
+            let slot = self.slots.remove(i);
+            put_stream(&mut self.wbuf, FCGI_STDOUT, slot.request_id, &page);
+            put_record(&mut self.wbuf, FCGI_STDOUT, slot.request_id, &[]);
+            put_end_request(&mut self.wbuf, slot.request_id, 0, FCGI_REQUEST_COMPLETE);
+            self.after_end(&slot);
+            self.served += 1;
+            return Ok(());
+        }
+        let slot = &mut self.slots[i];
+        slot.phase = Phase::Ready(params);
         let key = slot.key;
         self.served += 1;
         if let Some(permit) = self.shared.admission.try_request() {
@@ -397,6 +421,7 @@ impl Conn {
             slot.control.abort();
             let multiplexed = self.shared.config.multiplexed;
             self.shared.admission.note_rejected(&self.peer, multiplexed);
+            self.shared.seat.board.slot(self.shared.seat.slot).rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if multiplexed {
                 self.end_unstarted(i, FCGI_OVERLOADED);
             } else {
@@ -408,6 +433,35 @@ impl Conn {
             }
         }
         Ok(())
+    }
+
+    /// The status or ping page, if the request is for one (answered here,
+    /// without entering Python).
+    fn engine_page(&self, params: &[(Bytes, Bytes)]) -> Option<Vec<u8>> {
+        let config = &self.shared.config;
+        if config.status_path.is_none() && config.ping_path.is_none() {
+            return None;
+        }
+        let get = |name: &str| params.iter().find(|(n, _)| n == name.as_bytes()).map(|(_, v)| v.clone());
+        let (path, query) = match get("REQUEST_URI") {
+            Some(uri) => match uri.iter().position(|&b| b == b'?') {
+                Some(q) => (uri.slice(..q).to_vec(), uri.slice(q + 1..).to_vec()),
+                None => (uri.to_vec(), get("QUERY_STRING").map(|q| q.to_vec()).unwrap_or_default()),
+            },
+            None => (
+                [get("SCRIPT_NAME").unwrap_or_default(), get("PATH_INFO").unwrap_or_default()].concat(),
+                get("QUERY_STRING").map(|q| q.to_vec()).unwrap_or_default(),
+            ),
+        };
+        if config.ping_path.as_ref().is_some_and(|p| p.as_bytes() == path) {
+            return Some(super::status::response("200 OK", "text/plain", "pong\n"));
+        }
+        if config.status_path.as_ref().is_some_and(|p| p.as_bytes() == path) {
+            let has = |word: &[u8]| query.split(|&b| b == b'&').any(|part| part.split(|&b| b == b'=').next() == Some(word));
+            let (content_type, body) = self.shared.status(has(b"json"), has(b"full"));
+            return Some(super::status::response("200 OK", content_type, &body));
+        }
+        None
     }
 
     fn dispatch(&mut self, key: u64, permit: OwnedSemaphorePermit) {
@@ -425,6 +479,7 @@ impl Conn {
             control: slot.control.clone(),
             permit,
         };
+        self.shared.count_dispatch();
         self.shared.handler.dispatch(request);
     }
 

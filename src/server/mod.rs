@@ -6,7 +6,9 @@ pub mod connection;
 pub mod listener;
 pub mod notify;
 pub mod request;
+pub mod scoreboard;
 pub mod shutdown;
+pub mod status;
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,6 +45,21 @@ pub struct Config {
     pub graceful_timeout: Duration,
     /// Connection timeouts.
     pub timeouts: Timeouts,
+    /// Request paths the engine answers itself: the pool status
+    /// (`?json`, `?full`) and a liveness check answering `pong`.
+    pub status_path: Option<String>,
+    pub ping_path: Option<String>,
+    /// Stop (to be replaced by the prefork master) after this many requests.
+    pub max_requests: Option<u64>,
+    /// Python threads per worker (for the status page).
+    pub threads: usize,
+}
+
+/// Where this process sits in its pool: the shared counters and its slot.
+#[derive(Clone)]
+pub struct PoolSeat {
+    pub board: Arc<scoreboard::Scoreboard>,
+    pub slot: usize,
 }
 
 /// How long a connection may wait on its peer (None: no limit).
@@ -80,6 +97,10 @@ impl Default for Config {
             max_params_size: 1 << 20,
             graceful_timeout: Duration::from_secs(30),
             timeouts: Timeouts::default(),
+            status_path: None,
+            ping_path: None,
+            max_requests: None,
+            threads: 1,
         }
     }
 }
@@ -89,7 +110,12 @@ pub(crate) struct Shared {
     pub config: Config,
     pub admission: Arc<Admission>,
     pub handler: Arc<dyn Handler>,
+    pub seat: PoolSeat,
+    pub stop: StopHandle,
+    /// The listening socket, for the status page's listen queue (TCP).
+    pub listen_fd: Option<i32>,
     keys: AtomicU64,
+    dispatched: AtomicU64,
 }
 
 impl Shared {
@@ -97,6 +123,40 @@ impl Shared {
     /// request can never be mistaken for a new one with the same id.
     pub fn next_key(&self) -> u64 {
         self.keys.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Count a request handed to the application; at `max_requests`, stop
+    /// taking new connections so the prefork master replaces this worker.
+    pub fn count_dispatch(&self) {
+        let n = self.dispatched.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.config.max_requests == Some(n) {
+            tracing::info!("max_requests ({n}) reached: this worker finishes its requests and exits to be replaced");
+            self.stop.stop(StopReason::Recycled);
+        }
+    }
+
+    /// The status page.
+    pub fn status(&self, json: bool, full: bool) -> (&'static str, String) {
+        let ctx = status::StatusContext {
+            board: &self.seat.board,
+            threads: self.config.threads,
+            max_reqs: self.config.max_reqs,
+            listen_queue: self.listen_fd.and_then(listen_queue),
+            listen_backlog: 1024,
+        };
+        status::render(&ctx, json, full)
+    }
+}
+
+/// Connections waiting in a TCP listening socket's accept queue (Linux
+/// reports it as `tcpi_unacked` of TCP_INFO on a listening socket).
+fn listen_queue(fd: i32) -> Option<u64> {
+    // SAFETY: getsockopt fills at most `len` bytes of a zeroed tcp_info.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        (libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_INFO, (&mut info as *mut libc::tcp_info).cast(), &mut len) == 0)
+            .then_some(info.tcpi_unacked as u64)
     }
 }
 
@@ -111,7 +171,8 @@ pub struct Hooks {
 /// `handle_signals`, SIGTERM/SIGINT/SIGQUIT/SIGHUP arrive; SIGUSR1 calls
 /// `hooks.reopen_logs`). Runs a single-threaded tokio runtime on the calling
 /// thread. Tells systemd `READY=1` and `STOPPING=1` when it asked (`NOTIFY_SOCKET`).
-pub fn serve(config: Config, bound: Bound, handler: Arc<dyn Handler>, stop: StopHandle, handle_signals: bool, hooks: Hooks) -> io::Result<StopReason> {
+#[allow(clippy::too_many_arguments)]
+pub fn serve(config: Config, bound: Bound, handler: Arc<dyn Handler>, stop: StopHandle, handle_signals: bool, hooks: Hooks, seat: PoolSeat) -> io::Result<StopReason> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let signals = if handle_signals { SignalGuard::install()? } else { None };
     if handle_signals && signals.is_none() {
@@ -119,7 +180,12 @@ pub fn serve(config: Config, bound: Bound, handler: Arc<dyn Handler>, stop: Stop
     }
     let admission = Arc::new(Admission::new(config.max_conns, config.max_reqs, config.multiplexed));
     let graceful_timeout = config.graceful_timeout;
-    let shared = Arc::new(Shared { config, admission, handler, keys: AtomicU64::new(1) });
+    seat.board.claim(seat.slot, std::process::id());
+    let listen_fd = match &bound {
+        Bound::Tcp { listener, .. } => Some(std::os::fd::AsRawFd::as_raw_fd(listener)),
+        Bound::Unix { .. } => None,
+    };
+    let shared = Arc::new(Shared { config, admission, handler, seat, stop: stop.clone(), listen_fd, keys: AtomicU64::new(1), dispatched: AtomicU64::new(0) });
     let reason = runtime.block_on(async {
         let forward = async {
             if let Some(guard) = &signals {
@@ -178,6 +244,7 @@ async fn accept_loop(bound: Bound, shared: &Arc<Shared>, tracker: &TaskTracker, 
             _ = stop.graceful().cancelled() => return Ok(()),
         };
         count += 1;
+        shared.seat.board.slot(shared.seat.slot).accepted_conns.fetch_add(1, Ordering::Relaxed);
         let accepted = tokio::select! {
             _ = stop.graceful().cancelled() => return Ok(()),
             accepted = async {

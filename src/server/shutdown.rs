@@ -22,6 +22,8 @@ pub enum StopReason {
     Reload,
     /// A programmatic stop (`Server.stop()`).
     Requested { reload: bool },
+    /// `max_requests` reached: the worker exits to be replaced.
+    Recycled,
 }
 
 impl StopReason {

@@ -69,6 +69,57 @@ impl Listener {
     fn close(&self) {
         self.bound.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
+
+    /// In a forked worker: never remove the socket file (the master owns it).
+    fn disown(&self) {
+        if let Some(listener::Bound::Unix { cleanup, .. }) = self.bound.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            if let Some(file) = cleanup.take() {
+                std::mem::forget(file);
+            }
+        }
+    }
+}
+
+/// Counters shared by the worker processes of one pool (made by the
+/// prefork master before forking; `Scoreboard(slots)`), which the status
+/// page reports. `release(slot)` marks a worker gone.
+#[pyclass(frozen, module = "oxfcgi._oxfcgi", name = "Scoreboard")]
+pub struct Scoreboard {
+    board: Arc<engine::scoreboard::Scoreboard>,
+}
+
+#[pymethods]
+impl Scoreboard {
+    #[new]
+    fn new(slots: usize) -> PyResult<Self> {
+        Ok(Scoreboard { board: Arc::new(engine::scoreboard::Scoreboard::new(slots).map_err(EngineError::from)?) })
+    }
+
+    /// Number of worker slots.
+    fn __len__(&self) -> usize {
+        self.board.len()
+    }
+
+    /// Mark slot `slot`'s worker as gone.
+    fn release(&self, slot: usize) {
+        let s = self.board.slot(slot);
+        s.pid.store(0, std::sync::atomic::Ordering::Relaxed);
+        s.active.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Slot `slot`'s counters: pid, requests, active, accepted_conns, rejected, slow.
+    fn worker<'py>(&self, py: Python<'py>, slot: usize) -> PyResult<Bound<'py, PyDict>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = self.board.slot(slot);
+        let d = PyDict::new(py);
+        d.set_item("pid", s.pid.load(Relaxed))?;
+        d.set_item("requests", s.requests.load(Relaxed))?;
+        d.set_item("active", s.active.load(Relaxed))?;
+        d.set_item("accepted_conns", s.accepted_conns.load(Relaxed))?;
+        d.set_item("rejected", s.rejected.load(Relaxed))?;
+        d.set_item("slow", s.slow.load(Relaxed))?;
+        Ok(d)
+    }
 }
 
 /// A FastCGI server for one WSGI application. Python wrappers
@@ -86,6 +137,10 @@ pub struct Server {
     handle_signals: bool,
     stop: Mutex<StopHandle>,
     running: AtomicBool,
+    seat: engine::PoolSeat,
+    slow_after: Option<Duration>,
+    /// The context of the current `serve()`, for `running()`.
+    current: Mutex<Option<Arc<AppContext>>>,
 }
 
 fn parse_bind(bind: &Bound<'_, PyTuple>) -> PyResult<BindTarget> {
@@ -112,7 +167,7 @@ impl Server {
     /// Timeouts are seconds; 0 turns one off. Raises `ValueError` for
     /// out-of-range settings.
     #[new]
-    #[pyo3(signature = (app, *, threads=4, multiplexed=false, max_conns=1024, max_reqs=None, roles=vec![1], max_params_size=1048576, graceful_timeout=30.0, idle_timeout=10.0, keepalive_timeout=75.0, read_timeout=60.0, script_name=None, environ=None, multithread=None, multiprocess=false, debug=false, handle_signals=true))]
+    #[pyo3(signature = (app, *, threads=4, multiplexed=false, max_conns=1024, max_reqs=None, roles=vec![1], max_params_size=1048576, graceful_timeout=30.0, idle_timeout=10.0, keepalive_timeout=75.0, read_timeout=60.0, script_name=None, environ=None, multithread=None, multiprocess=false, debug=false, handle_signals=true, status_path=None, ping_path=None, max_requests=None, request_timeout=0.0, scoreboard=None, worker_slot=0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         app: Py<PyAny>,
@@ -132,7 +187,28 @@ impl Server {
         multiprocess: bool,
         debug: bool,
         handle_signals: bool,
+        status_path: Option<String>,
+        ping_path: Option<String>,
+        max_requests: Option<u64>,
+        request_timeout: f64,
+        scoreboard: Option<&Bound<'_, Scoreboard>>,
+        worker_slot: usize,
     ) -> PyResult<Self> {
+        for (name, path) in [("status_path", &status_path), ("ping_path", &ping_path)] {
+            if path.as_ref().is_some_and(|p| !p.starts_with('/')) {
+                return Err(PyValueError::new_err(format!("{name} must start with '/', got {path:?}")));
+            }
+        }
+        if max_requests == Some(0) {
+            return Err(PyValueError::new_err("max_requests must be at least 1 (or None for no limit)"));
+        }
+        if !(request_timeout.is_finite() && request_timeout >= 0.0) {
+            return Err(PyValueError::new_err(format!("request_timeout must be a number of seconds >= 0, got {request_timeout}")));
+        }
+        let board = match scoreboard {
+            Some(b) => b.get().board.clone(),
+            None => Arc::new(engine::scoreboard::Scoreboard::new(1).map_err(EngineError::from)?),
+        };
         if threads == 0 || threads > 1024 {
             return Err(PyValueError::new_err(format!("threads must be between 1 and 1024, got {threads}")));
         }
@@ -171,6 +247,10 @@ impl Server {
                 max_params_size,
                 graceful_timeout: Duration::from_secs_f64(graceful_timeout),
                 timeouts: engine::Timeouts { idle: limit(idle_timeout), keepalive: limit(keepalive_timeout), read: limit(read_timeout) },
+                status_path,
+                ping_path,
+                max_requests,
+                threads,
             },
             threads,
             base_environ: environ,
@@ -180,6 +260,9 @@ impl Server {
             handle_signals,
             stop: Mutex::new(StopHandle::new()),
             running: AtomicBool::new(false),
+            seat: engine::PoolSeat { board, slot: worker_slot },
+            slow_after: limit(request_timeout),
+            current: Mutex::new(None),
         })
     }
 
@@ -203,6 +286,19 @@ impl Server {
     #[pyo3(signature = (reload=false))]
     fn stop(&self, reload: bool) {
         self.stop.lock().unwrap_or_else(|e| e.into_inner()).stop(StopReason::Requested { reload });
+    }
+
+    /// Requests running now: a list of `(seconds, description, thread_id)`,
+    /// `thread_id` as `threading.get_ident()` gives it (for the
+    /// `request_timeout` watchdog and its stack dumps).
+    fn running_requests(&self) -> Vec<(f64, String, u64)> {
+        let current = self.current.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let Some(ctx) = current else { return Vec::new() };
+        ctx.running
+            .iter()
+            .filter_map(|cell| cell.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .map(|r| (r.started.elapsed().as_secs_f64(), r.what, r.thread_id))
+            .collect()
     }
 
     /// The settings in effect, as a dict (for logs and `oxfcgi` tooling).
@@ -259,13 +355,19 @@ impl Server {
             multiprocess: self.multiprocess,
             debug: self.debug,
             script_name: self.script_name.as_ref().map(|p| p.as_bytes().to_vec()),
+            seat: self.seat.clone(),
+            slow_after: self.slow_after,
+            running: (0..self.threads).map(|_| Mutex::new(None)).collect(),
         });
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(ctx.clone());
         let (pool, dispatcher) = Pool::start(ctx, self.threads).map_err(EngineError::from)?;
         let stop = self.stop.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let config = self.config.clone();
         let handle_signals = self.handle_signals;
         let hooks = engine::Hooks { reopen_logs: Some(Box::new(log::request_reopen)) };
-        let served = py.detach(move || engine::serve(config, bound, Arc::new(dispatcher), stop, handle_signals, hooks));
+        let seat = self.seat.clone();
+        let served = py.detach(move || engine::serve(config, bound, Arc::new(dispatcher), stop, handle_signals, hooks, seat));
+        self.current.lock().unwrap_or_else(|e| e.into_inner()).take();
         // Every dispatcher is gone with the runtime: idle workers exit at
         // once. One still inside the application after graceful_timeout
         // cannot be interrupted; do not wait for it.

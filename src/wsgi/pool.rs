@@ -3,7 +3,7 @@
 //! tasks never touch the GIL.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,21 @@ pub struct AppContext {
     pub debug: bool,
     /// The mount prefix (`script_name` setting), see [`crate::cgi::sanitize`].
     pub script_name: Option<Vec<u8>>,
+    /// Pool-wide counters and this process's slot.
+    pub seat: crate::server::PoolSeat,
+    /// Requests running longer count as slow (`request_timeout`).
+    pub slow_after: Option<Duration>,
+    /// What each worker thread is running: start, description, thread id.
+    pub running: Vec<Mutex<Option<Running>>>,
+}
+
+/// A request a worker thread is running.
+#[derive(Clone)]
+pub struct Running {
+    pub started: Instant,
+    pub what: String,
+    /// `threading.get_ident()` of the thread (pthread_self).
+    pub thread_id: u64,
 }
 
 /// The [`Handler`] the server module calls: queue the request for a thread.
@@ -56,7 +71,7 @@ impl Pool {
         let mut handles = Vec::with_capacity(threads);
         for n in 0..threads.max(1) {
             let (ctx, rx) = (ctx.clone(), rx.clone());
-            handles.push(std::thread::Builder::new().name(format!("oxfcgi-worker-{n}")).spawn(move || worker(ctx, rx))?);
+            handles.push(std::thread::Builder::new().name(format!("oxfcgi-worker-{n}")).spawn(move || worker(ctx, rx, n))?);
         }
         Ok((Pool { threads: handles }, Dispatcher { tx }))
     }
@@ -80,11 +95,13 @@ impl Pool {
     }
 }
 
-fn worker(ctx: Arc<AppContext>, rx: Receiver<Request>) {
+fn worker(ctx: Arc<AppContext>, rx: Receiver<Request>, n: usize) {
+    // SAFETY: pthread_self has no preconditions.
+    let thread_id = unsafe { libc::pthread_self() } as u64;
     Python::attach(|py| {
         while let Ok(request) = py.detach(|| rx.recv()) {
             let id = request.request_id;
-            if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| handle(py, &ctx, request))) {
+            if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| handle(py, &ctx, request, n, thread_id))) {
                 let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned());
                 tracing::error!("internal error while serving request {id}: {}", what.unwrap_or_default());
             }
@@ -114,7 +131,38 @@ fn describe(params: &[(bytes::Bytes, bytes::Bytes)]) -> String {
     format!("{method} {uri}")
 }
 
-fn handle(py: Python<'_>, ctx: &AppContext, request: Request) {
+/// Marks a request running (scoreboard, running table) until dropped.
+struct Activity<'a> {
+    ctx: &'a AppContext,
+    n: usize,
+    started: Instant,
+}
+
+impl<'a> Activity<'a> {
+    fn start(ctx: &'a AppContext, n: usize, what: &str, thread_id: u64) -> Self {
+        let started = Instant::now();
+        ctx.seat.board.request_started(ctx.seat.slot);
+        if let Some(cell) = ctx.running.get(n) {
+            *cell.lock().unwrap_or_else(|e| e.into_inner()) = Some(Running { started, what: what.to_string(), thread_id });
+        }
+        Activity { ctx, n, started }
+    }
+}
+
+impl Drop for Activity<'_> {
+    fn drop(&mut self) {
+        if let Some(cell) = self.ctx.running.get(self.n) {
+            cell.lock().unwrap_or_else(|e| e.into_inner()).take();
+        }
+        let board = &self.ctx.seat.board;
+        board.request_finished(self.ctx.seat.slot);
+        if self.ctx.slow_after.is_some_and(|limit| self.started.elapsed() > limit) {
+            board.slot(self.ctx.seat.slot).slow.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+fn handle(py: Python<'_>, ctx: &AppContext, request: Request, n: usize, thread_id: u64) {
     let Request { request_id, role, params, stdin, data, sink, control, permit } = request;
     if !control.start() {
         // Aborted while queued: the connection has answered already.
@@ -122,6 +170,7 @@ fn handle(py: Python<'_>, ctx: &AppContext, request: Request) {
     }
     let mut end = EndGuard { sink: sink.clone(), app_status: 1 };
     let what = format!("request {request_id} ({})", describe(&params));
+    let activity = Activity::start(ctx, n, &what, thread_id);
     let errors = match Bound::new(py, ErrorStream::new(sink.clone())) {
         Ok(errors) => errors,
         Err(e) => {
@@ -147,6 +196,7 @@ fn handle(py: Python<'_>, ctx: &AppContext, request: Request) {
         }
     };
     errors.get().flush_pending(py);
+    drop(activity);
     // Free the in-flight slot first: once END_REQUEST is out, the web server
     // may send the next request at once and must find the slot free.
     drop(permit);

@@ -31,3 +31,20 @@ def application(environ, start_response):
     }
     start_response("200 OK", [("Content-Type", "application/json")])
     return [json.dumps(body).encode()]
+
+
+_ballast = []
+
+
+def pool_app(environ, start_response):
+    """For prefork tests: /sleep?t=S, /bloat (grow RSS by 80 MiB), else the pid."""
+    import time
+
+    path = environ.get("PATH_INFO", "")
+    query = dict(p.partition("=")[::2] for p in environ.get("QUERY_STRING", "").split("&") if p)
+    if path == "/sleep":
+        time.sleep(float(query.get("t", "1")))
+    if path == "/bloat":
+        _ballast.append(bytearray(80 << 20))
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(os.getpid()).encode()]

@@ -1,0 +1,160 @@
+//! Counters every worker process updates and any of them can report: the
+//! pool-wide numbers of the status page (php-fpm's `pm.status_path` fields).
+//!
+//! The memory is an anonymous shared mapping made before the workers are
+//! forked, so all processes see the same atomics. A single-process server
+//! has a pool of one.
+
+use std::io;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// One worker's counters.
+#[repr(C)]
+#[derive(Default)]
+pub struct WorkerSlot {
+    pub pid: AtomicU64,
+    /// Unix time (ms) the worker started.
+    pub started_ms: AtomicU64,
+    pub accepted_conns: AtomicU64,
+    pub requests: AtomicU64,
+    /// Requests running in the application now.
+    pub active: AtomicU64,
+    pub rejected: AtomicU64,
+    pub slow: AtomicU64,
+}
+
+#[repr(C)]
+struct Header {
+    started_ms: AtomicU64,
+    max_active: AtomicU64,
+}
+
+/// The shared counters of a pool of `slots` workers.
+pub struct Scoreboard {
+    base: NonNull<u8>,
+    len: usize,
+    slots: usize,
+}
+
+// SAFETY: the mapping only holds atomics, which are safe to share.
+unsafe impl Send for Scoreboard {}
+unsafe impl Sync for Scoreboard {}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Scoreboard {
+    /// Map a zeroed board for `slots` workers (at least 1), shared with
+    /// processes forked after this call.
+    pub fn new(slots: usize) -> io::Result<Scoreboard> {
+        let slots = slots.max(1);
+        let len = std::mem::size_of::<Header>() + slots * std::mem::size_of::<WorkerSlot>();
+        // SAFETY: a fresh anonymous mapping; checked for MAP_FAILED.
+        let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0) };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = NonNull::new(ptr.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
+        let board = Scoreboard { base, len, slots };
+        board.header().started_ms.store(now_ms(), Ordering::Relaxed);
+        Ok(board)
+    }
+
+    fn header(&self) -> &Header {
+        // SAFETY: the mapping starts with a Header (zeroed memory is a valid
+        // value for atomics) and lives as long as self.
+        unsafe { &*self.base.as_ptr().cast::<Header>() }
+    }
+
+    /// Number of worker slots.
+    pub fn len(&self) -> usize {
+        self.slots
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Worker `i`'s counters (`i` is taken modulo the slot count).
+    pub fn slot(&self, i: usize) -> &WorkerSlot {
+        let i = i % self.slots;
+        // SAFETY: slots follow the header, `i` is in range, zeroed atomics are valid.
+        unsafe { &*self.base.as_ptr().add(std::mem::size_of::<Header>()).cast::<WorkerSlot>().add(i) }
+    }
+
+    /// Unix time (ms) the pool started.
+    pub fn started_ms(&self) -> u64 {
+        self.header().started_ms.load(Ordering::Relaxed)
+    }
+
+    /// Reset slot `i` for a worker starting now.
+    pub fn claim(&self, i: usize, pid: u32) {
+        let s = self.slot(i);
+        for counter in [&s.accepted_conns, &s.requests, &s.active, &s.rejected, &s.slow] {
+            counter.store(0, Ordering::Relaxed);
+        }
+        s.started_ms.store(now_ms(), Ordering::Relaxed);
+        s.pid.store(pid as u64, Ordering::Relaxed);
+    }
+
+    /// A request starts running in worker `i`'s application.
+    pub fn request_started(&self, i: usize) {
+        self.slot(i).requests.fetch_add(1, Ordering::Relaxed);
+        self.slot(i).active.fetch_add(1, Ordering::Relaxed);
+        let active: u64 = (0..self.slots).map(|j| self.slot(j).active.load(Ordering::Relaxed)).sum();
+        self.header().max_active.fetch_max(active, Ordering::Relaxed);
+    }
+
+    /// A request of worker `i` finished.
+    pub fn request_finished(&self, i: usize) {
+        let _ = self.slot(i).active.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
+    }
+
+    /// Most requests running at once, pool-wide, since start.
+    pub fn max_active(&self) -> u64 {
+        self.header().max_active.load(Ordering::Relaxed)
+    }
+
+    /// Sum of one counter over live workers.
+    pub fn total(&self, counter: impl Fn(&WorkerSlot) -> &AtomicU64) -> u64 {
+        (0..self.slots).map(|i| counter(self.slot(i)).load(Ordering::Relaxed)).sum()
+    }
+}
+
+impl Drop for Scoreboard {
+    fn drop(&mut self) {
+        // SAFETY: unmapping our own mapping once.
+        unsafe {
+            libc::munmap(self.base.as_ptr().cast(), self.len);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_shared_with_a_forked_child() {
+        let board = Scoreboard::new(2).unwrap();
+        board.claim(1, 42);
+        // SAFETY: the child only touches atomics and exits at once.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            board.request_started(1);
+            board.slot(1).accepted_conns.fetch_add(5, Ordering::Relaxed);
+            unsafe { libc::_exit(0) };
+        }
+        let mut status = 0;
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert_eq!(board.slot(1).requests.load(Ordering::Relaxed), 1);
+        assert_eq!(board.total(|s| &s.accepted_conns), 5);
+        assert_eq!(board.max_active(), 1);
+        board.request_finished(1);
+        board.request_finished(1);
+        assert_eq!(board.slot(1).active.load(Ordering::Relaxed), 0);
+    }
+}
