@@ -177,7 +177,11 @@ def test_flup_module_paths_and_kwargs():
         fcgi_fork.WSGIServer(app, bindAddress="/tmp/x.sock", minSpare=3, maxSpare=2)
     with pytest.raises(ValueError):
         fcgi_fork.WSGIServer(app, bindAddress="/tmp/x.sock", sockTimeout=-1)
-    fcgi_fork.WSGIServer(app, bindAddress="/tmp/x.sock", multithreaded=True, maxChildren=4, timeout=3)
+    forked = fcgi_fork.WSGIServer(app, bindAddress="/tmp/x.sock", multithreaded=True, maxSpare=3, maxChildren=4,
+                                  maxRequests=100, timeout=3)
+    assert forked.options["workers"] == 3 and forked.options["threads"] == 1
+    assert forked.options["max_requests"] == 100 and forked.options["request_timeout"] == 3.0
+    assert forked.options["multiprocess"] is True
     fcgi_single.WSGIServer(app, bindAddress="/tmp/x.sock", maxThreads=3, bogus=1)  # flup ignores these
 
 

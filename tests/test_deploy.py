@@ -187,3 +187,42 @@ def test_user_switch_happens_before_the_app_is_imported(world_readable_site):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=10)
+
+
+def test_signals_inherited_as_ignored_still_stop_the_server(tmp_path):
+    """Dispositions survive exec: lighttpd leaves SIGQUIT ignored, a background job SIGINT."""
+    path = str(tmp_path / "ign.sock")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen(8)
+
+    def ignore():
+        for s in (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT):
+            signal.signal(s, signal.SIG_IGN)
+
+    for signum in (signal.SIGTERM, signal.SIGQUIT):
+        proc = subprocess.Popen([sys.executable, "-m", "oxfcgi", "serve", APP], stdin=listener.fileno(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=ignore,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+        wait_answering(f"unix:{path}", proc)
+        t0 = time.monotonic()
+        proc.send_signal(signum)
+        assert proc.wait(timeout=10) == 0
+        assert time.monotonic() - t0 < 2.0
+    listener.close()
+
+
+def test_max_requests_under_mod_fcgid_warns(tmp_path):
+    """mod_fcgid's sockets are <FcgidIPCDir>/<pid>.<n>: a self-imposed max_requests there means 500s."""
+    path = str(tmp_path / "4242.0")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen(8)
+    proc = subprocess.Popen([sys.executable, "-m", "oxfcgi", "serve", APP, "--max-requests", "100"],
+                            stdin=listener.fileno(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    listener.close()
+    wait_answering(f"unix:{path}", proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=10)
+    assert b"FcgidMaxRequestsPerProcess 100" in err

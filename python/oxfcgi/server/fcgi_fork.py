@@ -1,12 +1,6 @@
-"""``flup.server.fcgi_fork`` on the oxfcgi engine.
-
-Takes flup's prefork arguments and validates them as flup does. Until oxfcgi's
-prefork workers exist, it serves from one process with one Python thread (what
-each flup child was) and says so in the log.
-"""
+"""``flup.server.fcgi_fork`` on the oxfcgi engine: prefork workers."""
 from __future__ import annotations
 
-import logging
 from typing import Any, Callable, Iterable, Mapping
 
 from .. import FCGI_AUTHORIZER, FCGI_FILTER, FCGI_RESPONDER
@@ -20,13 +14,18 @@ _PREFORK_KW = {"minSpare": 1, "maxSpare": 5, "maxChildren": 50, "maxRequests": 0
 class WSGIServer(_Threaded):
     """flup's prefork ``WSGIServer(application, environ=None, bindAddress=None,
     umask=None, multiplexed=False, debug=False, roles=(FCGI_RESPONDER,),
-    forceCGI=False, timeout=None, **kw)``.
+    forceCGI=False, timeout=None, **kw)``, as oxfcgi prefork workers.
 
     ``kw``: ``minSpare`` (>= 1), ``maxSpare`` (>= minSpare), ``maxChildren``,
-    ``maxRequests``, ``sockTimeout`` (a number >= 0): ``ValueError`` otherwise,
-    as in flup; ``multithreaded``, ``multiprocess``, ``jobClass`` and
-    ``jobArgs`` are dropped; other names raise ``TypeError``. The process
-    count and ``maxRequests``/``timeout`` are not applied yet (logged at start).
+    ``maxRequests``, ``sockTimeout`` (a number >= 0): ``ValueError``
+    otherwise, as in flup; ``multithreaded``, ``multiprocess``, ``jobClass``
+    and ``jobArgs`` are dropped; other names raise ``TypeError``.
+
+    Mapping: ``maxSpare`` single-threaded workers (flup 1.0.3 on Python 3
+    never grows past ``maxSpare``; ``maxChildren`` caps it), each replaced
+    after ``maxRequests`` requests (0: never), and ``timeout`` seconds as
+    ``request_timeout`` (the slow worker's stacks are logged and it is
+    replaced). ``wsgi.multiprocess`` is True, as in flup.
     """
 
     _flavour_kw = frozenset(_PREFORK_KW)
@@ -46,15 +45,12 @@ class WSGIServer(_Threaded):
             raise ValueError("sockTimeout must be a number >= 0")
         self.prefork = prefork
         self.timeout = timeout
-        super().__init__(application, environ=environ, multithreaded=False, multiprocess=False,
+        passed = {k: v for k, v in kw.items() if k not in ("multithreaded", "multiprocess")}
+        passed.setdefault("workers", max(1, min(prefork["maxSpare"], max(prefork["maxChildren"], 1))))
+        if prefork["maxRequests"]:
+            passed.setdefault("max_requests", int(prefork["maxRequests"]))
+        if timeout:
+            passed.setdefault("request_timeout", float(timeout))
+        super().__init__(application, environ=environ, multithreaded=False, multiprocess=True,
                          bindAddress=bindAddress, umask=umask, multiplexed=multiplexed, debug=debug,
-                         roles=roles, forceCGI=forceCGI,
-                         **{k: v for k, v in kw.items() if k not in ("multithreaded", "multiprocess")})
-
-    def run(self) -> bool:
-        logging.getLogger("oxfcgi").warning(
-            "flup prefork arguments (maxChildren=%s, maxRequests=%s, timeout=%s) are not applied yet: "
-            "serving from this one process with one thread",
-            self.prefork["maxChildren"], self.prefork["maxRequests"], self.timeout,
-        )
-        return super().run()
+                         roles=roles, forceCGI=forceCGI, **passed)
