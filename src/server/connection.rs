@@ -604,3 +604,173 @@ impl Conn {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU64;
+
+    use bytes::BufMut;
+    use tokio::io::{duplex, split, DuplexStream, ReadHalf, WriteHalf};
+
+    use super::*;
+    use crate::protocol::params::put_pair;
+    use crate::server::admission::Admission;
+    use crate::server::request::Handler;
+    use crate::server::scoreboard::Scoreboard;
+    use crate::server::shutdown::StopHandle;
+    use crate::server::{Config, PoolSeat, Shared};
+
+    /// Answers every request with its stdin, from a plain thread.
+    struct Echo;
+
+    impl Handler for Echo {
+        fn dispatch(&self, mut request: Request) {
+            std::thread::spawn(move || {
+                assert!(request.control.start());
+                let mut body = Vec::new();
+                while let Ok(Some(chunk)) = request.stdin.blocking_next() {
+                    body.extend_from_slice(&chunk);
+                }
+                let mut out = b"Status: 200 OK\r\n\r\n".to_vec();
+                out.extend_from_slice(&body);
+                let _ = request.sink.blocking_send(Output::Stdout(Bytes::from(out)));
+                let _ = request.sink.blocking_send(Output::End { app_status: 0 });
+            });
+        }
+    }
+
+    fn start(config: Config) -> (WriteHalf<DuplexStream>, ReadHalf<DuplexStream>) {
+        let (ours, theirs) = duplex(1 << 20);
+        let admission = Arc::new(Admission::new(config.max_conns, config.max_reqs, config.multiplexed));
+        let seat = PoolSeat { board: Arc::new(Scoreboard::new(1).unwrap()), slot: 0 };
+        let shared = Arc::new(Shared {
+            admission: admission.clone(),
+            config,
+            handler: Arc::new(Echo),
+            seat,
+            stop: StopHandle::new(),
+            listen_fd: None,
+            keys: AtomicU64::new(1),
+            dispatched: AtomicU64::new(0),
+        });
+        // A connection slot of its own (the accept loop's job in production).
+        let conn_permit = Arc::new(tokio::sync::Semaphore::new(1)).try_acquire_owned().expect("a fresh semaphore has a permit");
+        let (rd, wr) = split(theirs);
+        tokio::spawn(serve_connection(rd, wr, "test".into(), shared, CancellationToken::new(), conn_permit));
+        let (rd, wr) = split(ours);
+        (wr, rd)
+    }
+
+    fn begin(out: &mut BytesMut, id: u16, role: u16, flags: u8) {
+        let mut body = [0u8; 8];
+        body[..2].copy_from_slice(&role.to_be_bytes());
+        body[2] = flags;
+        put_record(out, FCGI_BEGIN_REQUEST, id, &body);
+    }
+
+    fn params(out: &mut BytesMut, id: u16, pairs: &[(&str, &str)]) {
+        let mut p = BytesMut::new();
+        for (n, v) in pairs {
+            put_pair(&mut p, n.as_bytes(), v.as_bytes());
+        }
+        put_stream(out, FCGI_PARAMS, id, &p);
+        put_record(out, FCGI_PARAMS, id, &[]);
+    }
+
+    /// Read records until EOF or until `stop` says so.
+    async fn read_records(rd: &mut ReadHalf<DuplexStream>, stop: impl Fn(&Record) -> bool) -> Vec<Record> {
+        let mut buf = BytesMut::new();
+        let mut records = Vec::new();
+        loop {
+            while let Some(rec) = record::decode(&mut buf).unwrap() {
+                let done = stop(&rec);
+                records.push(rec);
+                if done {
+                    return records;
+                }
+            }
+            if rd.read_buf(&mut buf).await.unwrap() == 0 {
+                return records;
+            }
+        }
+    }
+
+    fn is_end(rec: &Record) -> bool {
+        rec.record_type == FCGI_END_REQUEST
+    }
+
+    #[tokio::test]
+    async fn echo_with_keep_conn_then_close() {
+        let (mut wr, mut rd) = start(Config::default());
+        for round in 0..2u8 {
+            let mut out = BytesMut::new();
+            begin(&mut out, 1, FCGI_RESPONDER, if round == 0 { FCGI_KEEP_CONN } else { 0 });
+            params(&mut out, 1, &[("REQUEST_METHOD", "POST")]);
+            put_stream(&mut out, FCGI_STDIN, 1, b"hello");
+            put_record(&mut out, FCGI_STDIN, 1, &[]);
+            wr.write_all(&out).await.unwrap();
+            let recs = read_records(&mut rd, is_end).await;
+            let stdout: Vec<u8> = recs.iter().filter(|r| r.record_type == FCGI_STDOUT).flat_map(|r| r.content.to_vec()).collect();
+            assert_eq!(stdout, b"Status: 200 OK\r\n\r\nhello");
+            assert_eq!(recs.last().unwrap().content[4], FCGI_REQUEST_COMPLETE);
+        }
+        // The second request had no FCGI_KEEP_CONN: the connection closes.
+        assert!(read_records(&mut rd, |_| false).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn management_records_and_refusals() {
+        let (mut wr, mut rd) = start(Config { max_reqs: 7, ..Config::default() });
+        let mut out = BytesMut::new();
+        let mut q = BytesMut::new();
+        put_pair(&mut q, b"FCGI_MAX_REQS", b"");
+        put_record(&mut out, FCGI_GET_VALUES, 0, &q);
+        put_record(&mut out, 42, 0, &[]);
+        begin(&mut out, 1, FCGI_FILTER, FCGI_KEEP_CONN); // not in roles
+        begin(&mut out, 2, FCGI_RESPONDER, FCGI_KEEP_CONN);
+        begin(&mut out, 3, FCGI_RESPONDER, FCGI_KEEP_CONN); // while 2 is active, no multiplexing
+        put_record(&mut out, FCGI_ABORT_REQUEST, 2, &[]); // before its params: answered at once
+        wr.write_all(&out).await.unwrap();
+        let recs = read_records(&mut rd, |r| is_end(r) && r.request_id == 2).await;
+        let kinds: Vec<(u8, u16)> = recs.iter().map(|r| (r.record_type, r.request_id)).collect();
+        assert_eq!(kinds, vec![(FCGI_GET_VALUES_RESULT, 0), (FCGI_UNKNOWN_TYPE, 0), (FCGI_END_REQUEST, 1), (FCGI_END_REQUEST, 3), (FCGI_END_REQUEST, 2)]);
+        assert!(recs[0].content.ends_with(b"FCGI_MAX_REQS7"));
+        assert_eq!(recs[1].content[0], 42);
+        assert_eq!(recs[2].content[4], FCGI_UNKNOWN_ROLE);
+        assert_eq!(recs[3].content[4], FCGI_CANT_MPX_CONN);
+        assert_eq!(recs[4].content[4], FCGI_REQUEST_COMPLETE);
+    }
+
+    #[tokio::test]
+    async fn protocol_errors_close_the_connection() {
+        for bad in [
+            {
+                let mut out = BytesMut::new();
+                begin(&mut out, 0, FCGI_RESPONDER, 0);
+                out
+            },
+            BytesMut::from(&[2u8, 1, 0, 1, 0, 0, 0, 0][..]),
+            {
+                let mut out = BytesMut::new();
+                begin(&mut out, 1, FCGI_RESPONDER, 0);
+                put_record(&mut out, FCGI_STDOUT, 1, b"x");
+                out
+            },
+        ] {
+            let (mut wr, mut rd) = start(Config::default());
+            wr.write_all(&bad).await.unwrap();
+            assert!(read_records(&mut rd, |_| false).await.is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn params_over_the_limit_close_the_connection() {
+        let (mut wr, mut rd) = start(Config { max_params_size: 100, ..Config::default() });
+        let mut out = BytesMut::new();
+        begin(&mut out, 1, FCGI_RESPONDER, 0);
+        params(&mut out, 1, &[("HTTP_X", &"v".repeat(200))]);
+        out.put_u8(0);
+        wr.write_all(&out).await.unwrap();
+        assert!(read_records(&mut rd, |_| false).await.is_empty());
+    }
+}
