@@ -71,6 +71,27 @@ impl Slot {
     }
 }
 
+/// Which timeout closes a connection (the message is made only when it fires).
+#[derive(Debug, Clone, Copy)]
+enum Expiry {
+    Stopping,
+    Idle,
+    KeepAlive,
+    Read,
+}
+
+impl Expiry {
+    fn describe(self, t: &super::Timeouts) -> String {
+        let secs = |d: Option<Duration>| d.map_or(0.0, |d| d.as_secs_f64());
+        match self {
+            Expiry::Stopping => "no request arrived on a connection accepted just before the stop".into(),
+            Expiry::Idle => format!("no request within {}s (idle_timeout)", secs(t.idle)),
+            Expiry::KeepAlive => format!("kept-open connection idle for {}s (keepalive_timeout)", secs(t.keepalive)),
+            Expiry::Read => format!("no request bytes for {}s while a request was incomplete (read_timeout)", secs(t.read)),
+        }
+    }
+}
+
 /// What a request over the in-flight limit gets on a connection that is not
 /// multiplexed (where FCGI_OVERLOADED would turn into a bare 502).
 const OVERLOADED_RESPONSE: &[u8] = b"Status: 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: text/plain\r\nContent-Length: 45\r\n\r\nThe server is busy; please retry in a moment.";
@@ -167,9 +188,9 @@ where
                     break false;
                 }
             },
-            _ = sleep_until(deadline.as_ref().map_or_else(Instant::now, |(at, _)| *at)), if deadline.is_some() => {
-                if let Some((_, what)) = deadline {
-                    tracing::info!("{}: {what}; closing the connection", conn.peer);
+            _ = sleep_until(deadline.map_or_else(Instant::now, |(at, _)| at)), if deadline.is_some() => {
+                if let Some((_, why)) = deadline {
+                    tracing::info!("{}: {}; closing the connection", conn.peer, why.describe(&conn.shared.config.timeouts));
                 }
                 break false;
             },
@@ -247,27 +268,19 @@ impl Conn {
     /// request, `keepalive_timeout` between requests, `read_timeout` while a
     /// request's params or body are incomplete. None while only the
     /// application is working (or waiting for room to write).
-    fn deadline(&self) -> Option<(Instant, String)> {
+    fn deadline(&self) -> Option<(Instant, Expiry)> {
         if self.draining && self.slots.is_empty() && self.served == 0 {
-            return Some((self.last_read + FRESH_GRACE, "no request arrived on a connection accepted just before the stop".into()));
+            return Some((self.last_read + FRESH_GRACE, Expiry::Stopping));
         }
         let t = &self.shared.config.timeouts;
-        let (limit, name) = if self.slots.is_empty() {
-            if self.served == 0 { (t.idle, "idle_timeout") } else { (t.keepalive, "keepalive_timeout") }
+        let (limit, why) = if self.slots.is_empty() {
+            if self.served == 0 { (t.idle, Expiry::Idle) } else { (t.keepalive, Expiry::KeepAlive) }
         } else if self.pending.is_none() && self.slots.iter().any(Slot::expects_input) {
-            (t.read, "read_timeout")
+            (t.read, Expiry::Read)
         } else {
             return None;
         };
-        let limit = limit?;
-        let what = if self.slots.is_empty() && self.served == 0 {
-            format!("no request within {}s ({name})", limit.as_secs_f64())
-        } else if self.slots.is_empty() {
-            format!("kept-open connection idle for {}s ({name})", limit.as_secs_f64())
-        } else {
-            format!("no request bytes for {}s while a request was incomplete ({name})", limit.as_secs_f64())
-        };
-        Some((self.last_read + limit, what))
+        Some((self.last_read + limit?, why))
     }
 
     /// Whether the server's stop may close this connection now: a kept-open

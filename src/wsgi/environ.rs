@@ -1,5 +1,7 @@
 //! FastCGI params → the WSGI `environ` dict (PEP 3333 §"environ Variables").
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use bytes::Bytes;
@@ -25,12 +27,31 @@ pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyStrin
     }
 }
 
+/// Names cached per worker thread, at most this many (header names come
+/// from clients, so the cache must not grow without bound).
+const KEY_CACHE_LIMIT: usize = 256;
+
+thread_local! {
+    static KEYS: RefCell<HashMap<Box<[u8]>, Py<PyString>>> = RefCell::new(HashMap::new());
+}
+
+/// The environ key for a param name. Names repeat on every request, so each
+/// worker thread keeps their interned strings: no new string, no rehash.
 fn key<'py>(py: Python<'py>, name: &[u8]) -> PyResult<Bound<'py, PyString>> {
-    match std::str::from_utf8(name) {
-        // Names repeat on every request: intern them.
-        Ok(s) if s.is_ascii() => Ok(PyString::intern(py, s)),
-        _ => latin1(py, name),
+    if let Some(hit) = KEYS.with(|keys| keys.borrow().get(name).map(|k| k.bind(py).clone())) {
+        return Ok(hit);
     }
+    let made = match std::str::from_utf8(name) {
+        Ok(s) if s.is_ascii() => PyString::intern(py, s),
+        _ => latin1(py, name)?,
+    };
+    KEYS.with(|keys| {
+        let mut keys = keys.borrow_mut();
+        if keys.len() < KEY_CACHE_LIMIT {
+            keys.insert(name.into(), made.clone().unbind());
+        }
+    });
+    Ok(made)
 }
 
 /// Whether a once-per-process warning of this kind is new.

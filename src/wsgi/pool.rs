@@ -124,11 +124,32 @@ impl Drop for EndGuard {
     }
 }
 
-fn describe(params: &[(bytes::Bytes, bytes::Bytes)]) -> String {
-    let get = |name: &str| params.iter().find(|(n, _)| n == name.as_bytes()).map(|(_, v)| String::from_utf8_lossy(v).into_owned());
-    let method = get("REQUEST_METHOD").unwrap_or_else(|| "?".into());
-    let uri = get("REQUEST_URI").or_else(|| Some(get("SCRIPT_NAME").unwrap_or_default() + &get("PATH_INFO").unwrap_or_default())).unwrap_or_default();
-    format!("{method} {uri}")
+/// "request 1 (GET /path)", for log lines; formatted only when used.
+pub struct Label {
+    id: u16,
+    method: Option<bytes::Bytes>,
+    uri: Option<bytes::Bytes>,
+    script_name: Option<bytes::Bytes>,
+    path_info: Option<bytes::Bytes>,
+}
+
+impl Label {
+    fn new(id: u16, params: &[(bytes::Bytes, bytes::Bytes)]) -> Self {
+        let get = |name: &str| params.iter().find(|(n, _)| n == name.as_bytes()).map(|(_, v)| v.clone());
+        Label { id, method: get("REQUEST_METHOD"), uri: get("REQUEST_URI"), script_name: get("SCRIPT_NAME"), path_info: get("PATH_INFO") }
+    }
+}
+
+impl std::fmt::Display for Label {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = |b: &Option<bytes::Bytes>| b.as_deref().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
+        let target = match &self.uri {
+            Some(_) => text(&self.uri),
+            None => text(&self.script_name) + &text(&self.path_info),
+        };
+        let method = self.method.as_ref().map_or_else(|| "?".to_string(), |_| text(&self.method));
+        write!(f, "request {} ({method} {target})", self.id)
+    }
 }
 
 /// Marks a request running (scoreboard, running table) until dropped.
@@ -139,11 +160,14 @@ struct Activity<'a> {
 }
 
 impl<'a> Activity<'a> {
-    fn start(ctx: &'a AppContext, n: usize, what: &str, thread_id: u64) -> Self {
+    fn start(ctx: &'a AppContext, n: usize, what: impl FnOnce() -> String, thread_id: u64) -> Self {
         let started = Instant::now();
         ctx.seat.board.request_started(ctx.seat.slot);
-        if let Some(cell) = ctx.running.get(n) {
-            *cell.lock().unwrap_or_else(|e| e.into_inner()) = Some(Running { started, what: what.to_string(), thread_id });
+        // The running table is read by the request_timeout watchdog only.
+        if ctx.slow_after.is_some() {
+            if let Some(cell) = ctx.running.get(n) {
+                *cell.lock().unwrap_or_else(|e| e.into_inner()) = Some(Running { started, what: what(), thread_id });
+            }
         }
         Activity { ctx, n, started }
     }
@@ -169,8 +193,8 @@ fn handle(py: Python<'_>, ctx: &AppContext, request: Request, n: usize, thread_i
         return;
     }
     let mut end = EndGuard { sink: sink.clone(), app_status: 1 };
-    let what = format!("request {request_id} ({})", describe(&params));
-    let activity = Activity::start(ctx, n, &what, thread_id);
+    let what = Label::new(request_id, &params);
+    let activity = Activity::start(ctx, n, || what.to_string(), thread_id);
     let errors = match Bound::new(py, ErrorStream::new(sink.clone())) {
         Ok(errors) => errors,
         Err(e) => {

@@ -138,6 +138,9 @@ impl Responder {
 fn latin1_bytes(value: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
     if let Ok(s) = value.cast::<PyString>() {
         let text = s.to_cow()?;
+        if text.is_ascii() {
+            return Ok(text.as_bytes().to_vec());
+        }
         text.chars()
             .map(|c| u8::try_from(c as u32).map_err(|_| PyValueError::new_err(format!("{what} {text:?} contains {c:?}, which is not latin-1 (PEP 3333 requires latin-1 strings)"))))
             .collect()
@@ -397,7 +400,7 @@ fn close_body(result: &Bound<'_, PyAny>) -> PyResult<()> {
 
 /// Run the application for one request. Returns the `appStatus` for
 /// FCGI_END_REQUEST: 0 when the application completed, 1 when it raised.
-pub fn run_app(py: Python<'_>, app: &Bound<'_, PyAny>, environ: Bound<'_, pyo3::types::PyDict>, responder: Arc<Responder>, errors: &Bound<'_, ErrorStream>, debug: bool, what: &str) -> u32 {
+pub fn run_app(py: Python<'_>, app: &Bound<'_, PyAny>, environ: Bound<'_, pyo3::types::PyDict>, responder: Arc<Responder>, errors: &Bound<'_, ErrorStream>, debug: bool, what: &dyn std::fmt::Display) -> u32 {
     let start_response = match Bound::new(py, StartResponse { responder: responder.clone() }) {
         Ok(s) => s,
         Err(e) => return report(py, e, &responder, errors, debug, what),
@@ -433,7 +436,7 @@ pub fn run_app(py: Python<'_>, app: &Bound<'_, PyAny>, environ: Bound<'_, pyo3::
 
 /// The application failed: traceback to FCGI_STDERR and the log; a 500
 /// page if no header went out yet, else the response is cut short.
-fn report(py: Python<'_>, err: PyErr, responder: &Responder, errors: &Bound<'_, ErrorStream>, debug: bool, what: &str) -> u32 {
+fn report(py: Python<'_>, err: PyErr, responder: &Responder, errors: &Bound<'_, ErrorStream>, debug: bool, what: &dyn std::fmt::Display) -> u32 {
     let traceback = format_traceback(py, &err);
     let headers_sent = responder.headers_sent();
     let note = if headers_sent { " (after the response started; it is cut short)" } else { "" };
