@@ -30,17 +30,16 @@ tests/test_apache.py)
 from __future__ import annotations
 
 import http.client
-import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.servers import (HTTPResult, cmdline, descendants, free_port, kill_survivors, read_log, stop_process,
+                           wait_accepting, wait_for_text)
 
 ROOT = Path(__file__).resolve().parent.parent
 APACHE_BINARY = "/usr/sbin/apache2"
@@ -220,23 +219,6 @@ def check_site(site: Site) -> None:
 # HTTP
 # ---------------------------------------------------------------------------------------
 
-@dataclass
-class HTTPResult:
-    status: int
-    reason: str
-    headers: http.client.HTTPMessage
-    body: bytes
-
-    def header(self, name: str) -> str | None:
-        return self.headers.get(name)
-
-    def json(self):
-        return json.loads(self.body)
-
-    def __repr__(self) -> str:
-        return f"<HTTPResult {self.status} {self.body[:300]!r}>"
-
-
 def send(conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None = None,
          headers: dict | list | None = None) -> HTTPResult:
     """One request on an open (possibly kept-alive) connection."""
@@ -257,48 +239,6 @@ def send(conn: http.client.HTTPConnection, method: str, path: str, body: bytes |
 # ---------------------------------------------------------------------------------------
 # Processes
 # ---------------------------------------------------------------------------------------
-
-def _proc_status(pid: int) -> dict[str, str]:
-    out = {}
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                out[key] = value.strip()
-    except OSError:
-        pass
-    return out
-
-
-def process_alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie (the container's init may not reap)."""
-    state = _proc_status(pid).get("State", "")
-    return bool(state) and not state.startswith("Z")
-
-
-def descendants(pid: int) -> list[int]:
-    """Live descendants of ``pid`` (children, grandchildren ...)."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            ppid = _proc_status(int(entry)).get("PPid")
-            if ppid and ppid.isdigit():
-                parents[int(entry)] = int(ppid)
-    found, frontier = [], {pid}
-    while frontier:
-        children = [p for p, pp in parents.items() if pp in frontier and p not in found]
-        found += children
-        frontier = set(children)
-    return [p for p in found if process_alive(p)]
-
-
-def cmdline(pid: int) -> list[str]:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return [part.decode(errors="replace") for part in f.read().split(b"\0") if part]
-    except OSError:
-        return []
-
 
 def socket_inodes(pid: int) -> dict[int, int]:
     """{fd: socket inode} of a process (needs root or the same user)."""
@@ -357,18 +297,10 @@ class Apache:
         return self.root / "run" / "fcgid"
 
     def error_log(self) -> str:
-        try:
-            return self.error_log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return read_log(self.error_log_path)
 
     def wait_for_log(self, needle: str, timeout: float = 5.0) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            text = self.error_log()
-            if needle in text or time.monotonic() >= deadline:
-                return text
-            time.sleep(0.05)
+        return wait_for_text(self.error_log, needle, timeout)
 
     # ---- HTTP ------------------------------------------------------------------------
     def connection(self, timeout: float = 30.0) -> http.client.HTTPConnection:
@@ -401,25 +333,8 @@ class Apache:
         """SIGTERM to the httpd parent (what `apache2 -k stop` does), wait; then clean up
         anything of ours that survived (only descendants recorded while running)."""
         self.descendants()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        for pid in sorted(self._children):
-            if process_alive(pid):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        stop_process(self.proc, timeout)
+        kill_survivors(sorted(self._children))
 
 
 def render_config(root: Path, port: int, body: str, *, log_level: str = "info", timeout: int = 20) -> str:
@@ -430,19 +345,6 @@ def render_config(root: Path, port: int, body: str, *, log_level: str = "info", 
         Path(types_config).write_text("")
     return BASE_CONFIG.format(root=root, port=port, user=RUN_USER, group=RUN_GROUP, log_level=log_level,
                               load_modules=load, timeout=timeout, body=body, types_config=types_config)
-
-
-def _wait_accepting(proc: subprocess.Popen, port: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return True
-        except OSError:
-            time.sleep(0.05)
-    return False
 
 
 def start_apache(root: Path, body: str, *, binary: str | None = None, log_level: str = "info",
@@ -470,7 +372,7 @@ def start_apache(root: Path, body: str, *, binary: str | None = None, log_level:
                                     stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(root),
                                     start_new_session=True)
         server = Apache(proc, root, port, conf)
-        if _wait_accepting(proc, port, start_timeout):
+        if wait_accepting((server.host, port), proc, start_timeout):
             return server
         server.stop()
         log = (root / "error.log").read_text(errors="replace") + stderr_path.read_text(errors="replace")

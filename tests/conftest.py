@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +22,8 @@ IN_CI = os.environ.get("CI") == "true"
 # installed is shadowed.
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
+
+from tests.servers import child_env, stop_process, wait_accepting  # noqa: E402 - needs ROOT on sys.path
 
 
 def need_binary(name: str) -> str:
@@ -71,30 +70,19 @@ class ServerProcess:
         return self.proc.wait(timeout=timeout)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout=10)
 
 
 def _wait_until_listening(server: ServerProcess, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            raise RuntimeError(f"oxfcgi exited with {server.proc.returncode}:\n{server.log()}")
-        try:
-            if server.socket_path:
-                with socket.socket(socket.AF_UNIX) as s:
-                    s.connect(server.socket_path)
-            else:
-                host, _, port = server.address.rpartition(":")
-                socket.create_connection((host.strip("[]"), int(port)), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
+    if server.socket_path:
+        address = server.socket_path
+    else:
+        host, _, port = server.address.rpartition(":")
+        address = (host.strip("[]"), int(port))
+    if wait_accepting(address, server.proc, timeout):
+        return
+    if server.proc.poll() is not None:
+        raise RuntimeError(f"oxfcgi exited with {server.proc.returncode}:\n{server.log()}")
     raise RuntimeError(f"oxfcgi did not start listening within {timeout}s:\n{server.log()}")
 
 
@@ -117,10 +105,7 @@ def start_server(tmp_path):
             address = f"unix:{tmp_path}/fcgi{n}.sock"
             args += ["--bind", address]
         log_path = tmp_path / f"server{n}.log"
-        full_env = dict(os.environ)
-        full_env["PYTHONPATH"] = os.pathsep.join(
-            [str(ROOT)] + ([full_env["PYTHONPATH"]] if full_env.get("PYTHONPATH") else [])
-        )
+        full_env = child_env()
         full_env.setdefault("PYTHONUNBUFFERED", "1")
         if env:
             full_env.update(env)

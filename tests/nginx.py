@@ -35,12 +35,10 @@ from __future__ import annotations
 import http.client
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import time
-from dataclasses import dataclass
 from pathlib import Path
+
+from tests.servers import HTTPResult, free_port, read_log, stop_process, wait_accepting, wait_for_text
 
 FASTCGI_PARAMS = "/etc/nginx/fastcgi_params"
 
@@ -90,22 +88,6 @@ class NginxError(RuntimeError):
     pass
 
 
-@dataclass
-class HTTPResult:
-    status: int
-    reason: str
-    headers: http.client.HTTPMessage
-    body: bytes
-
-    def header(self, name: str) -> str | None:
-        return self.headers.get(name)
-
-    def json(self):
-        import json
-
-        return json.loads(self.body)
-
-
 class Nginx:
     """A running nginx master process (foreground) and its files."""
 
@@ -123,19 +105,11 @@ class Nginx:
 
     def error_log(self) -> str:
         """The whole nginx error log so far (FCGI_STDERR text ends up here)."""
-        try:
-            return self.error_log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return read_log(self.error_log_path)
 
     def wait_for_log(self, needle: str, timeout: float = 5.0) -> str:
         """Wait until ``needle`` appears in the error log; return the log either way."""
-        deadline = time.monotonic() + timeout
-        while True:
-            text = self.error_log()
-            if needle in text or time.monotonic() >= deadline:
-                return text
-            time.sleep(0.05)
+        return wait_for_text(self.error_log, needle, timeout)
 
     # ---- HTTP --------------------------------------------------------------------
     def url(self, path: str) -> str:
@@ -184,13 +158,7 @@ class Nginx:
 
     # ---- lifecycle -----------------------------------------------------------
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)  # fast shutdown of master + workers
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout=10)  # SIGTERM: fast shutdown of master + workers
 
 
 def find_nginx() -> str | None:
@@ -200,13 +168,6 @@ def find_nginx() -> str | None:
     import shutil
 
     return shutil.which("nginx")
-
-
-def free_port() -> int:
-    """A port that was free a moment ago (nginx cannot bind port 0 and report it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _indent(text: str, spaces: int) -> str:
@@ -250,19 +211,6 @@ def render_config(prefix: Path, port: int, socket_path: str, read_timeout: int =
     )
 
 
-def _wait_accepting(proc: subprocess.Popen, port: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return True
-        except OSError:
-            time.sleep(0.05)
-    return False
-
-
 def start_nginx(
     base_dir: Path,
     socket_path: str,
@@ -299,7 +247,7 @@ def start_nginx(
                 start_new_session=True,
             )
         server = Nginx(proc, prefix, port, conf)
-        if _wait_accepting(proc, port, timeout):
+        if wait_accepting((server.host, port), proc, timeout):
             return server
         server.stop()
         log = server.error_log() + stderr_path.read_text(errors="replace")

@@ -253,7 +253,8 @@ def test_generate_fcgid_for_a_py_file():
 # ---------------------------------------------------------------------------------------
 
 def test_fcgid_addhandler_serves_flask_under_prefix(apache, apache_site):
-    from tests.apache import cmdline, socket_inodes, unix_sockets
+    from tests.apache import socket_inodes, unix_sockets
+    from tests.servers import cmdline
 
     script = write_fcgi(apache_site, "fcgid-basic")
     server = apache(fcgid_config(apache_site, str(script), "/app"))
@@ -328,7 +329,7 @@ def test_fcgid_passes_authorization(apache, apache_site):
 def test_fcgid_wrapper_runs_generated_launcher(apache, apache_site):
     """``--app module:attr``: the generated launcher (not executable, to show the wrapper
     does not need it) run by ``FcgidWrapper "/usr/bin/python3 LAUNCHER"``."""
-    from tests.apache import cmdline
+    from tests.servers import cmdline
 
     options = ConfigOptions(target="apache-fcgid", app="apache_app:application", prefix="/wrapped",
                             python=apache_site.python, workdir=str(apache_site.site))
@@ -359,7 +360,7 @@ def test_fcgid_wrapper_runs_generated_launcher(apache, apache_site):
 def test_fcgid_processes_exit_when_apache_stops(apache, apache_site):
     """httpd stop: mod_fcgid's process manager sends SIGTERM (again at 1 s, SIGKILL at 8 s).
     The oxfcgi processes must exit on the first SIGTERM, well before the SIGKILL."""
-    from tests.apache import process_alive
+    from tests.servers import pid_alive as process_alive
 
     script = write_fcgi(apache_site, "fcgid-stop")
     server = apache(fcgid_config(apache_site, str(script), "/app"))
@@ -487,7 +488,7 @@ def test_proxy_fcgi_rules_split_path_without_script_name(apache, apache_site, st
 
 
 def test_proxy_fcgi_tcp_root_mount(apache, apache_site, start_server):
-    from tests.apache import free_port
+    from tests.servers import free_port
 
     port = free_port()
     start_server("tests.apps.apache_app:application", "--bind", f"127.0.0.1:{port}")

@@ -19,6 +19,8 @@ import pytest
 from oxfcgi import _bind
 from oxfcgi.client import Connection, request
 
+from tests.servers import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 
 APP = textwrap.dedent(
@@ -309,12 +311,6 @@ def test_stale_socket_replaced_live_refused_file_kept(start_server, tmp_path):
 
 
 # --- TCP and FCGI_WEB_SERVER_ADDRS ---------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_web_server_addrs_filter(start_server):
     port = free_port()

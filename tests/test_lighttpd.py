@@ -23,7 +23,8 @@ import uuid
 import pytest
 
 from tests.conftest import ROOT, need_binary
-from tests.lighttpd import pid_alive, start_lighttpd
+from tests.lighttpd import start_lighttpd
+from tests.servers import cmdline, kill_survivors, pid_alive
 
 FLASK_APP = "tests.apps.flask_app:app"
 PROBE_APP = "tests.apps.spawn_app:app"
@@ -60,9 +61,7 @@ def site(tmp_path):
     finally:
         spawned.update(server.backend_pids())
         server.stop()
-        for pid in spawned:          # only processes this lighttpd started
-            if pid_alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        kill_survivors(spawned)      # only processes this lighttpd started
 
 
 def wait_backends(server, count: int, timeout: float = 20.0) -> list[int]:
@@ -74,11 +73,6 @@ def wait_backends(server, count: int, timeout: float = 20.0) -> list[int]:
                 f"lighttpd should have started {count} oxfcgi processes, found {pids}\n{server.logs()}")
             return pids
         time.sleep(0.05)
-
-
-def cmdline(pid: int) -> list[str]:
-    with open(f"/proc/{pid}/cmdline", "rb") as f:
-        return [part.decode() for part in f.read().split(b"\0") if part]
 
 
 def expect_json(result, status=200, server=None):

@@ -29,6 +29,7 @@ import pytest
 from oxfcgi import client
 
 from tests.conftest import ROOT, need_binary
+from tests.servers import child_env, cmdline, kill_survivors, stop_process, wait_gone
 
 FLASK_APP = "tests.apps.flask_app:app"
 PROBE_APP = "tests.apps.spawn_app:app"
@@ -36,39 +37,6 @@ PROBE_APP = "tests.apps.spawn_app:app"
 
 # ---------------------------------------------------------------------------------
 # helpers
-
-
-def child_env(**extra: str) -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    env.update(extra)
-    return env
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
-
-
-def wait_gone(pids, timeout: float) -> list[int]:
-    """Wait until none of ``pids`` runs; return those still running."""
-    deadline = time.monotonic() + timeout
-    while True:
-        alive = [p for p in pids if pid_alive(p)]
-        if not alive or time.monotonic() >= deadline:
-            return alive
-        time.sleep(0.05)
-
-
-def cmdline(pid: int) -> list[str]:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return [p.decode() for p in f.read().split(b"\0") if p]
-    except OSError:
-        return []
 
 
 def wait_request(address: str, path: str = "/", timeout: float = 20.0, **kw) -> client.Response:
@@ -94,9 +62,7 @@ def reaper():
     """Collects pids this test started; SIGKILLs any still running at the end."""
     pids: list[int] = []
     yield pids
-    for pid in pids:
-        if pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
+    kill_survivors(pids)
 
 
 def short_tmp(tmp_path: Path) -> Path:
@@ -378,13 +344,7 @@ class Activator:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout=10)
 
 
 @pytest.fixture

@@ -14,19 +14,11 @@ import time
 
 import pytest
 
+from tests.servers import wait_for
+
 IN_CI = os.environ.get("CI") == "true"
 
 APPS = "tests.apps.wsgi_apps"
-
-
-def wait_for(predicate, timeout=10.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
 
 
 # --- validated apps --------------------------------------------------------------------------------

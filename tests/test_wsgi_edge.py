@@ -10,6 +10,8 @@ import time
 import pytest
 from oxfcgi.client import FCGI_END_REQUEST, FCGI_STDERR, FCGI_STDOUT, cgi_params
 
+from tests.servers import wait_for
+
 APPS = "tests.apps.wsgi_apps"
 
 
@@ -17,16 +19,6 @@ def serve(start_server, name, *args):
     if "--threads" not in args:
         args = ("--threads", "2") + args
     return start_server(f"{APPS}:{name}", *args)
-
-
-def wait_for(predicate, timeout=10.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
 
 
 def ends_cleanly(resp):

@@ -12,21 +12,13 @@ import time
 
 from oxfcgi.client import FCGI_END_REQUEST, FCGI_STDOUT
 
+from tests.servers import wait_for
+
 APPS = "tests.apps.wsgi_apps"
 
 
 def serve(start_server, name, *args):
     return start_server(f"{APPS}:{name}", "--threads", "2", *args)
-
-
-def wait_for(predicate, timeout=10.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
 
 
 def read_marker(path):
