@@ -227,7 +227,7 @@ def run(app: Callable, bind: Any = None, **options: Any) -> bool:
     - ``multiplexed`` [False]: accept concurrent requests on one connection
       (``FCGI_MPXS_CONNS``).
     - ``max_conns`` [1024]: connections at once (``FCGI_MAX_CONNS``).
-    - ``max_reqs`` [``max(4 * threads, 16)``]: requests in flight, queued
+    - ``max_reqs`` [``max(16 * threads, 64)``]: requests in flight, queued
       for a thread or running (``FCGI_MAX_REQS``); over it a request is
       refused at once: ``FCGI_OVERLOADED`` on a multiplexed connection, else
       ``503`` with ``Retry-After: 1`` (never an unbounded queue).

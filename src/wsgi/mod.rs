@@ -163,7 +163,7 @@ impl Server {
     /// multithread=None, multiprocess=False, debug=False, handle_signals=True)`.
     ///
     /// `max_reqs=None` means
-    /// `max(4 * threads, 16)`; `multithread=None` means `threads > 1`.
+    /// `max(16 * threads, 64)`; `multithread=None` means `threads > 1`.
     /// Timeouts are seconds; 0 turns one off. Raises `ValueError` for
     /// out-of-range settings.
     #[new]
@@ -243,7 +243,7 @@ impl Server {
                 roles,
                 multiplexed,
                 max_conns,
-                max_reqs: max_reqs.unwrap_or((4 * threads).max(16)),
+                max_reqs: max_reqs.unwrap_or((16 * threads).max(64)),
                 max_params_size,
                 graceful_timeout: Duration::from_secs_f64(graceful_timeout),
                 timeouts: engine::Timeouts { idle: limit(idle_timeout), keepalive: limit(keepalive_timeout), read: limit(read_timeout) },
