@@ -159,3 +159,18 @@ def test_sigusr1_reopens_logs_in_master_and_workers(start_server, tmp_path):
     srv.signal(signal.SIGUSR1)
     assert wait_for(lambda: log.exists() and log.read_text().count("log file reopened") >= 3), \
         log.read_text() if log.exists() else "no log"
+
+
+def test_kept_open_connections_spread_over_the_workers(start_server):
+    """All workers are woken for each connection on the shared socket; the one
+    holding fewer connections must get them, or one core does all the work."""
+    srv = start_server(APP, "--workers", "2")
+    assert wait_for(lambda: len(worker_pids(srv, 10)) == 2, timeout=15)
+    conns = [srv.connect() for _ in range(16)]
+    try:
+        pids = [int(c.request("GET", "/", keep_conn=True).body) for c in conns]
+        counts = sorted(pids.count(p) for p in set(pids))
+        assert len(counts) == 2 and counts[0] >= 5, counts
+    finally:
+        for c in conns:
+            c.close()

@@ -124,7 +124,7 @@ struct Conn {
 }
 
 /// Serve one accepted connection until it closes.
-pub(crate) async fn serve_connection<R, W>(mut rd: R, mut wr: W, peer: Arc<str>, shared: Arc<Shared>, shutdown: CancellationToken, _permit: OwnedSemaphorePermit)
+pub(crate) async fn serve_connection<R, W>(mut rd: R, mut wr: W, peer: Arc<str>, shared: Arc<Shared>, shutdown: CancellationToken, _ticket: super::ConnTicket)
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -668,8 +668,9 @@ mod tests {
         });
         // A connection slot of its own (the accept loop's job in production).
         let conn_permit = Arc::new(tokio::sync::Semaphore::new(1)).try_acquire_owned().expect("a fresh semaphore has a permit");
+        let ticket = crate::server::ConnTicket::new(conn_permit, shared.seat.clone());
         let (rd, wr) = split(theirs);
-        tokio::spawn(serve_connection(rd, wr, "test".into(), shared, CancellationToken::new(), conn_permit));
+        tokio::spawn(serve_connection(rd, wr, "test".into(), shared, CancellationToken::new(), ticket));
         let (rd, wr) = split(ours);
         (wr, rd)
     }

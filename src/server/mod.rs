@@ -244,7 +244,14 @@ async fn accept_loop(bound: Bound, shared: &Arc<Shared>, tracker: &TaskTracker, 
             _ = stop.graceful().cancelled() => return Ok(()),
         };
         count += 1;
-        shared.seat.board.slot(shared.seat.slot).accepted_conns.fetch_add(1, Ordering::Relaxed);
+        // Let a less loaded worker take the next connection (bounded wait).
+        let mut deferred = 0;
+        while deferred < ACCEPT_DEFER_ROUNDS && shared.seat.board.should_defer_accept(shared.seat.slot) {
+            tokio::select! {
+                _ = tokio::time::sleep(ACCEPT_DEFER) => deferred += 1,
+                _ = stop.graceful().cancelled() => return Ok(()),
+            }
+        }
         let accepted = tokio::select! {
             _ = stop.graceful().cancelled() => return Ok(()),
             accepted = async {
@@ -265,14 +272,15 @@ async fn accept_loop(bound: Bound, shared: &Arc<Shared>, tracker: &TaskTracker, 
                 }
             } => accepted,
         };
+        let ticket = || ConnTicket::new(permit, shared.seat.clone());
         match accepted {
             Ok((Either::Unix(stream), peer)) => {
                 let (rd, wr) = stream.into_split();
-                tracker.spawn(connection::serve_connection(rd, wr, peer.into(), shared.clone(), draining.clone(), permit));
+                tracker.spawn(connection::serve_connection(rd, wr, peer.into(), shared.clone(), draining.clone(), ticket()));
             }
             Ok((Either::Tcp(stream), peer)) => {
                 let (rd, wr) = stream.into_split();
-                tracker.spawn(connection::serve_connection(rd, wr, peer.into(), shared.clone(), draining.clone(), permit));
+                tracker.spawn(connection::serve_connection(rd, wr, peer.into(), shared.clone(), draining.clone(), ticket()));
             }
             Err(e) => {
                 let pause = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM));
@@ -282,6 +290,33 @@ async fn accept_loop(bound: Bound, shared: &Arc<Shared>, tracker: &TaskTracker, 
                 }
             }
         }
+    }
+}
+
+/// How long a worker holding more connections than another waits before
+/// accepting anyway, per round, and how many rounds at most.
+const ACCEPT_DEFER: Duration = Duration::from_millis(2);
+const ACCEPT_DEFER_ROUNDS: u32 = 10;
+
+/// An open connection: its `max_conns` slot and its count on the scoreboard,
+/// both given back when the connection ends.
+pub(crate) struct ConnTicket {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    seat: PoolSeat,
+}
+
+impl ConnTicket {
+    pub(crate) fn new(permit: tokio::sync::OwnedSemaphorePermit, seat: PoolSeat) -> Self {
+        let slot = seat.board.slot(seat.slot);
+        slot.accepted_conns.fetch_add(1, Ordering::Relaxed);
+        slot.open.fetch_add(1, Ordering::Relaxed);
+        ConnTicket { _permit: permit, seat }
+    }
+}
+
+impl Drop for ConnTicket {
+    fn drop(&mut self) {
+        let _ = self.seat.board.slot(self.seat.slot).open.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
     }
 }
 

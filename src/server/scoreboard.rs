@@ -23,6 +23,8 @@ pub struct WorkerSlot {
     pub active: AtomicU64,
     pub rejected: AtomicU64,
     pub slow: AtomicU64,
+    /// Connections open now.
+    pub open: AtomicU64,
 }
 
 #[repr(C)]
@@ -93,7 +95,7 @@ impl Scoreboard {
     /// Reset slot `i` for a worker starting now.
     pub fn claim(&self, i: usize, pid: u32) {
         let s = self.slot(i);
-        for counter in [&s.accepted_conns, &s.requests, &s.active, &s.rejected, &s.slow] {
+        for counter in [&s.accepted_conns, &s.requests, &s.active, &s.rejected, &s.slow, &s.open] {
             counter.store(0, Ordering::Relaxed);
         }
         s.started_ms.store(now_ms(), Ordering::Relaxed);
@@ -111,6 +113,23 @@ impl Scoreboard {
     /// A request of worker `i` finished.
     pub fn request_finished(&self, i: usize) {
         let _ = self.slot(i).active.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
+    }
+
+    /// Whether worker `i` should let the others accept first: it holds at
+    /// least two more open connections than the least loaded live worker.
+    /// (All workers share one listening socket and are all woken for each
+    /// connection; without this the first to wake takes a burst of
+    /// long-lived kept-open connections and the other cores stay idle.)
+    pub fn should_defer_accept(&self, i: usize) -> bool {
+        if self.slots < 2 {
+            return false;
+        }
+        let mine = self.slot(i).open.load(Ordering::Relaxed);
+        let least = (0..self.slots)
+            .filter(|&j| j != i % self.slots && self.slot(j).pid.load(Ordering::Relaxed) != 0)
+            .map(|j| self.slot(j).open.load(Ordering::Relaxed))
+            .min();
+        least.is_some_and(|least| mine >= least + 2)
     }
 
     /// Most requests running at once, pool-wide, since start.
@@ -156,5 +175,18 @@ mod tests {
         board.request_finished(1);
         board.request_finished(1);
         assert_eq!(board.slot(1).active.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_worker_with_more_connections_defers() {
+        let board = Scoreboard::new(3).unwrap();
+        board.claim(0, 1);
+        board.claim(1, 2);
+        board.slot(0).open.store(3, Ordering::Relaxed);
+        board.slot(1).open.store(1, Ordering::Relaxed);
+        assert!(board.should_defer_accept(0));
+        assert!(!board.should_defer_accept(1));
+        board.slot(1).pid.store(0, Ordering::Relaxed); // gone: nobody to defer to
+        assert!(!board.should_defer_accept(0));
     }
 }

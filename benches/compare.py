@@ -1,0 +1,1213 @@
+#!/usr/bin/env python3
+"""Benchmark oxfcgi against flup, uWSGI, fcgisgi, gunicorn and granian, in one command.
+
+    python3 benches/compare.py [--quick] [--duration S] [--only NAME,...]
+
+What it does, one step after another, all on this machine's loopback and unix sockets:
+
+1. Tools: installs ``wrk`` and ``nginx`` with apt-get if they are missing; builds the FastCGI
+   load generator (``benches/loadgen``, release) if its binary is missing or older than its
+   sources.
+2. Peers: creates ``benches/.venv`` (from the interpreter running this script) and installs
+   ``flup==1.0.3``, ``uwsgi`` (built from source; falls back to Debian's ``uwsgi`` +
+   ``uwsgi-plugin-python3`` when the build fails), ``fcgisgi``, ``gunicorn`` and ``granian``
+   from PyPI. A peer that does not install is reported and its rows say why.
+3. oxfcgi: when this checkout's engine is built (``python/oxfcgi``, which ``scripts/test.sh``
+   builds in release mode) and newer than ``src/``, it is put on the venv's ``PYTHONPATH``;
+   otherwise (a fresh checkout) ``pip install .`` builds a release wheel into the venv (a few
+   minutes). ``--oxfcgi-from checkout|wheel`` forces one.
+4. For every server and every app in ``benches/apps.py`` (hello, 10 KB, 1 MB, POST echo 10 KB,
+   sleep 10 ms), it starts the server, then measures
+   (a) through a test-private nginx (``worker_processes 2``; ``fastcgi_pass`` to the unix socket
+       with ``fastcgi_keep_conn on`` and upstream ``keepalive 32`` for servers that keep FastCGI
+       connections; ``proxy_pass`` over HTTP with keepalive for gunicorn and granian) with
+       ``wrk -t2 -c16 -d{duration}s --latency``, and
+   (b) directly with ``oxfcgi-loadgen`` (16 connections; FastCGI servers only),
+   then stops it. nginx answering by itself (``return 200 "Hello, World!"``) is the ceiling.
+5. Memory: the idle RSS of an oxfcgi process next to a bare python that imported the same app,
+   and the peak RSS increase of oxfcgi while a 100 MB upload is read in 64 KB chunks.
+6. Prints one markdown table (rows: server x mode; columns: the apps with req/s, p99 and the ratio
+   to oxfcgi in the same mode), the issue's targets as ratios, and the memory figures, and writes
+   the same to ``benches/results.md`` with the machine's details.
+
+Every process it starts runs in its own process group and is stopped (SIGTERM, then SIGKILL)
+when its cell ends, on errors and on Ctrl-C. Each measurement has a timeout.
+
+``--only`` takes server keys (oxfcgi-1, oxfcgi-2, uwsgi, flup-thread, flup-fork, fcgisgi,
+gunicorn, granian, nginx), app keys (hello, body10k, body1m, echo, sleep10), ``memory`` and
+``nomemory``; each group left unnamed means all of it (e.g. ``--only oxfcgi-1,uwsgi,hello``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+VENV = BENCH / ".venv"
+VENV_PY = VENV / "bin" / "python"
+LOADGEN_DIR = BENCH / "loadgen"
+LOADGEN_TARGET = LOADGEN_DIR / "target"
+LOADGEN = LOADGEN_TARGET / "release" / "oxfcgi-loadgen"
+RESULTS = BENCH / "results.md"
+
+PEER_SPECS = {
+    "flup": "flup==1.0.3",
+    "uwsgi": "uwsgi",
+    "fcgisgi": "fcgisgi",
+    "gunicorn": "gunicorn",
+    "granian": "granian",
+}
+# Distribution names as importlib.metadata knows them.
+PEER_DISTS = {"flup": "flup", "uwsgi": "uWSGI", "fcgisgi": "fcgisgi", "gunicorn": "gunicorn",
+              "granian": "granian"}
+
+CONNECTIONS = 16
+WRK_THREADS = 2
+ECHO_BYTES = 10 * 1024
+UPLOAD_BYTES = 100_000_000
+
+
+def log(msg: str) -> None:
+    print(f"[compare] {msg}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------------
+# Processes: every child in its own process group, all stopped in `finally`.
+
+class Proc:
+    def __init__(self, name: str, cmd: list[str], log_path: Path, env: dict | None = None,
+                 cwd: Path | None = None, stdout=None):
+        self.name = name
+        self.cmd = cmd
+        self.log_path = log_path
+        self.log_file = open(log_path, "ab")
+        self.log_file.write(f"$ {' '.join(map(str, cmd))}\n".encode())
+        self.log_file.flush()
+        self.popen = subprocess.Popen(
+            [str(c) for c in cmd], cwd=str(cwd or ROOT), env=env,
+            stdin=subprocess.DEVNULL, stdout=stdout or self.log_file, stderr=self.log_file,
+            start_new_session=True,
+        )
+        self.pid = self.popen.pid
+        RUNNING.append(self)
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, grace: float = 8.0) -> None:
+        if self in RUNNING:
+            RUNNING.remove(self)
+        # start_new_session: the child leads its own process group, whose id is its pid (still
+        # valid for the group's other members after the leader has exited).
+        pgid = self.pid
+        if self.alive():
+            with _suppress():
+                os.killpg(pgid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                pass
+        # Whatever is left of the group (forked workers included) is killed.
+        with _suppress():
+            os.killpg(pgid, signal.SIGKILL)
+        with _suppress():
+            self.popen.wait(timeout=5)
+        self.log_file.close()
+
+    def tail(self, n: int = 15) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(lines[-n:])
+
+
+RUNNING: list[Proc] = []
+
+
+class _suppress:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return exc[0] is not None and issubclass(exc[0], (OSError, subprocess.SubprocessError))
+
+
+def stop_all() -> None:
+    for p in list(reversed(RUNNING)):
+        p.stop(grace=3.0)
+
+
+def run(cmd, timeout: float, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    """Run a command to completion in its own process group, killing the group on timeout."""
+    p = subprocess.Popen([str(c) for c in cmd], stdout=kw.pop("stdout", subprocess.PIPE),
+                         stderr=kw.pop("stderr", subprocess.PIPE), stdin=subprocess.DEVNULL,
+                         start_new_session=True, text=True, **kw)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except BaseException:
+        with _suppress():
+            os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        raise
+    cp = subprocess.CompletedProcess(p.args, p.returncode, out, err)
+    if check and p.returncode != 0:
+        raise subprocess.CalledProcessError(p.returncode, p.args, out, err)
+    return cp
+
+
+def wait_unix(path: Path, proc: Proc, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}:\n{proc.tail()}")
+        if path.exists():
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                s.settimeout(1.0)
+                s.connect(str(path))
+                return
+            except OSError:
+                pass
+            finally:
+                s.close()
+        time.sleep(0.05)
+    raise RuntimeError(f"{proc.name} did not listen on {path} within {timeout:.0f} s:\n{proc.tail()}")
+
+
+def wait_tcp(port: int, proc: Proc, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}:\n{proc.tail()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{proc.name} did not listen on 127.0.0.1:{port}:\n{proc.tail()}")
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+# ------------------------------------------------------------------------------------------
+# Setup: apt tools, venv + peers, loadgen, oxfcgi.
+
+def as_root(cmd: list[str]) -> list[str]:
+    if os.geteuid() == 0:
+        return cmd
+    if shutil.which("sudo"):
+        return ["sudo", "-n"] + cmd
+    return cmd
+
+
+_apt_updated = False
+
+
+def apt_install(packages: list[str]) -> bool:
+    """apt-get install; on failure, apt-get update once and try again."""
+    global _apt_updated
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    cmd = as_root(["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages])
+    cp = run(cmd, timeout=900, check=False, env=env)
+    if cp.returncode != 0 and not _apt_updated:
+        log("apt-get update")
+        run(as_root(["apt-get", "update", "-q"]), timeout=600, check=False, env=env)
+        _apt_updated = True
+        cp = run(cmd, timeout=900, check=False, env=env)
+    if cp.returncode != 0:
+        log(f"apt-get install {' '.join(packages)} failed:\n{(cp.stderr or '')[-800:]}")
+        return False
+    return True
+
+
+def find_nginx() -> str | None:
+    for c in ("/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"):
+        if os.access(c, os.X_OK):
+            return c
+    return shutil.which("nginx")
+
+
+def ensure_tools(notes: list[str]) -> tuple[str | None, str | None]:
+    missing = []
+    if not shutil.which("wrk"):
+        missing.append("wrk")
+    if not find_nginx():
+        missing.append("nginx")
+    if missing:
+        log(f"installing {', '.join(missing)} with apt-get")
+        if not apt_install(missing):
+            notes.append(f"apt-get could not install {', '.join(missing)}")
+    wrk = shutil.which("wrk")
+    nginx = find_nginx()
+    if not wrk:
+        notes.append("wrk is missing: no measurements through nginx")
+    if not nginx:
+        notes.append("nginx is missing: no measurements through nginx")
+    return wrk, nginx
+
+
+def newest_mtime(paths) -> float:
+    newest = 0.0
+    for p in paths:
+        p = Path(p)
+        files = p.rglob("*") if p.is_dir() else [p]
+        for f in files:
+            if f.is_file() and "target" not in f.parts:
+                newest = max(newest, f.stat().st_mtime)
+    return newest
+
+
+def ensure_loadgen() -> None:
+    sources = [LOADGEN_DIR / "src", LOADGEN_DIR / "Cargo.toml", ROOT / "src" / "protocol"]
+    if LOADGEN.exists() and LOADGEN.stat().st_mtime >= newest_mtime(sources):
+        return
+    log("building benches/loadgen (cargo build --release)")
+    env = dict(os.environ, CARGO_TARGET_DIR=str(LOADGEN_TARGET))
+    cp = run(["cargo", "build", "--release", "--manifest-path", LOADGEN_DIR / "Cargo.toml"],
+             timeout=1800, check=False, env=env)
+    if cp.returncode != 0 or not LOADGEN.exists():
+        raise SystemExit(f"building the load generator failed:\n{cp.stderr[-3000:]}")
+
+
+def venv_has(dist: str) -> str | None:
+    """The version of `dist` installed in the venv, or None."""
+    cp = run([VENV_PY, "-c",
+              "import importlib.metadata as m, sys\n"
+              "try: print(m.version(sys.argv[1]))\n"
+              "except m.PackageNotFoundError: pass", dist], timeout=60, check=False)
+    v = (cp.stdout or "").strip()
+    return v or None
+
+
+def ensure_venv(peers_wanted: set[str], notes: list[str]) -> dict[str, str]:
+    """Create the venv and install the peers; returns {peer: version} for those installed."""
+    if not VENV_PY.exists():
+        log(f"creating {VENV.relative_to(ROOT)} with {sys.executable}")
+        run([sys.executable, "-m", "venv", VENV], timeout=300)
+        run([VENV_PY, "-m", "pip", "install", "-q", "--upgrade", "pip"], timeout=600, check=False)
+    versions: dict[str, str] = {}
+    for peer in sorted(peers_wanted):
+        dist = PEER_DISTS[peer]
+        have = venv_has(dist)
+        if have is None:
+            spec = PEER_SPECS[peer]
+            log(f"pip install {spec}" + (" (builds from source; about a minute)" if peer == "uwsgi" else ""))
+            cp = run([VENV_PY, "-m", "pip", "install", "-q", spec], timeout=1800, check=False)
+            if cp.returncode != 0:
+                reason = (cp.stderr or cp.stdout or "").strip().splitlines()[-3:]
+                notes.append(f"pip install {spec} failed: {' / '.join(reason)}")
+                log(f"pip install {spec} failed")
+            have = venv_has(dist)
+        if have:
+            versions[peer] = have
+    return versions
+
+
+@dataclass
+class Uwsgi:
+    """How to run uWSGI: the venv's build, or Debian's binary with its python3 plugin."""
+    binary: str
+    plugin_args: list[str]
+    chdir: Path
+    module_prefix: str
+    version: str
+
+
+def ensure_uwsgi(versions: dict[str, str], run_dir: Path, notes: list[str]) -> Uwsgi | None:
+    venv_uwsgi = VENV / "bin" / "uwsgi"
+    if "uwsgi" in versions and venv_uwsgi.exists():
+        return Uwsgi(str(venv_uwsgi), [], ROOT, "benches.apps", versions["uwsgi"])
+    # Fallback: Debian's uwsgi + python3 plugin (Debian's /usr/bin/python3). The apps are copied
+    # to a world-readable directory so uWSGI can import them whatever user it runs as.
+    if not (os.access("/usr/bin/uwsgi", os.X_OK)
+            and Path("/usr/lib/uwsgi/plugins/python3_plugin.so").exists()):
+        log("uwsgi did not install from PyPI; trying Debian's uwsgi + uwsgi-plugin-python3")
+        apt_install(["uwsgi", "uwsgi-plugin-python3"])
+    if os.access("/usr/bin/uwsgi", os.X_OK):
+        apps_dir = run_dir / "uwsgi-apps"
+        apps_dir.mkdir(exist_ok=True)
+        shutil.copy(BENCH / "apps.py", apps_dir / "apps.py")
+        os.chmod(apps_dir, 0o755)
+        os.chmod(apps_dir / "apps.py", 0o644)
+        cp = run(["/usr/bin/uwsgi", "--version"], timeout=30, check=False)
+        version = (cp.stdout or "").strip() + " (Debian package)"
+        notes.append("uWSGI: Debian's package with uwsgi-plugin-python3 (PyPI build failed)")
+        return Uwsgi("/usr/bin/uwsgi", ["--plugin", "python3"], apps_dir, "apps", version)
+    notes.append("uWSGI: neither the PyPI build nor Debian's package is available")
+    return None
+
+
+@dataclass
+class Oxfcgi:
+    env: dict
+    version: str
+    has_workers: bool
+    source: str
+
+
+def ensure_oxfcgi(mode: str, notes: list[str]) -> Oxfcgi:
+    env = dict(os.environ)
+    env.pop("PYTHONHOME", None)
+    if mode == "auto":
+        # A fresh checkout has no built engine: build a wheel; else measure the built one
+        # unless src/ changed since.
+        engine = sorted((ROOT / "python" / "oxfcgi").glob("_oxfcgi*.so"))
+        fresh = engine and max(e.stat().st_mtime for e in engine) >= newest_mtime([ROOT / "src", ROOT / "Cargo.toml"])
+        mode = "checkout" if fresh else "wheel"
+        log(f"--oxfcgi-from auto: using {mode}")
+    if mode == "wheel":
+        log("pip install . into benches/.venv (builds a release wheel of this checkout)")
+        # Its own cargo target dir: does not touch (or wait on) the checkout's target/.
+        build_env = dict(os.environ, CARGO_TARGET_DIR=str(VENV / "cargo-target"))
+        cp = run([VENV_PY, "-m", "pip", "install", "-q", "--force-reinstall", "--no-deps", ROOT],
+                 timeout=2400, check=False, env=build_env)
+        if cp.returncode != 0:
+            raise SystemExit(f"pip install {ROOT} failed:\n{(cp.stderr or '')[-3000:]}")
+        env["PYTHONPATH"] = str(ROOT)
+        source = "wheel built from this checkout (pip install .)"
+    else:
+        engine = sorted((ROOT / "python" / "oxfcgi").glob("_oxfcgi*.so"))
+        if not engine:
+            raise SystemExit("python/oxfcgi has no built engine (_oxfcgi*.so): run "
+                             "`bash scripts/test.sh` or `pip install -e .` first, or use "
+                             "--oxfcgi-from wheel")
+        built = max(e.stat().st_mtime for e in engine)
+        src = newest_mtime([ROOT / "src", ROOT / "Cargo.toml"])
+        if src > built:
+            msg = ("the engine in python/oxfcgi is older than src/ (rebuild it with "
+                   "`pip install -e .`, or use --oxfcgi-from wheel)")
+            notes.append("warning: " + msg)
+            log("WARNING: " + msg)
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "python"), str(ROOT)])
+        source = "this checkout's built engine (python/oxfcgi on PYTHONPATH)"
+    cp = run([VENV_PY, "-c", "import oxfcgi, sys; print(oxfcgi.__version__); print(oxfcgi.__file__)"],
+             timeout=60, check=False, env=env)
+    if cp.returncode != 0:
+        raise SystemExit(f"oxfcgi does not import in the venv:\n{cp.stderr}")
+    version, where = cp.stdout.split()[:2]
+    if mode == "checkout" and not Path(where).resolve().is_relative_to(ROOT / "python"):
+        raise SystemExit(f"expected oxfcgi from {ROOT / 'python'}, the venv imports {where}")
+    helptext = run([VENV_PY, "-m", "oxfcgi", "serve", "--help"], timeout=60, check=False, env=env).stdout
+    has_workers = "--workers" in (helptext or "")
+    if not has_workers:
+        notes.append("oxfcgi has no `serve --workers` option yet: 2-worker rows are n/a")
+    log(f"oxfcgi {version} from {where}; --workers {'available' if has_workers else 'not available'}")
+    return Oxfcgi(env, version, has_workers, source)
+
+
+# ------------------------------------------------------------------------------------------
+# Servers and apps.
+
+@dataclass
+class Scenario:
+    key: str
+    title: str
+    app: str
+    post: bool = False
+
+
+SCENARIOS = [
+    Scenario("hello", "hello", "hello"),
+    Scenario("body10k", "10 KB", "body10k"),
+    Scenario("body1m", "1 MB", "body1m"),
+    Scenario("echo", "POST echo 10 KB", "echo", post=True),
+    Scenario("sleep10", "sleep 10 ms", "sleep10"),
+]
+
+
+@dataclass
+class Server:
+    key: str
+    label: str
+    proto: str            # "fcgi", "http" or "static"
+    keep_conn: bool       # keeps connections between requests (FastCGI FCGI_KEEP_CONN / HTTP keep-alive)
+    needs: str | None     # peer package
+    note: str = ""
+
+
+SERVERS = [
+    Server("oxfcgi-1", "oxfcgi, 1 worker", "fcgi", True, None, "default threads"),
+    Server("oxfcgi-2", "oxfcgi, 2 workers", "fcgi", True, None, "--workers 2, default threads"),
+    Server("uwsgi", "uWSGI, 2 processes", "fcgi", False, "uwsgi",
+           "--fastcgi-socket --processes 2 --master; closes the connection after each request"),
+    Server("flup-thread", "flup 1.0.3 threaded", "fcgi", True, "flup", "flup.server.fcgi.WSGIServer"),
+    Server("flup-fork", "flup 1.0.3 fork", "fcgi", True, "flup", "flup.server.fcgi_fork.WSGIServer"),
+    Server("fcgisgi", "fcgisgi", "fcgi", True, "fcgisgi", "run_wsgi_server, default thread pool"),
+    Server("gunicorn", "gunicorn, 2 workers", "http", True, "gunicorn", "-w 2 -k gthread --threads 4"),
+    Server("granian", "granian, 2 workers", "http", True, "granian", "--interface wsgi --workers 2"),
+    Server("nginx", "nginx alone (ceiling)", "static", True, None, 'return 200 "Hello, World!"'),
+]
+
+
+class Env:
+    """Everything the cells need."""
+
+    def __init__(self, args, run_dir: Path, wrk, nginx, ox: Oxfcgi, uwsgi: Uwsgi | None,
+                 peers: dict[str, str]):
+        self.args = args
+        self.run_dir = run_dir
+        self.wrk = wrk
+        self.nginx = nginx
+        self.ox = ox
+        self.uwsgi = uwsgi
+        self.peers = peers
+        self.counter = 0
+
+    def path(self, name: str) -> Path:
+        self.counter += 1
+        return self.run_dir / f"{self.counter:03d}-{name}"
+
+
+def server_unavailable(env: Env, srv: Server) -> str | None:
+    if srv.key == "oxfcgi-2" and not env.ox.has_workers:
+        return "n/a (no --workers yet)"
+    if srv.key == "uwsgi" and env.uwsgi is None:
+        return "n/a (uWSGI not installed)"
+    if srv.needs and srv.needs != "uwsgi" and srv.needs not in env.peers:
+        return f"n/a ({srv.needs} not installed)"
+    if srv.proto != "fcgi" and (not env.wrk or not env.nginx):
+        return "n/a (no wrk/nginx)"
+    return None
+
+
+def start_backend(env: Env, srv: Server, app: str, sock: Path) -> Proc:
+    target = f"benches.apps:{app}"
+    logp = env.path(f"{srv.key}-{app}.log")
+    venv_bin = VENV / "bin"
+    if srv.key.startswith("oxfcgi"):
+        cmd = [VENV_PY, "-m", "oxfcgi", "serve", target, "--bind", f"unix:{sock}",
+               "--socket-mode", "666"]
+        if env.args.oxfcgi_threads:
+            cmd += ["--threads", str(env.args.oxfcgi_threads)]
+        if srv.key == "oxfcgi-2":
+            cmd += ["--workers", "2"]
+        proc = Proc(srv.key, cmd, logp, env=env.ox.env)
+    elif srv.key == "uwsgi":
+        u = env.uwsgi
+        cmd = [u.binary, *u.plugin_args, "--fastcgi-socket", sock, "--chmod-socket=666",
+               "--processes", "2", "--master", "--chdir", u.chdir,
+               "--module", f"{u.module_prefix}:{app}", "--need-app", "--disable-logging",
+               "--die-on-term", "--listen", "128"]
+        proc = Proc(srv.key, cmd, logp, cwd=u.chdir)
+    elif srv.key in ("flup-thread", "flup-fork", "fcgisgi"):
+        cmd = [VENV_PY, BENCH / "peer_servers.py", srv.key, target, sock]
+        proc = Proc(srv.key, cmd, logp)
+    elif srv.key == "gunicorn":
+        cmd = [venv_bin / "gunicorn", "-w", "2", "-k", "gthread", "--threads", "4",
+               "--bind", f"unix:{sock}", "--chdir", ROOT, "--log-level", "warning",
+               "--keep-alive", "75", target]
+        proc = Proc(srv.key, cmd, logp)
+    elif srv.key == "granian":
+        cmd = [venv_bin / "granian", "--interface", "wsgi", "--workers", "2", "--uds", sock,
+               "--uds-permissions", "438", "--no-log", target]
+        proc = Proc(srv.key, cmd, logp)
+    else:
+        raise ValueError(srv.key)
+    wait_unix(sock, proc)
+    return proc
+
+
+NGINX_CONF = """\
+# Written by benches/compare.py for one measurement; everything lives under {prefix}.
+daemon off;
+master_process on;
+worker_processes 2;
+{user_line}
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{
+    worker_connections 4096;
+}}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/tmp_client;
+    fastcgi_temp_path {prefix}/tmp_fastcgi;
+    proxy_temp_path {prefix}/tmp_proxy;
+    uwsgi_temp_path {prefix}/tmp_uwsgi;
+    scgi_temp_path {prefix}/tmp_scgi;
+    default_type application/octet-stream;
+    client_max_body_size 0;
+    client_body_buffer_size 128k;
+    keepalive_requests 1000000;
+    keepalive_timeout 60s;
+{upstream}
+    server {{
+        listen 127.0.0.1:{port} reuseport backlog=4096;
+        server_name localhost;
+        location / {{
+{location}
+        }}
+    }}
+}}
+"""
+
+FASTCGI_PARAMS = """\
+            fastcgi_param QUERY_STRING $query_string;
+            fastcgi_param REQUEST_METHOD $request_method;
+            fastcgi_param CONTENT_TYPE $content_type;
+            fastcgi_param CONTENT_LENGTH $content_length;
+            fastcgi_param SCRIPT_NAME "";
+            fastcgi_param PATH_INFO $uri;
+            fastcgi_param REQUEST_URI $request_uri;
+            fastcgi_param DOCUMENT_URI $document_uri;
+            fastcgi_param DOCUMENT_ROOT $document_root;
+            fastcgi_param SERVER_PROTOCOL $server_protocol;
+            fastcgi_param REQUEST_SCHEME $scheme;
+            fastcgi_param GATEWAY_INTERFACE CGI/1.1;
+            fastcgi_param SERVER_SOFTWARE nginx/$nginx_version;
+            fastcgi_param REMOTE_ADDR $remote_addr;
+            fastcgi_param REMOTE_PORT $remote_port;
+            fastcgi_param SERVER_ADDR $server_addr;
+            fastcgi_param SERVER_PORT $server_port;
+            fastcgi_param SERVER_NAME $server_name;
+            fastcgi_param HTTP_HOST $host;"""
+
+
+def start_nginx(env: Env, srv: Server, sock: Path | None) -> tuple[Proc, int]:
+    prefix = env.path(f"nginx-{srv.key}")
+    prefix.mkdir()
+    port = free_port()
+    if srv.proto == "static":
+        upstream = ""
+        location = ('            default_type text/plain;\n'
+                    '            return 200 "Hello, World!";')
+    elif srv.proto == "fcgi":
+        keep = "        keepalive 32;\n        keepalive_requests 1000000;\n" if srv.keep_conn else ""
+        upstream = f"    upstream backend {{\n        server unix:{sock};\n{keep}    }}"
+        location = FASTCGI_PARAMS + "\n" + (
+            "            fastcgi_pass backend;\n"
+            + ("            fastcgi_keep_conn on;\n" if srv.keep_conn else "")
+            + "            fastcgi_buffer_size 32k;\n"
+              "            fastcgi_buffers 32 32k;\n"
+              "            fastcgi_read_timeout 30s;\n"
+              "            fastcgi_send_timeout 30s;")
+    else:
+        upstream = (f"    upstream backend {{\n        server unix:{sock};\n"
+                    "        keepalive 32;\n        keepalive_requests 1000000;\n    }")
+        location = ("            proxy_pass http://backend;\n"
+                    "            proxy_http_version 1.1;\n"
+                    '            proxy_set_header Connection "";\n'
+                    "            proxy_set_header Host $host;\n"
+                    "            proxy_buffer_size 32k;\n"
+                    "            proxy_buffers 32 32k;\n"
+                    "            proxy_read_timeout 30s;\n"
+                    "            proxy_send_timeout 30s;")
+    conf = prefix / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(
+        prefix=prefix, port=port, upstream=upstream, location=location,
+        user_line="user root;" if os.geteuid() == 0 else ""))
+    proc = Proc("nginx", [env.nginx, "-p", prefix, "-c", conf, "-e", prefix / "error.log"],
+                prefix / "stdout.log")
+    proc.prefix = prefix
+    wait_tcp(port, proc)
+    return proc, port
+
+
+# ------------------------------------------------------------------------------------------
+# Measurements.
+
+@dataclass
+class Result:
+    rps: float = 0.0
+    p50: float | None = None
+    p99: float | None = None
+    errors: int = 0
+    requests: int = 0
+    note: str = ""          # why there is no number
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.note and self.requests > 0
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    if not m:
+        raise ValueError(text)
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def parse_wrk(out: str) -> Result:
+    r = Result()
+    m = re.search(r"Requests/sec:\s*([\d.]+)", out)
+    if not m:
+        r.note = "wrk printed no result"
+        return r
+    r.rps = float(m.group(1))
+    m = re.search(r"(\d+) requests in", out)
+    r.requests = int(m.group(1)) if m else 0
+    for pct, attr in (("50", "p50"), ("99", "p99")):
+        m = re.search(rf"^\s+{pct}%\s+(\S+)\s*$", out, re.M)
+        if m:
+            setattr(r, attr, _ms(m.group(1)))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        r.errors += sum(int(x) for x in m.groups())
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        r.errors += int(m.group(1))
+    return r
+
+
+def run_wrk(env: Env, port: int, sc: Scenario) -> Result:
+    url = f"http://127.0.0.1:{port}/"
+    base = [env.wrk, f"-t{WRK_THREADS}", f"-c{env.args.connections}", "--latency", "--timeout", "10s"]
+    if sc.post:
+        lua = env.run_dir / "post.lua"
+        if not lua.exists():
+            lua.write_text('wrk.method = "POST"\n'
+                           f'wrk.body = string.rep("a", {ECHO_BYTES})\n'
+                           'wrk.headers["Content-Type"] = "application/octet-stream"\n')
+        base += ["-s", lua]
+    if env.args.warmup > 0:
+        run(base + [f"-d{max(1, round(env.args.warmup))}s", url],
+            timeout=env.args.warmup + 40, check=False)
+        # wrk closing its connections aborts requests nginx had in flight; let the server finish
+        # them so they do not count against the measured run's concurrency.
+        time.sleep(0.5)
+    cp = run(base + [f"-d{env.args.duration:g}s", url], timeout=env.args.duration + 60, check=False)
+    r = parse_wrk(cp.stdout or "")
+    if r.note:
+        r.note = f"wrk failed: {(cp.stderr or cp.stdout or '').strip()[-200:]}"
+    return r
+
+
+def run_loadgen(env: Env, sock: Path, sc: Scenario, keep_conn: bool) -> Result:
+    cmd = [LOADGEN, f"unix:{sock}", "-c", env.args.connections, "-d", env.args.duration,
+           "-w", env.args.warmup, "--json", "--timeout", "10"]
+    cmd.append("--keep-conn" if keep_conn else "--per-request")
+    if sc.post:
+        cmd += ["--method", "POST", "--body-size", ECHO_BYTES]
+    cp = run(cmd, timeout=env.args.duration + env.args.warmup + 60, check=False)
+    try:
+        data = json.loads((cp.stdout or "").strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return Result(note=f"loadgen failed: {(cp.stderr or cp.stdout or '').strip()[-200:]}")
+    r = Result(rps=data["rps"], p50=data["p50_ms"], p99=data["p99_ms"], errors=data["errors"],
+               requests=data["requests"], extra=data)
+    if data["errors"] and data.get("first_error"):
+        r.extra["first_error"] = data["first_error"]
+    return r
+
+
+def problem_line(path: Path) -> str | None:
+    """The last warning/error line of a log file, shortened, or None."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    pat = re.compile(r"\[(error|crit|alert|emerg|warn)\]|WARNING|ERROR|Traceback|error", re.I)
+    for line in reversed(lines):
+        if pat.search(line):
+            return line.strip()[:300]
+    return None
+
+
+def measure_server(env: Env, srv: Server, scenarios: list[Scenario],
+                   results: dict) -> None:
+    why = server_unavailable(env, srv)
+    modes = ["nginx"] + (["direct"] if srv.proto == "fcgi" else [])
+    for sc in scenarios:
+        if why:
+            for mode in modes:
+                results[(srv.key, mode, sc.key)] = Result(note=why)
+            continue
+        if srv.proto == "static" and sc.key != "hello":
+            results[(srv.key, "nginx", sc.key)] = Result(note="—")
+            continue
+        log(f"{srv.label}: {sc.title}")
+        sock = env.run_dir / f"{srv.key}.sock"
+        backend = nginx = None
+        try:
+            if srv.proto != "static":
+                with _suppress():
+                    sock.unlink()
+                backend = start_backend(env, srv, sc.app, sock)
+            if env.wrk and env.nginx:
+                nginx, port = start_nginx(env, srv, sock if backend else None)
+                r = results[(srv.key, "nginx", sc.key)] = run_wrk(env, port, sc)
+                nginx.stop()
+                if r.errors:
+                    r.extra["first_error"] = (problem_line(nginx.prefix / "error.log")
+                                              or (backend and problem_line(backend.log_path))
+                                              or "wrk: non-2xx responses or socket errors")
+                nginx = None
+            else:
+                results[(srv.key, "nginx", sc.key)] = Result(note="n/a (no wrk/nginx)")
+            if srv.proto == "fcgi":
+                r = results[(srv.key, "direct", sc.key)] = run_loadgen(env, sock, sc, srv.keep_conn)
+                if r.errors and backend:
+                    hint = problem_line(backend.log_path)
+                    if hint:
+                        r.extra["first_error"] = f"{r.extra.get('first_error')}; server log: {hint}"
+            if backend and not backend.alive():
+                for mode in modes:
+                    r = results.get((srv.key, mode, sc.key))
+                    if r is not None:
+                        r.extra["crashed"] = True
+                log(f"  {srv.key} exited during the run:\n{backend.tail()}")
+        except (RuntimeError, subprocess.SubprocessError, OSError) as e:
+            log(f"  failed: {e}")
+            for mode in modes:
+                results.setdefault((srv.key, mode, sc.key),
+                                   Result(note=f"failed: {str(e).splitlines()[0][:80]}"))
+        finally:
+            if nginx:
+                nginx.stop()
+            if backend:
+                backend.stop()
+        for mode in modes:
+            r = results.get((srv.key, mode, sc.key))
+            if r and r.ok:
+                log(f"  {mode:6s} {r.rps:10.1f} req/s  p99 {fmt_ms(r.p99)}  errors {r.errors}")
+
+
+# ------------------------------------------------------------------------------------------
+# Memory.
+
+def rss_kb(pid: int, field_name: str = "VmRSS") -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def group_pids(pgid: int) -> list[int]:
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if os.getpgid(int(d.name)) == pgid:
+                    pids.append(int(d.name))
+            except OSError:
+                pass
+    return pids
+
+
+def measure_memory(env: Env) -> dict:
+    mem: dict = {}
+    sock = env.run_dir / "mem.sock"
+    # 1. Idle RSS: oxfcgi (one process) vs a bare python that imported the same app.
+    ox = bare = None
+    try:
+        with _suppress():
+            sock.unlink()
+        ox = Proc("oxfcgi-mem", [VENV_PY, "-m", "oxfcgi", "serve", "benches.apps:hello",
+                                 "--bind", f"unix:{sock}"], env.path("mem-oxfcgi.log"),
+                  env=env.ox.env)
+        wait_unix(sock, ox)
+        time.sleep(1.0)
+        mem["oxfcgi_fresh_kb"] = rss_kb(ox.pid)
+        run([LOADGEN, f"unix:{sock}", "-c", "4", "-d", "2", "-w", "0", "--json"], timeout=60,
+            check=False)
+        time.sleep(1.0)
+        mem["oxfcgi_idle_kb"] = rss_kb(ox.pid)
+        ox.stop()
+        ox = None
+        if env.ox.has_workers:
+            # The same, as a prefork worker (--workers 2): the largest worker's RSS.
+            with _suppress():
+                sock.unlink()
+            ox = Proc("oxfcgi-mem-prefork", [VENV_PY, "-m", "oxfcgi", "serve", "benches.apps:hello",
+                                             "--bind", f"unix:{sock}", "--workers", "2"],
+                      env.path("mem-oxfcgi-prefork.log"), env=env.ox.env)
+            wait_unix(sock, ox)
+            time.sleep(1.0)
+            run([LOADGEN, f"unix:{sock}", "-c", "4", "-d", "2", "-w", "0", "--json"], timeout=60,
+                check=False)
+            time.sleep(1.0)
+            workers = [p for p in group_pids(ox.pid) if p != ox.pid]
+            sizes = [v for v in (rss_kb(p) for p in workers) if v]
+            if sizes:
+                mem["oxfcgi_worker_kb"] = max(sizes)
+                mem["oxfcgi_master_kb"] = rss_kb(ox.pid)
+            ox.stop()
+            ox = None
+        for kind, key in (("bare", "bare_kb"), ("bare-oxfcgi", "bare_oxfcgi_kb")):
+            bare_out = env.path(f"mem-{kind}.out")
+            with open(bare_out, "wb") as out:
+                bare = Proc(kind, [VENV_PY, BENCH / "peer_servers.py", kind,
+                                   "benches.apps:hello", "-"],
+                            env.path(f"mem-{kind}.log"), env=env.ox.env, stdout=out)
+            deadline = time.monotonic() + 20
+            while b"ready" not in bare_out.read_bytes() and time.monotonic() < deadline:
+                if not bare.alive():
+                    raise RuntimeError(f"{kind} python exited:\n{bare.tail()}")
+                time.sleep(0.05)
+            time.sleep(0.5)
+            mem[key] = rss_kb(bare.pid)
+            bare.stop()
+            bare = None
+    except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+        mem["idle_error"] = str(e).splitlines()[0]
+    finally:
+        for p in (bare, ox):
+            if p:
+                p.stop()
+
+    # 2. Peak RSS increase while a 100 MB upload is read in 64 KB chunks.
+    ox = None
+    try:
+        with _suppress():
+            sock.unlink()
+        ox = Proc("oxfcgi-upload", [VENV_PY, "-m", "oxfcgi", "serve", "benches.apps:upload_sink",
+                                    "--bind", f"unix:{sock}"], env.path("mem-upload.log"),
+                  env=env.ox.env)
+        wait_unix(sock, ox)
+        # Warm up: a few small uploads, so one-time allocations are not counted.
+        run([LOADGEN, f"unix:{sock}", "-c", "1", "-n", "20", "-d", "20", "-w", "0", "--json",
+             "--method", "POST", "--body-size", str(1 << 20)], timeout=60, check=False)
+        time.sleep(0.5)
+        pids = group_pids(ox.pid)
+        base = {p: rss_kb(p) or 0 for p in pids}
+        hwm_reset = True
+        for p in pids:
+            try:
+                Path(f"/proc/{p}/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+            except OSError:
+                hwm_reset = False
+        peak = dict(base)
+        stop = threading.Event()
+
+        def sample():
+            while not stop.is_set():
+                for p in pids:
+                    v = rss_kb(p)
+                    if v is not None and v > peak.get(p, 0):
+                        peak[p] = v
+                stop.wait(0.005)
+
+        t = threading.Thread(target=sample, daemon=True)
+        t.start()
+        t0 = time.monotonic()
+        cp = run([LOADGEN, f"unix:{sock}", "-c", "1", "-n", "1", "-d", "120", "-w", "0", "--json",
+                  "--timeout", "120", "--method", "POST", "--body-size", str(UPLOAD_BYTES)],
+                 timeout=180, check=False)
+        elapsed = time.monotonic() - t0
+        stop.set()
+        t.join()
+        if hwm_reset:
+            for p in pids:
+                hwm = rss_kb(p, "VmHWM")
+                if hwm:
+                    peak[p] = max(peak.get(p, 0), hwm)
+        try:
+            data = json.loads(cp.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            data = {"requests": 0, "first_error": (cp.stderr or "")[-200:]}
+        if data.get("requests") != 1 or data.get("errors"):
+            mem["upload_error"] = f"upload failed: {data.get('first_error')}"
+        increase = max(peak[p] - base[p] for p in pids)
+        mem["upload_base_kb"] = sum(base.values())
+        mem["upload_increase_kb"] = increase
+        mem["upload_seconds"] = elapsed
+        mem["upload_hwm"] = hwm_reset
+    except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+        mem["upload_error"] = str(e).splitlines()[0]
+    finally:
+        if ox:
+            ox.stop()
+    return mem
+
+
+# ------------------------------------------------------------------------------------------
+# Report.
+
+def fmt_ms(v: float | None) -> str:
+    if v is None:
+        return "?"
+    if v >= 100:
+        return f"{v:.0f} ms"
+    if v >= 10:
+        return f"{v:.1f} ms"
+    return f"{v:.2f} ms"
+
+
+def fmt_rps(v: float) -> str:
+    return f"{v:,.0f}" if v >= 100 else f"{v:.1f}"
+
+
+def reference_key(results: dict, mode: str, sc: str) -> str | None:
+    for key in ("oxfcgi-2", "oxfcgi-1"):
+        r = results.get((key, mode, sc))
+        if r and r.ok:
+            return key
+    return None
+
+
+def cell(results: dict, srv: Server, mode: str, sc: Scenario) -> str:
+    r = results.get((srv.key, mode, sc.key))
+    if r is None:
+        return "—"
+    if not r.ok:
+        return r.note or "no result"
+    text = f"{fmt_rps(r.rps)}/s · p99 {fmt_ms(r.p99)}"
+    ref = reference_key(results, mode, sc.key)
+    if ref:
+        text += f" · {r.rps / results[(ref, mode, sc.key)].rps:.2f}×"
+    if r.errors:
+        text += f" · **{r.errors} err**"
+    if r.extra.get("crashed"):
+        text += " · crashed"
+    return text
+
+
+def build_table(results: dict, servers: list[Server], scenarios: list[Scenario]) -> str:
+    head = ["server", "mode"] + [sc.title for sc in scenarios]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for mode in ("nginx", "direct"):
+        for srv in servers:
+            if mode == "direct" and srv.proto != "fcgi":
+                continue
+            if not any((srv.key, mode, sc.key) in results for sc in scenarios):
+                continue
+            mode_text = ("nginx + wrk" if mode == "nginx" else "direct (loadgen)")
+            if mode == "nginx" and srv.proto == "http":
+                mode_text = "nginx proxy_pass + wrk"
+            if mode == "nginx" and srv.proto == "static":
+                mode_text = "wrk"
+            row = [srv.label, mode_text] + [cell(results, srv, mode, sc) for sc in scenarios]
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def targets(results: dict, mem: dict) -> str:
+    rows = ["| target | measured | goal | verdict |", "|---|---|---|---|"]
+
+    def get(key, mode="nginx", sc="hello"):
+        r = results.get((key, mode, sc))
+        return r if r and r.ok else None
+
+    def ratio_row(title, a, b, goal):
+        if a and b:
+            v = a.rps / b.rps
+            rows.append(f"| {title} | {v:.2f}× ({fmt_rps(a.rps)} vs {fmt_rps(b.rps)} req/s) "
+                        f"| ≥ {goal}× | {'PASS' if v >= goal else 'FAIL'} |")
+        else:
+            rows.append(f"| {title} | n/a | ≥ {goal}× | n/a |")
+
+    ox2, ox1 = get("oxfcgi-2"), get("oxfcgi-1")
+    ratio_row("oxfcgi 2 workers ÷ uWSGI 2 processes (hello, nginx, wrk -c16)", ox2, get("uwsgi"), 1.5)
+    ratio_row("oxfcgi 2 workers ÷ granian 2 workers (hello, nginx)", ox2, get("granian"), 1.0)
+    ratio_row("oxfcgi 1 worker ÷ flup threaded (hello, nginx)", ox1, get("flup-thread"), 5.0)
+    ratio_row("oxfcgi 1 worker ÷ flup threaded (hello, direct)", get("oxfcgi-1", "direct"),
+              get("flup-thread", "direct"), 5.0)
+    uw = get("uwsgi")
+    if ox2 and uw and ox2.p99 is not None and uw.p99 is not None:
+        rows.append(f"| p99 oxfcgi 2 workers vs uWSGI (hello, nginx) | {fmt_ms(ox2.p99)} vs "
+                    f"{fmt_ms(uw.p99)} ({ox2.p99 / uw.p99:.2f}×) | ≤ 1.0× | "
+                    f"{'PASS' if ox2.p99 <= uw.p99 else 'FAIL'} |")
+    else:
+        rows.append("| p99 oxfcgi 2 workers vs uWSGI (hello, nginx) | n/a | ≤ 1.0× | n/a |")
+    if mem.get("oxfcgi_idle_kb") and mem.get("bare_kb"):
+        v = mem["oxfcgi_idle_kb"] / mem["bare_kb"]
+        rows.append(f"| idle RSS: oxfcgi process ÷ bare python with the app imported | {v:.2f}× "
+                    f"({mem['oxfcgi_idle_kb'] / 1024:.1f} MB vs {mem['bare_kb'] / 1024:.1f} MB; "
+                    f"fresh {mem.get('oxfcgi_fresh_kb', 0) / 1024:.1f} MB; a bare python that also "
+                    f"imported oxfcgi: {(mem.get('bare_oxfcgi_kb') or 0) / 1024:.1f} MB) | ≤ 1.2× | "
+                    f"{'PASS' if v <= 1.2 else 'FAIL'} |")
+        if mem.get("oxfcgi_worker_kb"):
+            v = mem["oxfcgi_worker_kb"] / mem["bare_kb"]
+            rows.append(f"| idle RSS: oxfcgi prefork worker (--workers 2) ÷ bare python | {v:.2f}× "
+                        f"({mem['oxfcgi_worker_kb'] / 1024:.1f} MB; master "
+                        f"{(mem.get('oxfcgi_master_kb') or 0) / 1024:.1f} MB) | ≤ 1.2× | "
+                        f"{'PASS' if v <= 1.2 else 'FAIL'} |")
+    else:
+        rows.append(f"| idle RSS ratio | n/a ({mem.get('idle_error', 'not measured')}) | ≤ 1.2× | n/a |")
+    if "upload_increase_kb" in mem and not mem.get("upload_error"):
+        v = mem["upload_increase_kb"] / 1024
+        rows.append(f"| peak RSS increase during a 100 MB upload read in 64 KB chunks | {v:.1f} MB "
+                    f"(in {mem['upload_seconds']:.1f} s) | < 16 MB | {'PASS' if v < 16 else 'FAIL'} |")
+    else:
+        rows.append(f"| peak RSS increase, 100 MB upload | n/a ({mem.get('upload_error', 'not measured')}) "
+                    "| < 16 MB | n/a |")
+    return "\n".join(rows)
+
+
+def machine_info(env: Env) -> list[str]:
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+
+    def out(cmd):
+        try:
+            cp = run(cmd, timeout=30, check=False)
+            return ((cp.stdout or "") + (cp.stderr or "")).strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.SubprocessError):
+            return "?"
+
+    git = out(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"])
+    dirty = run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"], timeout=30,
+                check=False).stdout.strip()
+    info = [
+        f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
+        f"- machine: {os.cpu_count()} CPUs (nproc {out(['nproc'])}), {cpu}, "
+        f"{platform.system()} {platform.release()}, load average at start {env.args.loadavg}",
+        f"- python: {out([VENV_PY, '--version'])} ({VENV.relative_to(ROOT)})",
+        f"- oxfcgi {env.ox.version} at {git}{' + uncommitted changes' if dirty else ''}: {env.ox.source}",
+        f"- nginx: {out([env.nginx, '-v']) if env.nginx else 'missing'}; wrk: "
+        f"{out([env.wrk, '-v']) if env.wrk else 'missing'}",
+        "- peers: " + (", ".join([f"{k} {v}" for k, v in sorted(env.peers.items()) if k != "uwsgi"]
+                                 + ([f"uWSGI {env.uwsgi.version}"] if env.uwsgi else []))
+                       or "none measured"),
+        f"- load: {env.args.connections} connections, {env.args.duration:g} s per cell after "
+        f"{env.args.warmup:g} s warm-up; wrk -t{WRK_THREADS}; loadgen 1 thread",
+    ]
+    return info
+
+
+# ------------------------------------------------------------------------------------------
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="~3 s per cell (a smoke test)")
+    p.add_argument("--duration", type=float, help="seconds per measurement (default 10; 3 with --quick)")
+    p.add_argument("--warmup", type=float, help="warm-up seconds before each measurement (default 2; 1 with --quick)")
+    p.add_argument("--connections", type=int, default=CONNECTIONS, help="concurrent connections (default 16)")
+    p.add_argument("--only", default="", help="comma-separated server/app keys, memory, nomemory")
+    p.add_argument("--oxfcgi-from", choices=("auto", "checkout", "wheel"), default="auto",
+                   help="checkout: this checkout's built engine; wheel: pip install . into the venv; "
+                        "auto (default): checkout when its engine is built and newer than src/, else wheel")
+    p.add_argument("--oxfcgi-threads", type=int, help="oxfcgi --threads (default: its own default)")
+    p.add_argument("--keep-run-dir", action="store_true", help="keep logs and configs in the run directory")
+    p.add_argument("--no-write", action="store_true", help=f"do not write {RESULTS.relative_to(ROOT)}")
+    args = p.parse_args(argv)
+    if args.duration is None:
+        args.duration = 3.0 if args.quick else 10.0
+    if args.warmup is None:
+        args.warmup = 1.0 if args.quick else 2.0
+    only = [x.strip() for x in args.only.split(",") if x.strip()]
+    server_keys = {s.key for s in SERVERS}
+    app_keys = {s.key for s in SCENARIOS}
+    unknown = [x for x in only if x not in server_keys | app_keys | {"memory", "nomemory"}]
+    if unknown:
+        p.error(f"unknown --only names {unknown}; known: {sorted(server_keys | app_keys)}, memory, nomemory")
+    want_servers = [x for x in only if x in server_keys]
+    want_apps = [x for x in only if x in app_keys]
+    args.servers = [s for s in SERVERS if not want_servers or s.key in want_servers]
+    args.scenarios = [s for s in SCENARIOS if not want_apps or s.key in want_apps]
+    if "nomemory" in only:
+        args.memory = False
+    elif "memory" in only:
+        args.memory = True
+    else:
+        args.memory = not want_servers and not want_apps
+    if only == ["memory"]:
+        args.servers = []
+    args.loadavg = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, on_term)
+    notes: list[str] = []
+    run_dir = Path(tempfile.mkdtemp(prefix="oxfcgi-bench-", dir="/tmp"))
+    os.chmod(run_dir, 0o755)
+    failed = True
+    try:
+        wrk, nginx = ensure_tools(notes)
+        ensure_loadgen()
+        wanted = {s.needs for s in args.servers if s.needs}
+        peers = ensure_venv(wanted, notes)
+        uwsgi = ensure_uwsgi(peers, run_dir, notes) if "uwsgi" in wanted else None
+        ox = ensure_oxfcgi(args.oxfcgi_from, notes)
+        env = Env(args, run_dir, wrk, nginx, ox, uwsgi, peers)
+        log(f"run directory {run_dir}; {args.duration:g} s per cell")
+
+        results: dict = {}
+        for srv in args.servers:
+            measure_server(env, srv, args.scenarios, results)
+        mem = measure_memory(env) if args.memory else {}
+
+        table = build_table(results, args.servers, args.scenarios)
+        tgt = targets(results, mem)
+        errors = {f"{k[0]} {k[1]} {k[2]}": r.extra.get("first_error") for k, r in results.items()
+                  if r.ok and r.errors and r.extra.get("first_error")}
+        report = "\n".join([
+            "# oxfcgi benchmarks",
+            "",
+            f"`python3 benches/compare.py{' --quick' if args.quick else ''}"
+            f"{' --duration ' + format(args.duration, 'g') if not args.quick and args.duration != 10 else ''}"
+            f"{' --only ' + args.only if args.only else ''}`",
+            "",
+            *machine_info(env),
+            "",
+            "Each cell: requests/s · p99 latency · ratio of req/s to oxfcgi (2 workers when "
+            "available, else 1) in the same mode. *nginx*: wrk → nginx (2 workers) → server "
+            "(FastCGI over a unix socket, keep-conn where the server supports it; HTTP over a "
+            "unix socket for gunicorn/granian). *direct*: oxfcgi-loadgen → server's FastCGI socket.",
+            "",
+            table,
+            "",
+            "## Targets (issue: all cores, bounded load, benchmarks that beat uWSGI)",
+            "",
+            tgt,
+            "",
+            "## Notes",
+            "",
+            *[f"- {s.label}: {s.note}" for s in args.servers if s.note],
+            *[f"- {n}" for n in notes],
+            *[f"- errors in {k}: {v}" for k, v in errors.items()],
+            "",
+        ])
+        print(report)
+        if not args.no_write:
+            RESULTS.write_text(report)
+            log(f"wrote {RESULTS}")
+        failed = False
+        return 0
+    except KeyboardInterrupt:
+        log("interrupted; stopping everything")
+        return 130
+    finally:
+        stop_all()
+        if args.keep_run_dir or failed:
+            log(f"logs kept in {run_dir}")
+        else:
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
