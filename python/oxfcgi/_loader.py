@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-import traceback
 import types
 
 __all__ = ["AppCaptured", "LoadError", "intercept", "load_app", "capturing", "FILE_MODULE_NAME"]
@@ -206,6 +205,8 @@ def load_app(target: str):
                                       tb_obj.tb_frame.f_code.co_filename == importlib.__file__ or
                                       tb_obj.tb_frame.f_code.co_filename.startswith("<frozen ")):
             tb_obj = tb_obj.tb_next       # hide the loader's and importlib's own frames
+        import traceback
+
         tb = "".join(traceback.format_exception(type(e), e, tb_obj))
         raise LoadError(f"oxfcgi: error while loading {target!r}:\n{tb.rstrip()}") from e
     finally:

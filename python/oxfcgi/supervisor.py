@@ -32,8 +32,6 @@ import struct
 import sys
 import threading
 import time
-import traceback
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ._oxfcgi import Listener, Scoreboard, Server
@@ -50,26 +48,36 @@ MAX_BACKOFF = 30.0
 EXIT_LOAD_FAILED = 3
 
 
-@dataclass
 class Recycle:
     """When a worker is replaced: after ``max_requests`` requests (+ up to
     ``max_requests_jitter`` more, chosen per worker), after ``max_lifetime``
-    seconds, or when its RSS exceeds ``max_rss`` MiB. 0/None: never."""
+    seconds, or when its RSS exceeds ``max_rss`` MiB. 0/None: never.
 
-    max_requests: int | None = None
-    max_requests_jitter: int = 0
-    max_lifetime: float = 0.0
-    max_rss: int = 0
+    (Plain classes, not dataclasses: importing ``dataclasses`` costs every
+    worker about a megabyte of ``inspect``/``ast``.)"""
+
+    __slots__ = ("max_requests", "max_requests_jitter", "max_lifetime", "max_rss")
+
+    def __init__(self, max_requests: int | None = None, max_requests_jitter: int = 0,
+                 max_lifetime: float = 0.0, max_rss: int = 0):
+        self.max_requests = max_requests
+        self.max_requests_jitter = max_requests_jitter
+        self.max_lifetime = max_lifetime
+        self.max_rss = max_rss
 
 
-@dataclass
 class Worker:
-    pid: int
-    slot: int
-    started: float = field(default_factory=time.monotonic)
-    ready: bool = False
-    retiring: bool = False
-    lifetime_limit: float = 0.0
+    """One worker process, as the master tracks it."""
+
+    __slots__ = ("pid", "slot", "started", "ready", "retiring", "lifetime_limit")
+
+    def __init__(self, pid: int, slot: int, lifetime_limit: float = 0.0):
+        self.pid = pid
+        self.slot = slot
+        self.started = time.monotonic()
+        self.ready = False
+        self.retiring = False
+        self.lifetime_limit = lifetime_limit
 
 
 def _rss_mib(pid: int) -> float:
@@ -91,6 +99,8 @@ def _watchdog(server: Server, timeout: float, replace: bool) -> None:
             if seconds <= timeout or (what, thread_id) in reported:
                 continue
             reported.add((what, thread_id))
+            import traceback
+
             frames = sys._current_frames()
             names = {t.ident: t.name for t in threading.enumerate()}
             parts = []
@@ -169,6 +179,8 @@ class Master:
             try:
                 code = self._worker_main(slot, max_requests)
             except BaseException:  # noqa: BLE001 - the worker must never return into the master's code
+                import traceback
+
                 traceback.print_exc()
             finally:
                 os._exit(code)
@@ -188,6 +200,8 @@ class Master:
         try:
             app = self.load_app()
         except BaseException:  # noqa: BLE001
+            import traceback
+
             log.error("worker %d cannot load the application:\n%s", os.getpid(), traceback.format_exc())
             return EXIT_LOAD_FAILED
         server = Server(app, scoreboard=self.board, worker_slot=slot, max_requests=max_requests,
