@@ -44,6 +44,25 @@ class ConfigOptions:
     workdir: str | None = None
 
 
+def app_file(app: str) -> str | None:
+    """The file of a file target (``app.fcgi``, ``/srv/app.py``, ``app.py:name``), else None."""
+    path = app
+    head, colon, tail = app.rpartition(":")
+    if colon and head.endswith((".py", ".fcgi")) and "/" not in tail:
+        path = head
+    if path.endswith((".py", ".fcgi")) or "/" in path:
+        return path
+    return None
+
+
+def app_stem(app: str) -> str:
+    """A short name for the app: the file's stem, or the module's last part (``pkg.site:app`` -> ``site``)."""
+    import os
+
+    file = app_file(app)
+    return os.path.splitext(os.path.basename(file))[0] if file else app.split(":")[0].rsplit(".", 1)[-1]
+
+
 def generate(options: ConfigOptions) -> str:
     """The configuration text for ``options.target``; ``ValueError`` for an unknown target."""
     import importlib

@@ -27,6 +27,7 @@ import re
 from typing import TYPE_CHECKING
 
 from oxfcgi._bind import parse_bind
+from oxfcgi.config import app_file, app_stem
 
 if TYPE_CHECKING:
     from oxfcgi.config import ConfigOptions
@@ -66,20 +67,8 @@ def _regex_literal(text: str) -> str:
     return "".join(out)
 
 
-def _app_file(app: str) -> str | None:
-    """The file of a file target (``app.fcgi``, ``/srv/app.py``, ``app.py:name``), else None."""
-    path = app
-    head, colon, tail = app.rpartition(":")
-    if colon and head.endswith((".py", ".fcgi")) and "/" not in tail:
-        path = head
-    if path.endswith((".py", ".fcgi")) or "/" in path:
-        return path
-    return None
-
-
 def _name(options: ConfigOptions) -> str:
-    file = _app_file(options.app)
-    base = os.path.splitext(os.path.basename(file))[0] if file else options.app.split(":")[0].rsplit(".", 1)[-1]
+    base = app_stem(options.app)
     return re.sub(r"[^A-Za-z0-9_-]+", "-", base).strip("-") or "app"
 
 
@@ -102,7 +91,7 @@ def _bin_path(options: ConfigOptions) -> tuple[str, list[tuple[str, str]]]:
     """(bin-path, bin-environment entries)."""
     # No --script-name: lighttpd's SCRIPT_NAME/PATH_INFO split is right, and its PATH_INFO
     # is the normalized path (dot segments removed), which REQUEST_URI is not.
-    file = _app_file(options.app)
+    file = app_file(options.app)
     if file:
         base = options.app[len(file):]          # ":attr" or ""
         absolute = os.path.abspath(os.path.join(options.workdir or os.getcwd(), file))

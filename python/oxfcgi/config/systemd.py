@@ -22,6 +22,7 @@ import shlex
 from typing import TYPE_CHECKING
 
 from oxfcgi._bind import parse_bind
+from oxfcgi.config import app_file, app_stem
 
 if TYPE_CHECKING:
     from oxfcgi.config import ConfigOptions
@@ -35,20 +36,9 @@ TIMEOUT_STOP_SEC = 40
 FILE_HEADER = re.compile(r"^# --- file: (\S+) ---$", re.MULTILINE)
 
 
-def _app_file(app: str) -> str | None:
-    path = app
-    head, colon, tail = app.rpartition(":")
-    if colon and head.endswith((".py", ".fcgi")) and "/" not in tail:
-        path = head
-    if path.endswith((".py", ".fcgi")) or "/" in path:
-        return path
-    return None
-
-
 def unit_name(options: ConfigOptions) -> str:
     """``oxfcgi-<app>``: from the module (``pkg.site:app`` -> ``site``) or file name."""
-    file = _app_file(options.app)
-    base = os.path.splitext(os.path.basename(file))[0] if file else options.app.split(":")[0].rsplit(".", 1)[-1]
+    base = app_stem(options.app)
     return "oxfcgi-" + (re.sub(r"[^A-Za-z0-9_.-]+", "-", base).strip("-") or "app")
 
 
@@ -62,7 +52,7 @@ def _exec_arg(word: str) -> str:
 def generate(options: ConfigOptions) -> str:
     name = unit_name(options)
     kind = parse_bind(options.socket)
-    file = _app_file(options.app)
+    file = app_file(options.app)
     workdir = options.workdir
     app = options.app
     if file:
