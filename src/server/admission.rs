@@ -17,9 +17,8 @@ pub struct Admission {
     conns: Arc<Semaphore>,
     reqs: Arc<Semaphore>,
     caps: Capabilities,
-    /// Requests refused over the limit, in all (`max children reached` in
-    /// php-fpm's status terms) and since the last log line.
-    rejected: AtomicU64,
+    /// Requests refused over the limit since the last log line (the
+    /// status page's count is on the scoreboard).
     unlogged: AtomicU64,
     last_log: Mutex<Option<Instant>>,
 }
@@ -37,7 +36,6 @@ impl Admission {
             conns: Arc::new(Semaphore::new(max_conns)),
             reqs: Arc::new(Semaphore::new(max_reqs)),
             caps: Capabilities { max_conns, max_reqs, mpxs_conns: multiplexed },
-            rejected: AtomicU64::new(0),
             unlogged: AtomicU64::new(0),
             last_log: Mutex::new(None),
         }
@@ -68,7 +66,6 @@ impl Admission {
     /// Count a request refused over the limit, and log it (at most one
     /// line per few seconds, with the count, so overload does not flood).
     pub fn note_rejected(&self, peer: &str, multiplexed: bool) {
-        self.rejected.fetch_add(1, Ordering::Relaxed);
         let unlogged = self.unlogged.fetch_add(1, Ordering::Relaxed) + 1;
         let mut last = self.last_log.lock().unwrap_or_else(|e| e.into_inner());
         if last.is_some_and(|t| t.elapsed() < REJECT_LOG_INTERVAL) {
@@ -83,10 +80,6 @@ impl Admission {
         );
     }
 
-    /// Requests refused over the limit since start.
-    pub fn rejected(&self) -> u64 {
-        self.rejected.load(Ordering::Relaxed)
-    }
 
     /// Requests in flight right now.
     pub fn requests_in_flight(&self) -> usize {

@@ -143,11 +143,6 @@ impl InputStream {
         }
     }
 
-    /// Whether the end record was seen.
-    pub fn is_ended(&self) -> bool {
-        self.ended
-    }
-
     fn accept(&mut self, chunk: Bytes) -> Option<Bytes> {
         if chunk.is_empty() {
             self.ended = true;
@@ -211,10 +206,5 @@ impl ResponseSink {
     /// Queue `kind`, blocking the calling (non-async) thread while the queue is full.
     pub fn blocking_send(&self, kind: Output) -> Result<(), Gone> {
         self.tx.blocking_send(OutMessage { key: self.key, kind }).map_err(|_| Gone)
-    }
-
-    /// Whether the connection is gone.
-    pub fn is_closed(&self) -> bool {
-        self.tx.is_closed()
     }
 }

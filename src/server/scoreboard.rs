@@ -30,6 +30,8 @@ pub struct WorkerSlot {
 #[repr(C)]
 struct Header {
     started_ms: AtomicU64,
+    /// Requests running now and the most at once, pool-wide.
+    active: AtomicU64,
     max_active: AtomicU64,
 }
 
@@ -76,10 +78,6 @@ impl Scoreboard {
         self.slots
     }
 
-    pub fn is_empty(&self) -> bool {
-        false
-    }
-
     /// Worker `i`'s counters (`i` is taken modulo the slot count).
     pub fn slot(&self, i: usize) -> &WorkerSlot {
         let i = i % self.slots;
@@ -94,8 +92,9 @@ impl Scoreboard {
 
     /// Reset slot `i` for a worker starting now.
     pub fn claim(&self, i: usize, pid: u32) {
+        self.release(i);
         let s = self.slot(i);
-        for counter in [&s.accepted_conns, &s.requests, &s.active, &s.rejected, &s.slow, &s.open] {
+        for counter in [&s.accepted_conns, &s.requests, &s.rejected, &s.slow, &s.open] {
             counter.store(0, Ordering::Relaxed);
         }
         s.started_ms.store(now_ms(), Ordering::Relaxed);
@@ -106,13 +105,24 @@ impl Scoreboard {
     pub fn request_started(&self, i: usize) {
         self.slot(i).requests.fetch_add(1, Ordering::Relaxed);
         self.slot(i).active.fetch_add(1, Ordering::Relaxed);
-        let active: u64 = (0..self.slots).map(|j| self.slot(j).active.load(Ordering::Relaxed)).sum();
+        let active = self.header().active.fetch_add(1, Ordering::Relaxed) + 1;
         self.header().max_active.fetch_max(active, Ordering::Relaxed);
     }
 
     /// A request of worker `i` finished.
     pub fn request_finished(&self, i: usize) {
-        let _ = self.slot(i).active.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
+        if self.slot(i).active.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1)).is_ok() {
+            let _ = self.header().active.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
+        }
+    }
+
+    /// Forget a worker that is gone (the master calls this when it reaps
+    /// one): its slot no longer counts, its running requests neither.
+    pub fn release(&self, i: usize) {
+        let s = self.slot(i);
+        s.pid.store(0, Ordering::Relaxed);
+        let running = s.active.swap(0, Ordering::Relaxed);
+        let _ = self.header().active.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(running)));
     }
 
     /// Whether worker `i` should let the others accept first: it holds at

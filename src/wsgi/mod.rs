@@ -102,9 +102,7 @@ impl Scoreboard {
 
     /// Mark slot `slot`'s worker as gone.
     fn release(&self, slot: usize) {
-        let s = self.board.slot(slot);
-        s.pid.store(0, std::sync::atomic::Ordering::Relaxed);
-        s.active.store(0, std::sync::atomic::Ordering::Relaxed);
+        self.board.release(slot);
     }
 
     /// Slot `slot`'s counters: pid, requests, active, accepted_conns, rejected, slow.
