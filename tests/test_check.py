@@ -339,14 +339,20 @@ def test_import_runs_as_the_user(tmp):
     own sys.path.insert (the documented suEXEC-proof way), which the check follows."""
     if not os.path.exists("/usr/bin/python3"):
         pytest.skip("no /usr/bin/python3")
-    if subprocess.run([shutil.which("runuser", path="/usr/sbin:/sbin:/usr/bin") or "runuser", "-u", "www-data", "--", "/usr/bin/python3", "-c",
-                       f"import sys; sys.path.insert(0, {OXFCGI_PARENT!r}); import oxfcgi"],
-                      capture_output=True, env={"PATH": MOD_FCGID_PATH}).returncode != 0:
-        pytest.skip("www-data cannot import this oxfcgi checkout with /usr/bin/python3")
+    # A world-readable copy of the package: the checkout itself may sit where
+    # www-data cannot go (a 0700 clone directory, /root).
+    site = tmp / "site"
+    shutil.copytree(OXFCGI_PARENT + "/oxfcgi", site / "oxfcgi", ignore=shutil.ignore_patterns("__pycache__"))
+    for p in [site, *site.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    assert subprocess.run([shutil.which("runuser", path="/usr/sbin:/sbin:/usr/bin") or "runuser", "-u", "www-data", "--",
+                           "/usr/bin/python3", "-c", f"import sys; sys.path.insert(0, {str(site)!r}); import oxfcgi"],
+                          capture_output=True, env={"PATH": MOD_FCGID_PATH}).returncode == 0, \
+        "www-data cannot import the world-readable copy of oxfcgi"
     helper = tmp / "check_secret_helper.py"
     helper.write_text(APP)
     os.chmod(helper, 0o600)
-    body = (f"import sys\nsys.path.insert(0, {OXFCGI_PARENT!r})\n"
+    body = (f"import sys\nsys.path.insert(0, {str(site)!r})\n"
             "from check_secret_helper import app\nfrom oxfcgi import run\nrun(app)\n")
     path = script(tmp, shebang="/usr/bin/python3", body=body)
     status, out = run_check(path)
