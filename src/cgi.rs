@@ -114,7 +114,11 @@ pub fn sanitize(params: &mut Vec<(Bytes, Bytes)>, mount: Option<&[u8]>) -> Vec<W
             None => {
                 warnings.push(Warning {
                     once: Some(WarningKind::NotUnderMount),
-                    message: format!("request path {:?} is not under script_name {:?}; PATH_INFO set to the whole path", show(&path), show(mount)),
+                    message: format!(
+                        "request path {:?} is not under script_name {:?}; PATH_INFO set to the whole path",
+                        show(&path),
+                        show(mount)
+                    ),
                 });
                 path
             }
@@ -183,7 +187,10 @@ pub fn sanitize(params: &mut Vec<(Bytes, Bytes)>, mount: Option<&[u8]>) -> Vec<W
     }
     for (name, default) in REQUIRED {
         if get(params, name).is_none() {
-            warnings.push(Warning { once: None, message: format!("missing FastCGI param {name} required by WSGI; using {default:?}") });
+            warnings.push(Warning {
+                once: None,
+                message: format!("missing FastCGI param {name} required by WSGI; using {default:?}"),
+            });
             set(params, name, Bytes::from_static(default.as_bytes()));
         }
     }
@@ -203,10 +210,14 @@ pub fn url_scheme(params: &[(Bytes, Bytes)]) -> &'static str {
 mod tests {
     use super::*;
 
-    const BASE: [(&str, &str); 4] = [("REQUEST_METHOD", "GET"), ("SERVER_NAME", "h"), ("SERVER_PORT", "80"), ("SERVER_PROTOCOL", "HTTP/1.1")];
+    const BASE: [(&str, &str); 4] =
+        [("REQUEST_METHOD", "GET"), ("SERVER_NAME", "h"), ("SERVER_PORT", "80"), ("SERVER_PROTOCOL", "HTTP/1.1")];
 
     fn params(pairs: &[(&str, &str)]) -> Vec<(Bytes, Bytes)> {
-        BASE.iter().chain(pairs).map(|(n, v)| (Bytes::copy_from_slice(n.as_bytes()), Bytes::copy_from_slice(v.as_bytes()))).collect()
+        BASE.iter()
+            .chain(pairs)
+            .map(|(n, v)| (Bytes::copy_from_slice(n.as_bytes()), Bytes::copy_from_slice(v.as_bytes())))
+            .collect()
     }
 
     fn value<'a>(p: &'a [(Bytes, Bytes)], name: &str) -> &'a str {
@@ -236,7 +247,10 @@ mod tests {
 
     #[test]
     fn web_server_values_are_kept() {
-        let (p, w) = run(&[("SCRIPT_NAME", "/app"), ("PATH_INFO", "/p"), ("QUERY_STRING", "q"), ("REQUEST_URI", "/app/p?z")], None);
+        let (p, w) = run(
+            &[("SCRIPT_NAME", "/app"), ("PATH_INFO", "/p"), ("QUERY_STRING", "q"), ("REQUEST_URI", "/app/p?z")],
+            None,
+        );
         assert!(w.is_empty());
         assert_eq!((value(&p, "SCRIPT_NAME"), value(&p, "PATH_INFO"), value(&p, "QUERY_STRING")), ("/app", "/p", "q"));
     }
@@ -268,7 +282,12 @@ mod tests {
             assert!(w.is_empty(), "{software}");
             assert_eq!((value(&p, "SCRIPT_NAME"), value(&p, "PATH_INFO")), ("/app", ""));
         }
-        let proxied = [("SERVER_SOFTWARE", "Apache/2.4.71"), ("SCRIPT_FILENAME", "proxy:fcgi://localhost/x"), ("SCRIPT_NAME", "/x"), ("REQUEST_URI", "/x")];
+        let proxied = [
+            ("SERVER_SOFTWARE", "Apache/2.4.71"),
+            ("SCRIPT_FILENAME", "proxy:fcgi://localhost/x"),
+            ("SCRIPT_NAME", "/x"),
+            ("REQUEST_URI", "/x"),
+        ];
         let (p, _) = run(&proxied, None);
         assert_eq!((value(&p, "SCRIPT_NAME"), value(&p, "PATH_INFO")), ("", "/x"));
     }

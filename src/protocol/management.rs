@@ -18,11 +18,7 @@ impl BeginRequest {
     /// Parse an 8-byte `FCGI_BeginRequestBody`.
     pub fn parse(content: &[u8]) -> Result<BeginRequest, ProtocolError> {
         if content.len() != 8 {
-            return Err(ProtocolError::BodyLength {
-                record_type: FCGI_BEGIN_REQUEST,
-                len: content.len(),
-                expected: 8,
-            });
+            return Err(ProtocolError::BodyLength { record_type: FCGI_BEGIN_REQUEST, len: content.len(), expected: 8 });
         }
         Ok(BeginRequest { role: u16::from_be_bytes([content[0], content[1]]), flags: content[2] })
     }
@@ -60,8 +56,7 @@ pub struct Capabilities {
 /// Answer an FCGI_GET_VALUES query: a GET_VALUES_RESULT record with the
 /// variables asked for that this application knows; others are left out (§4.1).
 pub fn put_get_values_result(out: &mut BytesMut, query: &Bytes, caps: &Capabilities) -> Result<(), ProtocolError> {
-    let names = decode_pairs(query)
-        .map_err(|reason| ProtocolError::Params { stream: "FCGI_GET_VALUES", reason })?;
+    let names = decode_pairs(query).map_err(|reason| ProtocolError::Params { stream: "FCGI_GET_VALUES", reason })?;
     let mut body = BytesMut::new();
     for (name, _) in names {
         let value = match &name[..] {

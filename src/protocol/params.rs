@@ -180,11 +180,7 @@ mod tests {
         ]);
         assert_eq!(
             merged,
-            vec![
-                (b("HTTP_COOKIE"), b("a=1; b=2")),
-                (b("SCRIPT_NAME"), b("")),
-                (b("HTTP_X_FOO"), b("x, y")),
-            ]
+            vec![(b("HTTP_COOKIE"), b("a=1; b=2")), (b("SCRIPT_NAME"), b("")), (b("HTTP_X_FOO"), b("x, y")),]
         );
     }
 

@@ -80,7 +80,6 @@ impl Admission {
         );
     }
 
-
     /// Requests in flight right now.
     pub fn requests_in_flight(&self) -> usize {
         self.caps.max_reqs - self.reqs.available_permits()

@@ -16,7 +16,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
-use super::request::{InputSender, InputStream, OutMessage, Output, Request, RequestControl, ResponseSink, OUTPUT_QUEUE_MESSAGES};
+use super::request::{
+    InputSender, InputStream, OutMessage, Output, Request, RequestControl, ResponseSink, OUTPUT_QUEUE_MESSAGES,
+};
 use super::Shared;
 use crate::protocol::management::{put_end_request, put_get_values_result, put_unknown_type, BeginRequest};
 use crate::protocol::params::{merge_duplicates, ParamsCollector};
@@ -87,7 +89,9 @@ impl Expiry {
             Expiry::Stopping => "no request arrived on a connection accepted just before the stop".into(),
             Expiry::Idle => format!("no request within {}s (idle_timeout)", secs(t.idle)),
             Expiry::KeepAlive => format!("kept-open connection idle for {}s (keepalive_timeout)", secs(t.keepalive)),
-            Expiry::Read => format!("no request bytes for {}s while a request was incomplete (read_timeout)", secs(t.read)),
+            Expiry::Read => {
+                format!("no request bytes for {}s while a request was incomplete (read_timeout)", secs(t.read))
+            }
         }
     }
 }
@@ -124,8 +128,14 @@ struct Conn {
 }
 
 /// Serve one accepted connection until it closes.
-pub(crate) async fn serve_connection<R, W>(mut rd: R, mut wr: W, peer: Arc<str>, shared: Arc<Shared>, shutdown: CancellationToken, _ticket: super::ConnTicket)
-where
+pub(crate) async fn serve_connection<R, W>(
+    mut rd: R,
+    mut wr: W,
+    peer: Arc<str>,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    _ticket: super::ConnTicket,
+) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
@@ -146,7 +156,8 @@ where
     };
     tracing::debug!("{}: connection accepted", conn.peer);
     let graceful = loop {
-        if conn.slots.is_empty() && conn.wbuf.is_empty() && (conn.close_when_idle || conn.read_closed || conn.drained()) {
+        if conn.slots.is_empty() && conn.wbuf.is_empty() && (conn.close_when_idle || conn.read_closed || conn.drained())
+        {
             break true;
         }
         let reading = !conn.read_closed && !(conn.close_when_idle && conn.slots.is_empty()) && conn.pending.is_none();
@@ -274,7 +285,11 @@ impl Conn {
         }
         let t = &self.shared.config.timeouts;
         let (limit, why) = if self.slots.is_empty() {
-            if self.served == 0 { (t.idle, Expiry::Idle) } else { (t.keepalive, Expiry::KeepAlive) }
+            if self.served == 0 {
+                (t.idle, Expiry::Idle)
+            } else {
+                (t.keepalive, Expiry::KeepAlive)
+            }
         } else if self.pending.is_none() && self.slots.iter().any(Slot::expects_input) {
             (t.read, Expiry::Read)
         } else {
@@ -337,7 +352,11 @@ impl Conn {
         }
         let config = &self.shared.config;
         if !config.multiplexed && !self.slots.is_empty() {
-            tracing::warn!("{}: FCGI_BEGIN_REQUEST {id} while request {} is active and multiplexing is off: FCGI_CANT_MPX_CONN", self.peer, self.slots[0].request_id);
+            tracing::warn!(
+                "{}: FCGI_BEGIN_REQUEST {id} while request {} is active and multiplexing is off: FCGI_CANT_MPX_CONN",
+                self.peer,
+                self.slots[0].request_id
+            );
             put_end_request(&mut self.wbuf, id, 0, FCGI_CANT_MPX_CONN);
             return Ok(());
         }
@@ -346,7 +365,11 @@ impl Conn {
             self.close_when_idle = true;
         }
         let Some(role) = Role::from_u16(begin.role).filter(|r| config.roles.contains(r)) else {
-            tracing::warn!("{}: request {id} asks for role {}, which this server does not take (roles setting); FCGI_UNKNOWN_ROLE", self.peer, begin.role);
+            tracing::warn!(
+                "{}: request {id} asks for role {}, which this server does not take (roles setting); FCGI_UNKNOWN_ROLE",
+                self.peer,
+                begin.role
+            );
             put_end_request(&mut self.wbuf, id, 0, FCGI_UNKNOWN_ROLE);
             if !begin.keep_conn() {
                 self.close_when_idle = true;
@@ -360,7 +383,8 @@ impl Conn {
         } else {
             (None, None)
         };
-        let (stdin_tx, stdin) = if role == Role::Authorizer { (None, InputStream::empty()) } else { (Some(stdin_tx), stdin) };
+        let (stdin_tx, stdin) =
+            if role == Role::Authorizer { (None, InputStream::empty()) } else { (Some(stdin_tx), stdin) };
         self.slots.push(Slot {
             request_id: id,
             key: self.shared.next_key(),
@@ -434,7 +458,12 @@ impl Conn {
             slot.control.abort();
             let multiplexed = self.shared.config.multiplexed;
             self.shared.admission.note_rejected(&self.peer, multiplexed);
-            self.shared.seat.board.slot(self.shared.seat.slot).rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.shared
+                .seat
+                .board
+                .slot(self.shared.seat.slot)
+                .rejected
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if multiplexed {
                 self.end_unstarted(i, FCGI_OVERLOADED);
             } else {
@@ -470,7 +499,8 @@ impl Conn {
             return Some(super::status::response("200 OK", "text/plain", "pong\n"));
         }
         if config.status_path.as_ref().is_some_and(|p| p.as_bytes() == path) {
-            let has = |word: &[u8]| query.split(|&b| b == b'&').any(|part| part.split(|&b| b == b'=').next() == Some(word));
+            let has =
+                |word: &[u8]| query.split(|&b| b == b'&').any(|part| part.split(|&b| b == b'=').next() == Some(word));
             let (content_type, body) = self.shared.status(has(b"json"), has(b"full"));
             return Some(super::status::response("200 OK", content_type, &body));
         }
@@ -603,7 +633,11 @@ impl Conn {
                 continue;
             }
             if input_open {
-                tracing::info!("{}: the web server closed the connection before request {}'s body ended", self.peer, slot.request_id);
+                tracing::info!(
+                    "{}: the web server closed the connection before request {}'s body ended",
+                    self.peer,
+                    slot.request_id
+                );
                 slot.stdin_tx = None;
                 slot.data_tx = None;
             }
@@ -667,7 +701,8 @@ mod tests {
             dispatched: AtomicU64::new(0),
         });
         // A connection slot of its own (the accept loop's job in production).
-        let conn_permit = Arc::new(tokio::sync::Semaphore::new(1)).try_acquire_owned().expect("a fresh semaphore has a permit");
+        let conn_permit =
+            Arc::new(tokio::sync::Semaphore::new(1)).try_acquire_owned().expect("a fresh semaphore has a permit");
         let ticket = crate::server::ConnTicket::new(conn_permit, shared.seat.clone());
         let (rd, wr) = split(theirs);
         tokio::spawn(serve_connection(rd, wr, "test".into(), shared, CancellationToken::new(), ticket));
@@ -724,7 +759,8 @@ mod tests {
             put_record(&mut out, FCGI_STDIN, 1, &[]);
             wr.write_all(&out).await.unwrap();
             let recs = read_records(&mut rd, is_end).await;
-            let stdout: Vec<u8> = recs.iter().filter(|r| r.record_type == FCGI_STDOUT).flat_map(|r| r.content.to_vec()).collect();
+            let stdout: Vec<u8> =
+                recs.iter().filter(|r| r.record_type == FCGI_STDOUT).flat_map(|r| r.content.to_vec()).collect();
             assert_eq!(stdout, b"Status: 200 OK\r\n\r\nhello");
             assert_eq!(recs.last().unwrap().content[4], FCGI_REQUEST_COMPLETE);
         }
@@ -747,7 +783,16 @@ mod tests {
         wr.write_all(&out).await.unwrap();
         let recs = read_records(&mut rd, |r| is_end(r) && r.request_id == 2).await;
         let kinds: Vec<(u8, u16)> = recs.iter().map(|r| (r.record_type, r.request_id)).collect();
-        assert_eq!(kinds, vec![(FCGI_GET_VALUES_RESULT, 0), (FCGI_UNKNOWN_TYPE, 0), (FCGI_END_REQUEST, 1), (FCGI_END_REQUEST, 3), (FCGI_END_REQUEST, 2)]);
+        assert_eq!(
+            kinds,
+            vec![
+                (FCGI_GET_VALUES_RESULT, 0),
+                (FCGI_UNKNOWN_TYPE, 0),
+                (FCGI_END_REQUEST, 1),
+                (FCGI_END_REQUEST, 3),
+                (FCGI_END_REQUEST, 2)
+            ]
+        );
         assert!(recs[0].content.ends_with(b"FCGI_MAX_REQS7"));
         assert_eq!(recs[1].content[0], 42);
         assert_eq!(recs[2].content[4], FCGI_UNKNOWN_ROLE);

@@ -166,7 +166,9 @@ fn listening_kind(fd: RawFd) -> Result<libc::c_int, String> {
     let mut value: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: getsockopt writes at most `len` bytes into `value`.
-    let rc = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN, (&mut value as *mut libc::c_int).cast(), &mut len) };
+    let rc = unsafe {
+        libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN, (&mut value as *mut libc::c_int).cast(), &mut len)
+    };
     if rc != 0 {
         return Err(io::Error::last_os_error().to_string());
     }
@@ -176,7 +178,9 @@ fn listening_kind(fd: RawFd) -> Result<libc::c_int, String> {
     let mut domain: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: as above.
-    let rc = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_DOMAIN, (&mut domain as *mut libc::c_int).cast(), &mut len) };
+    let rc = unsafe {
+        libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_DOMAIN, (&mut domain as *mut libc::c_int).cast(), &mut len)
+    };
     if rc != 0 {
         return Err(io::Error::last_os_error().to_string());
     }
@@ -267,7 +271,9 @@ fn remove_stale_socket(path: &Path) -> Result<(), BindError> {
             tracing::info!("removing stale socket {shown} (nothing answers there)");
             std::fs::remove_file(path).map_err(|source| BindError::Io { what: format!("unix:{shown}"), source })
         }
-        Err(source) => Err(BindError::Io { what: format!("unix:{shown} (checking whether a server answers there)"), source }),
+        Err(source) => {
+            Err(BindError::Io { what: format!("unix:{shown} (checking whether a server answers there)"), source })
+        }
     }
 }
 

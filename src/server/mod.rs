@@ -155,7 +155,8 @@ fn listen_queue(fd: i32) -> Option<u64> {
     unsafe {
         let mut info: libc::tcp_info = std::mem::zeroed();
         let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-        (libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_INFO, (&mut info as *mut libc::tcp_info).cast(), &mut len) == 0)
+        (libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_INFO, (&mut info as *mut libc::tcp_info).cast(), &mut len)
+            == 0)
             .then_some(info.tcpi_unacked as u64)
     }
 }
@@ -172,7 +173,15 @@ pub struct Hooks {
 /// `hooks.reopen_logs`). Runs a single-threaded tokio runtime on the calling
 /// thread. Tells systemd `READY=1` and `STOPPING=1` when it asked (`NOTIFY_SOCKET`).
 #[allow(clippy::too_many_arguments)]
-pub fn serve(config: Config, bound: Bound, handler: Arc<dyn Handler>, stop: StopHandle, handle_signals: bool, hooks: Hooks, seat: PoolSeat) -> io::Result<StopReason> {
+pub fn serve(
+    config: Config,
+    bound: Bound,
+    handler: Arc<dyn Handler>,
+    stop: StopHandle,
+    handle_signals: bool,
+    hooks: Hooks,
+    seat: PoolSeat,
+) -> io::Result<StopReason> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let signals = if handle_signals { SignalGuard::install()? } else { None };
     if handle_signals && signals.is_none() {
@@ -185,7 +194,16 @@ pub fn serve(config: Config, bound: Bound, handler: Arc<dyn Handler>, stop: Stop
         Bound::Tcp { listener, .. } => Some(std::os::fd::AsRawFd::as_raw_fd(listener)),
         Bound::Unix { .. } => None,
     };
-    let shared = Arc::new(Shared { config, admission, handler, seat, stop: stop.clone(), listen_fd, keys: AtomicU64::new(1), dispatched: AtomicU64::new(0) });
+    let shared = Arc::new(Shared {
+        config,
+        admission,
+        handler,
+        seat,
+        stop: stop.clone(),
+        listen_fd,
+        keys: AtomicU64::new(1),
+        dispatched: AtomicU64::new(0),
+    });
     let reason = runtime.block_on(async {
         let forward = async {
             if let Some(guard) = &signals {
@@ -203,7 +221,12 @@ pub fn serve(config: Config, bound: Bound, handler: Arc<dyn Handler>, stop: Stop
     reason
 }
 
-async fn run(bound: Bound, shared: Arc<Shared>, stop: &StopHandle, graceful_timeout: Duration) -> io::Result<StopReason> {
+async fn run(
+    bound: Bound,
+    shared: Arc<Shared>,
+    stop: &StopHandle,
+    graceful_timeout: Duration,
+) -> io::Result<StopReason> {
     let description = bound.describe();
     if let Err(e) = notify::notify(&format!("READY=1\nSTATUS=serving on {description}")) {
         tracing::warn!("cannot notify systemd (NOTIFY_SOCKET): {e}");
@@ -217,7 +240,10 @@ async fn run(bound: Bound, shared: Arc<Shared>, stop: &StopHandle, graceful_time
     tracker.close();
     let in_flight = shared.admission.requests_in_flight();
     if in_flight > 0 {
-        tracing::info!("waiting up to {}s (graceful_timeout) for {in_flight} request(s) in flight", graceful_timeout.as_secs_f64());
+        tracing::info!(
+            "waiting up to {}s (graceful_timeout) for {in_flight} request(s) in flight",
+            graceful_timeout.as_secs_f64()
+        );
     }
     tokio::select! {
         _ = tracker.wait() => {},
@@ -231,7 +257,13 @@ async fn run(bound: Bound, shared: Arc<Shared>, stop: &StopHandle, graceful_time
     Ok(stop.reason().unwrap_or(StopReason::Requested { reload: false }))
 }
 
-async fn accept_loop(bound: Bound, shared: &Arc<Shared>, tracker: &TaskTracker, draining: &CancellationToken, stop: &StopHandle) -> io::Result<()> {
+async fn accept_loop(
+    bound: Bound,
+    shared: &Arc<Shared>,
+    tracker: &TaskTracker,
+    draining: &CancellationToken,
+    stop: &StopHandle,
+) -> io::Result<()> {
     // Keep the socket-file guard alive until we stop accepting.
     let (unix, tcp, _cleanup) = match bound {
         Bound::Unix { listener, cleanup } => (Some(tokio::net::UnixListener::from_std(listener)?), None, cleanup),
@@ -276,14 +308,29 @@ async fn accept_loop(bound: Bound, shared: &Arc<Shared>, tracker: &TaskTracker, 
         match accepted {
             Ok((Either::Unix(stream), peer)) => {
                 let (rd, wr) = stream.into_split();
-                tracker.spawn(connection::serve_connection(rd, wr, peer.into(), shared.clone(), draining.clone(), ticket()));
+                tracker.spawn(connection::serve_connection(
+                    rd,
+                    wr,
+                    peer.into(),
+                    shared.clone(),
+                    draining.clone(),
+                    ticket(),
+                ));
             }
             Ok((Either::Tcp(stream), peer)) => {
                 let (rd, wr) = stream.into_split();
-                tracker.spawn(connection::serve_connection(rd, wr, peer.into(), shared.clone(), draining.clone(), ticket()));
+                tracker.spawn(connection::serve_connection(
+                    rd,
+                    wr,
+                    peer.into(),
+                    shared.clone(),
+                    draining.clone(),
+                    ticket(),
+                ));
             }
             Err(e) => {
-                let pause = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM));
+                let pause =
+                    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM));
                 tracing::error!("accept failed: {e}");
                 if pause {
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -316,7 +363,12 @@ impl ConnTicket {
 
 impl Drop for ConnTicket {
     fn drop(&mut self) {
-        let _ = self.seat.board.slot(self.seat.slot).open.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
+        let _ = self
+            .seat
+            .board
+            .slot(self.seat.slot)
+            .open
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
     }
 }
 

@@ -57,7 +57,16 @@ impl Scoreboard {
         let slots = slots.max(1);
         let len = std::mem::size_of::<Header>() + slots * std::mem::size_of::<WorkerSlot>();
         // SAFETY: a fresh anonymous mapping; checked for MAP_FAILED.
-        let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0) };
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
@@ -122,7 +131,10 @@ impl Scoreboard {
         let s = self.slot(i);
         s.pid.store(0, Ordering::Relaxed);
         let running = s.active.swap(0, Ordering::Relaxed);
-        let _ = self.header().active.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(running)));
+        let _ = self
+            .header()
+            .active
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(running)));
     }
 
     /// Whether worker `i` should let the others accept first: it holds at

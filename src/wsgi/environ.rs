@@ -76,7 +76,12 @@ pub struct RequestStreams<'py> {
 /// Build the environ: params (after flup's fix-ups, see [`cgi::sanitize`]),
 /// then the server's `environ` setting (which overrides params, as in flup),
 /// then the `wsgi.*` keys. Warnings about missing params go to `wsgi.errors`.
-pub fn build<'py>(py: Python<'py>, ctx: &AppContext, mut params: Vec<(Bytes, Bytes)>, streams: RequestStreams<'py>) -> PyResult<Bound<'py, PyDict>> {
+pub fn build<'py>(
+    py: Python<'py>,
+    ctx: &AppContext,
+    mut params: Vec<(Bytes, Bytes)>,
+    streams: RequestStreams<'py>,
+) -> PyResult<Bound<'py, PyDict>> {
     let warnings = cgi::sanitize(&mut params, ctx.script_name.as_deref());
     let scheme = cgi::url_scheme(&params);
     let environ = PyDict::new(py);

@@ -44,12 +44,21 @@ pub struct Listener {
 impl Listener {
     #[new]
     #[pyo3(signature = (bind, *, socket_mode=0o660, umask=None, socket_owner=None, socket_group=None))]
-    fn new(bind: &Bound<'_, PyTuple>, socket_mode: u32, umask: Option<u32>, socket_owner: Option<u32>, socket_group: Option<u32>) -> PyResult<Self> {
+    fn new(
+        bind: &Bound<'_, PyTuple>,
+        socket_mode: u32,
+        umask: Option<u32>,
+        socket_owner: Option<u32>,
+        socket_group: Option<u32>,
+    ) -> PyResult<Self> {
         if socket_mode > 0o777 {
-            return Err(PyValueError::new_err(format!("socket_mode must be permission bits like 0o660, got {socket_mode:#o}")));
+            return Err(PyValueError::new_err(format!(
+                "socket_mode must be permission bits like 0o660, got {socket_mode:#o}"
+            )));
         }
         let target = parse_bind(bind)?;
-        let allowed = listener::web_server_addrs(std::env::var("FCGI_WEB_SERVER_ADDRS").ok().as_deref()).map_err(EngineError::from)?;
+        let allowed = listener::web_server_addrs(std::env::var("FCGI_WEB_SERVER_ADDRS").ok().as_deref())
+            .map_err(EngineError::from)?;
         let opts = UnixOptions { mode: socket_mode, umask, owner: socket_owner, group: socket_group };
         let bound = listener::bind(&target, opts, allowed).map_err(EngineError::from)?;
         let mut description = bound.describe();
@@ -72,7 +81,9 @@ impl Listener {
 
     /// In a forked worker: never remove the socket file (the master owns it).
     fn disown(&self) {
-        if let Some(listener::Bound::Unix { cleanup, .. }) = self.bound.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        if let Some(listener::Bound::Unix { cleanup, .. }) =
+            self.bound.lock().unwrap_or_else(|e| e.into_inner()).as_mut()
+        {
             if let Some(file) = cleanup.take() {
                 std::mem::forget(file);
             }
@@ -201,7 +212,9 @@ impl Server {
             return Err(PyValueError::new_err("max_requests must be at least 1 (or None for no limit)"));
         }
         if !(request_timeout.is_finite() && request_timeout >= 0.0) {
-            return Err(PyValueError::new_err(format!("request_timeout must be a number of seconds >= 0, got {request_timeout}")));
+            return Err(PyValueError::new_err(format!(
+                "request_timeout must be a number of seconds >= 0, got {request_timeout}"
+            )));
         }
         let board = match scoreboard {
             Some(b) => b.get().board.clone(),
@@ -216,7 +229,12 @@ impl Server {
         if max_reqs == Some(0) {
             return Err(PyValueError::new_err("max_reqs must be at least 1"));
         }
-        for (name, value) in [("graceful_timeout", graceful_timeout), ("idle_timeout", idle_timeout), ("keepalive_timeout", keepalive_timeout), ("read_timeout", read_timeout)] {
+        for (name, value) in [
+            ("graceful_timeout", graceful_timeout),
+            ("idle_timeout", idle_timeout),
+            ("keepalive_timeout", keepalive_timeout),
+            ("read_timeout", read_timeout),
+        ] {
             if !(value.is_finite() && (0.0..=1e9).contains(&value)) {
                 return Err(PyValueError::new_err(format!("{name} must be a number of seconds >= 0, got {value}")));
             }
@@ -224,12 +242,18 @@ impl Server {
         let limit = |secs: f64| (secs > 0.0).then(|| Duration::from_secs_f64(secs));
         if let Some(prefix) = &script_name {
             if !prefix.is_empty() && !prefix.starts_with('/') {
-                return Err(PyValueError::new_err(format!("script_name must be empty or start with '/', got {prefix:?}")));
+                return Err(PyValueError::new_err(format!(
+                    "script_name must be empty or start with '/', got {prefix:?}"
+                )));
             }
         }
         let roles = roles
             .into_iter()
-            .map(|r| Role::from_u16(r).ok_or_else(|| PyValueError::new_err(format!("unknown FastCGI role {r} (1 RESPONDER, 2 AUTHORIZER, 3 FILTER)"))))
+            .map(|r| {
+                Role::from_u16(r).ok_or_else(|| {
+                    PyValueError::new_err(format!("unknown FastCGI role {r} (1 RESPONDER, 2 AUTHORIZER, 3 FILTER)"))
+                })
+            })
             .collect::<PyResult<Vec<_>>>()?;
         if roles.is_empty() {
             return Err(PyValueError::new_err("roles must name at least one role"));
@@ -244,7 +268,11 @@ impl Server {
                 max_reqs: max_reqs.unwrap_or((16 * threads).max(64)),
                 max_params_size,
                 graceful_timeout: Duration::from_secs_f64(graceful_timeout),
-                timeouts: engine::Timeouts { idle: limit(idle_timeout), keepalive: limit(keepalive_timeout), read: limit(read_timeout) },
+                timeouts: engine::Timeouts {
+                    idle: limit(idle_timeout),
+                    keepalive: limit(keepalive_timeout),
+                    read: limit(read_timeout),
+                },
                 status_path,
                 ping_path,
                 max_requests,
@@ -330,12 +358,9 @@ impl Server {
     }
 
     fn listen_and_serve(&self, py: Python<'_>, listener: &Listener) -> PyResult<bool> {
-        let bound = listener
-            .bound
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-            .ok_or_else(|| PyRuntimeError::new_err("this listener was closed or used by another server; create a new one"))?;
+        let bound = listener.bound.lock().unwrap_or_else(|e| e.into_inner()).take().ok_or_else(|| {
+            PyRuntimeError::new_err("this listener was closed or used by another server; create a new one")
+        })?;
         tracing::info!(
             "oxfcgi {} serving on {}: {} thread(s), multiplexing {}, max_conns {}, max_reqs {}{}",
             env!("CARGO_PKG_VERSION"),
@@ -364,7 +389,8 @@ impl Server {
         let handle_signals = self.handle_signals;
         let hooks = engine::Hooks { reopen_logs: Some(Box::new(log::request_reopen)) };
         let seat = self.seat.clone();
-        let served = py.detach(move || engine::serve(config, bound, Arc::new(dispatcher), stop, handle_signals, hooks, seat));
+        let served =
+            py.detach(move || engine::serve(config, bound, Arc::new(dispatcher), stop, handle_signals, hooks, seat));
         self.current.lock().unwrap_or_else(|e| e.into_inner()).take();
         // Every dispatcher is gone with the runtime: idle workers exit at
         // once. One still inside the application after graceful_timeout

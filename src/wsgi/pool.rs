@@ -71,7 +71,9 @@ impl Pool {
         let mut handles = Vec::with_capacity(threads);
         for n in 0..threads.max(1) {
             let (ctx, rx) = (ctx.clone(), rx.clone());
-            handles.push(std::thread::Builder::new().name(format!("oxfcgi-worker-{n}")).spawn(move || worker(ctx, rx, n))?);
+            handles.push(
+                std::thread::Builder::new().name(format!("oxfcgi-worker-{n}")).spawn(move || worker(ctx, rx, n))?,
+            );
         }
         Ok((Pool { threads: handles }, Dispatcher { tx }))
     }
@@ -102,7 +104,10 @@ fn worker(ctx: Arc<AppContext>, rx: Receiver<Request>, n: usize) {
         while let Ok(request) = py.detach(|| rx.recv()) {
             let id = request.request_id;
             if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| handle(py, &ctx, request, n, thread_id))) {
-                let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned());
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned());
                 tracing::error!("internal error while serving request {id}: {}", what.unwrap_or_default());
             }
         }
@@ -136,13 +141,20 @@ pub struct Label {
 impl Label {
     fn new(id: u16, params: &[(bytes::Bytes, bytes::Bytes)]) -> Self {
         let get = |name: &str| params.iter().find(|(n, _)| n == name.as_bytes()).map(|(_, v)| v.clone());
-        Label { id, method: get("REQUEST_METHOD"), uri: get("REQUEST_URI"), script_name: get("SCRIPT_NAME"), path_info: get("PATH_INFO") }
+        Label {
+            id,
+            method: get("REQUEST_METHOD"),
+            uri: get("REQUEST_URI"),
+            script_name: get("SCRIPT_NAME"),
+            path_info: get("PATH_INFO"),
+        }
     }
 }
 
 impl std::fmt::Display for Label {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let text = |b: &Option<bytes::Bytes>| b.as_deref().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
+        let text =
+            |b: &Option<bytes::Bytes>| b.as_deref().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
         let target = match &self.uri {
             Some(_) => text(&self.uri),
             None => text(&self.script_name) + &text(&self.path_info),

@@ -142,7 +142,13 @@ fn latin1_bytes(value: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
             return Ok(text.as_bytes().to_vec());
         }
         text.chars()
-            .map(|c| u8::try_from(c as u32).map_err(|_| PyValueError::new_err(format!("{what} {text:?} contains {c:?}, which is not latin-1 (PEP 3333 requires latin-1 strings)"))))
+            .map(|c| {
+                u8::try_from(c as u32).map_err(|_| {
+                    PyValueError::new_err(format!(
+                        "{what} {text:?} contains {c:?}, which is not latin-1 (PEP 3333 requires latin-1 strings)"
+                    ))
+                })
+            })
             .collect()
     } else if let Ok(b) = value.cast::<PyBytes>() {
         Ok(b.as_bytes().to_vec())
@@ -160,7 +166,8 @@ fn is_token_char(b: u8) -> bool {
 fn build_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<Head> {
     // PEP 3333 says str; flup also took bytes.
     let status = latin1_bytes(status, "status")?;
-    let valid = status.len() >= 4 && status[..3].iter().all(u8::is_ascii_digit) && status[0] != b'0' && status[3] == b' ';
+    let valid =
+        status.len() >= 4 && status[..3].iter().all(u8::is_ascii_digit) && status[0] != b'0' && status[3] == b' ';
     if !valid || status.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
         return Err(PyValueError::new_err(format!(
             "status {:?} is not a 3-digit code, a space and a reason phrase such as '200 OK' (PEP 3333)",
@@ -168,7 +175,10 @@ fn build_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult
         )));
     }
     if !(headers.is_instance_of::<PyList>() || headers.is_instance_of::<PyTuple>()) {
-        return Err(PyTypeError::new_err(format!("response_headers must be a list of (name, value) tuples, not {}", headers.get_type().name()?)));
+        return Err(PyTypeError::new_err(format!(
+            "response_headers must be a list of (name, value) tuples, not {}",
+            headers.get_type().name()?
+        )));
     }
     let mut block = Vec::with_capacity(64 + status.len());
     block.extend_from_slice(b"Status: ");
@@ -178,18 +188,30 @@ fn build_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult
     for item in headers.try_iter()? {
         let item = item?;
         let pair = item.cast::<PyTuple>().ok().filter(|t| t.len() == 2).ok_or_else(|| {
-            PyTypeError::new_err(format!("each response header must be a (name, value) tuple, got {}", item.repr().map(|r| r.to_string()).unwrap_or_default()))
+            PyTypeError::new_err(format!(
+                "each response header must be a (name, value) tuple, got {}",
+                item.repr().map(|r| r.to_string()).unwrap_or_default()
+            ))
         })?;
         let name = latin1_bytes(&pair.get_item(0)?, "header name")?;
         let value = latin1_bytes(&pair.get_item(1)?, "header value")?;
         if name.is_empty() || !name.iter().copied().all(is_token_char) {
-            return Err(PyValueError::new_err(format!("invalid header name {:?}: only token characters are allowed (RFC 9110 §5.1)", String::from_utf8_lossy(&name))));
+            return Err(PyValueError::new_err(format!(
+                "invalid header name {:?}: only token characters are allowed (RFC 9110 §5.1)",
+                String::from_utf8_lossy(&name)
+            )));
         }
         if value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
-            return Err(PyValueError::new_err(format!("header {} has a CR, LF or NUL in its value {:?}", String::from_utf8_lossy(&name), String::from_utf8_lossy(&value))));
+            return Err(PyValueError::new_err(format!(
+                "header {} has a CR, LF or NUL in its value {:?}",
+                String::from_utf8_lossy(&name),
+                String::from_utf8_lossy(&value)
+            )));
         }
         if name.eq_ignore_ascii_case(b"status") {
-            return Err(PyValueError::new_err("a 'Status' response header is not allowed: pass the status as start_response()'s first argument"));
+            return Err(PyValueError::new_err(
+                "a 'Status' response header is not allowed: pass the status as start_response()'s first argument",
+            ));
         }
         has_content_length |= name.eq_ignore_ascii_case(b"content-length");
         block.extend_from_slice(&name);
@@ -215,7 +237,13 @@ impl StartResponse {
     /// Raises `TypeError`/`ValueError` for an invalid status or headers and
     /// `AssertionError` for a second call without `exc_info`.
     #[pyo3(signature = (status, response_headers, exc_info=None))]
-    fn __call__(&self, py: Python<'_>, status: &Bound<'_, PyAny>, response_headers: &Bound<'_, PyAny>, exc_info: Option<&Bound<'_, PyAny>>) -> PyResult<Write> {
+    fn __call__(
+        &self,
+        py: Python<'_>,
+        status: &Bound<'_, PyAny>,
+        response_headers: &Bound<'_, PyAny>,
+        exc_info: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Write> {
         let exc_info = exc_info.filter(|e| !e.is_none());
         if let Some(exc_info) = exc_info {
             if self.responder.headers_sent() {
@@ -254,8 +282,12 @@ impl Write {
         match self.responder.send(py, chunk.as_ref(), None) {
             Ok(()) => Ok(()),
             Err(Failure::App(e)) => Err(e),
-            Err(Failure::Gone) => Err(pyo3::exceptions::PyConnectionResetError::new_err("the web server closed the connection")),
-            Err(Failure::Aborted) => Err(pyo3::exceptions::PyConnectionAbortedError::new_err("the web server aborted the request")),
+            Err(Failure::Gone) => {
+                Err(pyo3::exceptions::PyConnectionResetError::new_err("the web server closed the connection"))
+            }
+            Err(Failure::Aborted) => {
+                Err(pyo3::exceptions::PyConnectionAbortedError::new_err("the web server aborted the request"))
+            }
         }
     }
 }
@@ -291,7 +323,11 @@ fn body_bytes<'py>(item: &Bound<'py, PyAny>) -> PyResult<Chunk<'py>> {
     }
     if item.is_instance_of::<PyString>() {
         if !WARNED_STR_BODY.swap(true, Ordering::Relaxed) {
-            log_now(item.py(), LEVEL_WARNING, "the application yields str body chunks; PEP 3333 requires bytes (encoding them as latin-1, like flup)");
+            log_now(
+                item.py(),
+                LEVEL_WARNING,
+                "the application yields str body chunks; PEP 3333 requires bytes (encoding them as latin-1, like flup)",
+            );
         }
         return Ok(Chunk::Owned(latin1_bytes(item, "body chunk")?));
     }
@@ -361,7 +397,12 @@ fn real_file(py: Python<'_>, wrapper: &FileWrapper) -> Option<(i32, i64)> {
     Some((fd, offset))
 }
 
-fn send_file(py: Python<'_>, (fd, mut offset): (i32, i64), wrapper: &FileWrapper, responder: &Responder) -> Result<(), Failure> {
+fn send_file(
+    py: Python<'_>,
+    (fd, mut offset): (i32, i64),
+    wrapper: &FileWrapper,
+    responder: &Responder,
+) -> Result<(), Failure> {
     // Keep the file object alive (and its fd open) while we read without the GIL.
     let _keep = wrapper.filelike.clone_ref(py);
     let result = py.detach(|| {
@@ -400,7 +441,15 @@ fn close_body(result: &Bound<'_, PyAny>) -> PyResult<()> {
 
 /// Run the application for one request. Returns the `appStatus` for
 /// FCGI_END_REQUEST: 0 when the application completed, 1 when it raised.
-pub fn run_app(py: Python<'_>, app: &Bound<'_, PyAny>, environ: Bound<'_, pyo3::types::PyDict>, responder: Arc<Responder>, errors: &Bound<'_, ErrorStream>, debug: bool, what: &dyn std::fmt::Display) -> u32 {
+pub fn run_app(
+    py: Python<'_>,
+    app: &Bound<'_, PyAny>,
+    environ: Bound<'_, pyo3::types::PyDict>,
+    responder: Arc<Responder>,
+    errors: &Bound<'_, ErrorStream>,
+    debug: bool,
+    what: &dyn std::fmt::Display,
+) -> u32 {
     let start_response = match Bound::new(py, StartResponse { responder: responder.clone() }) {
         Ok(s) => s,
         Err(e) => return report(py, e, &responder, errors, debug, what),
@@ -436,7 +485,14 @@ pub fn run_app(py: Python<'_>, app: &Bound<'_, PyAny>, environ: Bound<'_, pyo3::
 
 /// The application failed: traceback to FCGI_STDERR and the log; a 500
 /// page if no header went out yet, else the response is cut short.
-fn report(py: Python<'_>, err: PyErr, responder: &Responder, errors: &Bound<'_, ErrorStream>, debug: bool, what: &dyn std::fmt::Display) -> u32 {
+fn report(
+    py: Python<'_>,
+    err: PyErr,
+    responder: &Responder,
+    errors: &Bound<'_, ErrorStream>,
+    debug: bool,
+    what: &dyn std::fmt::Display,
+) -> u32 {
     let traceback = format_traceback(py, &err);
     let headers_sent = responder.headers_sent();
     let note = if headers_sent { " (after the response started; it is cut short)" } else { "" };
@@ -477,7 +533,10 @@ fn error_page(py: Python<'_>, traceback: Option<&String>) -> Bytes {
                  </body></html>\n"
             .to_string(),
     };
-    let head = format!("Status: 500 Internal Server Error\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\n\r\n", body.len());
+    let head = format!(
+        "Status: 500 Internal Server Error\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
     let mut out = BytesMut::with_capacity(head.len() + body.len());
     out.put_slice(head.as_bytes());
     out.put_slice(body.as_bytes());

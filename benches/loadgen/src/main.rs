@@ -21,8 +21,8 @@ use clap::{ArgGroup, Parser};
 use oxfcgi::protocol::params::put_pair;
 use oxfcgi::protocol::record::{decode, put_record, put_stream};
 use oxfcgi::protocol::{
-    FCGI_BEGIN_REQUEST, FCGI_END_REQUEST, FCGI_KEEP_CONN, FCGI_MAX_CONTENT_LEN, FCGI_PARAMS,
-    FCGI_REQUEST_COMPLETE, FCGI_RESPONDER, FCGI_STDERR, FCGI_STDIN, FCGI_STDOUT,
+    FCGI_BEGIN_REQUEST, FCGI_END_REQUEST, FCGI_KEEP_CONN, FCGI_MAX_CONTENT_LEN, FCGI_PARAMS, FCGI_REQUEST_COMPLETE,
+    FCGI_RESPONDER, FCGI_STDERR, FCGI_STDIN, FCGI_STDOUT,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
@@ -162,10 +162,7 @@ async fn read_response<R: AsyncRead + Unpin>(
     buf: &mut BytesMut,
     header: &mut Vec<u8>,
 ) -> Result<Option<Response>, (Failure, String)> {
-    let mut resp = Response {
-        status: 0,
-        ..Default::default()
-    };
+    let mut resp = Response { status: 0, ..Default::default() };
     let mut header_done = false;
     header.clear();
     let mut got_any = false;
@@ -213,10 +210,7 @@ async fn read_response<R: AsyncRead + Unpin>(
             // (the caller retries once on a new one).
             Err(e)
                 if !got_any
-                    && matches!(
-                        e.kind(),
-                        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
-                    ) =>
+                    && matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe) =>
             {
                 return Ok(None)
             }
@@ -226,10 +220,7 @@ async fn read_response<R: AsyncRead + Unpin>(
             if !got_any && buf.is_empty() {
                 return Ok(None);
             }
-            return Err((
-                Failure::Closed,
-                "connection closed before FCGI_END_REQUEST".into(),
-            ));
+            return Err((Failure::Closed, "connection closed before FCGI_END_REQUEST".into()));
         }
         got_any = true;
         resp.wire_bytes += n as u64;
@@ -268,9 +259,7 @@ where
 {
     buf.clear();
     let write = async {
-        w.write_all(request)
-            .await
-            .map_err(|e| (Failure::Io, e.to_string()))?;
+        w.write_all(request).await.map_err(|e| (Failure::Io, e.to_string()))?;
         w.flush().await.map_err(|e| (Failure::Io, e.to_string()))
     };
     let read = read_response(r, buf, header);
@@ -359,10 +348,7 @@ impl TaskStats {
 }
 
 async fn run_connection(sh: Arc<Shared>) -> TaskStats {
-    let mut st = TaskStats {
-        latencies_us: Vec::with_capacity(64 * 1024),
-        ..Default::default()
-    };
+    let mut st = TaskStats { latencies_us: Vec::with_capacity(64 * 1024), ..Default::default() };
     let mut buf = BytesMut::with_capacity(128 * 1024);
     let mut header = Vec::with_capacity(1024);
     let mut conn: Option<Conn> = None;
@@ -392,8 +378,7 @@ async fn run_connection(sh: Arc<Shared>) -> TaskStats {
                             .map_err(|e| (Failure::Connect, format!("connect: {e}")))?,
                     );
                 }
-                let result =
-                    exchange_on(conn.as_mut().unwrap(), &sh.request, &mut buf, &mut header).await;
+                let result = exchange_on(conn.as_mut().unwrap(), &sh.request, &mut buf, &mut header).await;
                 match result {
                     Ok(Some(resp)) => return Ok((resp, retried)),
                     Ok(None) if reused && !retried => {
@@ -401,12 +386,7 @@ async fn run_connection(sh: Arc<Shared>) -> TaskStats {
                         conn = None;
                         retried = true;
                     }
-                    Ok(None) => {
-                        return Err((
-                            Failure::Closed,
-                            "connection closed before any response".into(),
-                        ))
-                    }
+                    Ok(None) => return Err((Failure::Closed, "connection closed before any response".into())),
                     Err(e) => return Err(e),
                 }
             }
@@ -464,13 +444,7 @@ fn build_request(args: &Args, body: &[u8], keep_conn: bool) -> Vec<u8> {
     let method = args
         .method
         .clone()
-        .unwrap_or_else(|| {
-            if body.is_empty() {
-                "GET".into()
-            } else {
-                "POST".into()
-            }
-        })
+        .unwrap_or_else(|| if body.is_empty() { "GET".into() } else { "POST".into() })
         .to_ascii_uppercase();
     let (path, query) = match args.path.split_once('?') {
         Some((p, q)) => (p.to_string(), q.to_string()),
@@ -478,24 +452,13 @@ fn build_request(args: &Args, body: &[u8], keep_conn: bool) -> Vec<u8> {
     };
     let (server_addr, server_port) = match Target::parse(&args.addr) {
         Target::Tcp(s) => match s.rsplit_once(':') {
-            Some((h, p)) => (
-                h.trim_matches(|c| c == '[' || c == ']').to_string(),
-                p.to_string(),
-            ),
+            Some((h, p)) => (h.trim_matches(|c| c == '[' || c == ']').to_string(), p.to_string()),
             None => ("127.0.0.1".into(), "80".into()),
         },
         Target::Unix(_) => ("127.0.0.1".into(), "80".into()),
     };
-    let content_length = if body.is_empty() && method == "GET" {
-        String::new()
-    } else {
-        body.len().to_string()
-    };
-    let content_type = if body.is_empty() {
-        ""
-    } else {
-        "application/octet-stream"
-    };
+    let content_length = if body.is_empty() && method == "GET" { String::new() } else { body.len().to_string() };
+    let content_type = if body.is_empty() { "" } else { "application/octet-stream" };
     // What nginx's fastcgi_params send, with the usual WSGI mapping (SCRIPT_NAME "", PATH_INFO).
     let mut pairs: Vec<(String, String)> = vec![
         ("QUERY_STRING".into(), query),
@@ -531,17 +494,10 @@ fn build_request(args: &Args, body: &[u8], keep_conn: bool) -> Vec<u8> {
         put_pair(&mut params, n.as_bytes(), v.as_bytes());
     }
 
-    let mut out = BytesMut::with_capacity(
-        params.len() + body.len() + body.len() / FCGI_MAX_CONTENT_LEN * 16 + 128,
-    );
+    let mut out = BytesMut::with_capacity(params.len() + body.len() + body.len() / FCGI_MAX_CONTENT_LEN * 16 + 128);
     let role = FCGI_RESPONDER.to_be_bytes();
     let flags = if keep_conn { FCGI_KEEP_CONN } else { 0 };
-    put_record(
-        &mut out,
-        FCGI_BEGIN_REQUEST,
-        REQUEST_ID,
-        &[role[0], role[1], flags, 0, 0, 0, 0, 0],
-    );
+    put_record(&mut out, FCGI_BEGIN_REQUEST, REQUEST_ID, &[role[0], role[1], flags, 0, 0, 0, 0, 0]);
     put_stream(&mut out, FCGI_PARAMS, REQUEST_ID, &params);
     put_record(&mut out, FCGI_PARAMS, REQUEST_ID, &[]);
     put_stream(&mut out, FCGI_STDIN, REQUEST_ID, body);
@@ -587,9 +543,7 @@ fn main() {
             }
         }
     } else if let Some(n) = args.body_size {
-        (0..n)
-            .map(|i| b"abcdefghijklmnopqrstuvwxyz0123456789"[i % 36])
-            .collect()
+        (0..n).map(|i| b"abcdefghijklmnopqrstuvwxyz0123456789"[i % 36]).collect()
     } else {
         Vec::new()
     };
@@ -629,9 +583,7 @@ fn main() {
             max_requests: args.requests,
             tickets: AtomicU64::new(0),
         });
-        let handles: Vec<_> = (0..args.connections)
-            .map(|_| tokio::spawn(run_connection(shared.clone())))
-            .collect();
+        let handles: Vec<_> = (0..args.connections).map(|_| tokio::spawn(run_connection(shared.clone()))).collect();
         let mut all = TaskStats::default();
         let mut last_finish = measure_start;
         for h in handles {
@@ -668,17 +620,10 @@ fn main() {
     all.statuses.sort();
     let errors: u64 = all.errors.iter().sum();
     let lat = &all.latencies_us;
-    let mean = if lat.is_empty() {
-        0.0
-    } else {
-        lat.iter().map(|&v| v as f64).sum::<f64>() / lat.len() as f64 / 1000.0
-    };
+    let mean =
+        if lat.is_empty() { 0.0 } else { lat.iter().map(|&v| v as f64).sum::<f64>() / lat.len() as f64 / 1000.0 };
     let rps = all.ok as f64 / elapsed;
-    let mode = if keep_conn {
-        "keep-conn"
-    } else {
-        "per-request"
-    };
+    let mode = if keep_conn { "keep-conn" } else { "per-request" };
     if args.json {
         let kinds: Vec<String> = FAILURE_KINDS
             .iter()
@@ -686,11 +631,7 @@ fn main() {
             .filter(|(_, n)| **n > 0)
             .map(|((_, name), n)| format!("{}:{}", json_str(name), n))
             .collect();
-        let statuses: Vec<String> = all
-            .statuses
-            .iter()
-            .map(|(s, n)| format!("\"{s}\":{n}"))
-            .collect();
+        let statuses: Vec<String> = all.statuses.iter().map(|(s, n)| format!("\"{s}\":{n}")).collect();
         println!(
             "{{\"addr\":{},\"connections\":{},\"mode\":\"{}\",\"duration_s\":{:.3},\"requests\":{},\"rps\":{:.1},\"errors\":{},\"error_kinds\":{{{}}},\"first_error\":{},\"statuses\":{{{}}},\"latency_ms\":{{\"mean\":{:.3},\"p50\":{:.3},\"p90\":{:.3},\"p99\":{:.3},\"p999\":{:.3},\"max\":{:.3}}},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3},\"bytes_received\":{},\"stdout_bytes\":{},\"reconnects\":{}}}",
             json_str(&args.addr),
@@ -740,20 +681,12 @@ fn main() {
         println!(
             "  errors     {}{}",
             errors,
-            if kinds.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", kinds.join(", "))
-            }
+            if kinds.is_empty() { String::new() } else { format!(" ({})", kinds.join(", ")) }
         );
         if let Some(e) = &all.first_error {
             println!("  first error: {e}");
         }
-        let statuses: Vec<String> = all
-            .statuses
-            .iter()
-            .map(|(s, n)| format!("{s}: {n}"))
-            .collect();
+        let statuses: Vec<String> = all.statuses.iter().map(|(s, n)| format!("{s}: {n}")).collect();
         println!("  statuses   {}", statuses.join(", "));
         println!(
             "  received   {:.2} MB on the wire, {:.2} MB stdout ({:.2} MB/s); {} reconnects",
