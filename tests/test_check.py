@@ -403,7 +403,7 @@ def test_flask_dev_server_run_is_not_a_fastcgi_run(tmp):
 
 
 def test_import_that_hangs_times_out(tmp, monkeypatch):
-    monkeypatch.setattr(check, "IMPORT_TIMEOUT", 1.0)
+    monkeypatch.setattr(check.imports, "IMPORT_TIMEOUT", 1.0)
     path = script(tmp, body="import time\ntime.sleep(30)\n")
     status, out = run_check(path)
     assert status == 1

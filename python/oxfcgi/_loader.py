@@ -4,59 +4,138 @@ TARGET is ``module:attr`` / ``module`` (attr defaults to ``application``, then `
 the path of a ``.py``/``.fcgi`` file (optionally ``file.py:attr``).
 
 Deployed ``.fcgi`` scripts usually end with ``WSGIServer(app).run()`` or ``run(app)`` at
-import time. :func:`oxfcgi.run` and ``WSGIServer.run`` call :func:`intercept` first: while
-:func:`load_app` is running it raises :class:`AppCaptured`, which stops the script right
-there and hands its application to the CLI, so the CLI's own options apply.
+import time. :func:`oxfcgi.run` and ``WSGIServer.run`` call :func:`intercept` first: inside
+:func:`capture` (which :func:`load_target` uses) it raises :class:`AppCaptured`, which stops
+the script right there and hands its application, and the settings it passed, to the
+caller.
 
 Errors are reported as :class:`LoadError` (message for stderr; the CLI exits with status 2).
 """
+
 from __future__ import annotations
 
 import importlib
 import os
 import sys
 import types
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any
 
-__all__ = ["AppCaptured", "LoadError", "intercept", "load_app", "capturing", "FILE_MODULE_NAME"]
+__all__ = [
+    "AppCaptured",
+    "Capture",
+    "LoadError",
+    "Loaded",
+    "capture",
+    "capturing",
+    "intercept",
+    "load_app",
+    "load_target",
+    "FILE_MODULE_NAME",
+]
 
 #: Module name a file target is executed under (``__name__`` inside the script), so an
 #: ``if __name__ == "__main__":`` block does not run.
 FILE_MODULE_NAME = "__oxfcgi_app__"
 
-#: Nesting depth of :func:`load_app` calls in progress; :func:`intercept` captures while > 0.
+#: Nesting depth of :func:`capture` blocks in progress; :func:`intercept` captures while > 0.
 _capturing = 0
 
 _DEFAULT_ATTRS = ("application", "app")
 
 
 class AppCaptured(BaseException):
-    """Raised by :func:`intercept` during a load; ``.app`` is the application passed to run().
+    """Raised by :func:`intercept` inside :func:`capture`.
 
+    ``.app`` is the application passed to ``run()``; ``.options`` the settings passed with
+    it (``run()``'s keywords, or flup's arguments mapped onto settings); ``.sources`` says
+    where each came from when not a ``run()`` argument (``flup WSGIServer(maxThreads=)``).
     It derives from BaseException so a script's ``except Exception:`` does not swallow it.
     """
 
-    def __init__(self, app):
+    def __init__(self, app: object, options: Mapping[str, Any] | None = None,
+                 sources: Mapping[str, str] | None = None) -> None:
         super().__init__(app)
         self.app = app
+        self.options: dict[str, Any] = dict(options or {})
+        self.sources: dict[str, str] = dict(sources or {})
 
 
 class LoadError(Exception):
     """The target could not be loaded. ``str(err)`` is the message for the user."""
 
 
+class Loaded:
+    """A loaded target: the WSGI ``app``, ``description`` (``mysite.wsgi:application``), and
+    when its script called ``run()`` (``via_run``), the settings it passed (``options``,
+    with ``sources``)."""
+
+    __slots__ = ("app", "options", "sources", "description", "via_run")
+
+    def __init__(self, app: Any, description: str, options: Mapping[str, Any] | None = None,
+                 sources: Mapping[str, str] | None = None, via_run: bool = False) -> None:
+        self.app = app
+        self.description = description
+        self.via_run = via_run
+        self.options: dict[str, Any] = dict(options or {})
+        self.sources: dict[str, str] = dict(sources or {})
+
+
 def capturing() -> bool:
-    """True while :func:`load_app` is loading a target."""
+    """True inside a :func:`capture` block."""
     return _capturing > 0
 
 
-def intercept(app) -> None:
+def intercept(app: object, options: Mapping[str, Any] | None = None,
+              sources: Mapping[str, str] | None = None) -> None:
     """Called first by ``oxfcgi.run()`` and ``WSGIServer.run()``.
 
-    :raises AppCaptured: a :func:`load_app` is in progress; the caller must not serve.
+    :raises AppCaptured: inside :func:`capture`; the caller must not serve.
     :returns: None otherwise (serve normally).
     """
     if _capturing > 0:
-        raise AppCaptured(app)
+        raise AppCaptured(app, options, sources)
+
+
+class Capture:
+    """A block in which ``oxfcgi.run()`` and flup's ``WSGIServer.run()`` do not serve.
+
+    Inside it, ``import flup.server.fcgi`` (``fcgi_fork``, ``fcgi_single``) gives oxfcgi's
+    flup-compatible modules, and the first ``run()`` call stops the code with
+    :class:`AppCaptured`; the block ends there (the exception is swallowed by the block)
+    and ``captured`` holds it. Nestable; usable through :func:`capture`::
+
+        with capture() as c:
+            exec(code, namespace)
+        if c.captured is not None:
+            app = c.captured.app
+    """
+
+    def __init__(self) -> None:
+        self.captured: AppCaptured | None = None
+        self._aliases = _FlupAliases()
+
+    def __enter__(self) -> Capture:
+        global _capturing
+        _capturing += 1
+        self._aliases.__enter__()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> bool:
+        global _capturing
+        _capturing -= 1
+        self._aliases.__exit__(exc_type, exc, tb)
+        if isinstance(exc, AppCaptured):
+            self.captured = exc
+            return True
+        return False
+
+
+def capture() -> Capture:
+    """A :class:`Capture` block."""
+    return Capture()
 
 
 _FLUP_ALIASES = {
@@ -72,8 +151,11 @@ class _FlupAliases:
     ``WSGIServer(app).run()`` is captured instead of starting flup. Other flup modules
     (``flup.middleware``...) stay real if flup is installed. Undone after the load."""
 
-    def __enter__(self):
-        self.saved: dict[str, object] = {}
+    def __init__(self) -> None:
+        self.saved: dict[str, types.ModuleType | None] = {}
+
+    def __enter__(self) -> _FlupAliases:
+        self.saved = {}
         try:
             modules = {name: importlib.import_module(target) for name, target in _FLUP_ALIASES.items()}
         except Exception:            # the engine is missing: nothing to alias to
@@ -90,11 +172,11 @@ class _FlupAliases:
             self._set(name, module)
         return self
 
-    def _set(self, name: str, module) -> None:
+    def _set(self, name: str, module: types.ModuleType) -> None:
         self.saved[name] = sys.modules.get(name)
         sys.modules[name] = module
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> bool:
         for name, previous in reversed(list(self.saved.items())):
             if previous is None:
                 sys.modules.pop(name, None)
@@ -156,7 +238,7 @@ def _import_module(name: str) -> types.ModuleType:
         raise
 
 
-def _resolve(module: types.ModuleType, attr: str | None, what: str):
+def _resolve(module: types.ModuleType, attr: str | None, what: str) -> tuple[Any, str]:
     if attr is None:
         for name in _DEFAULT_ATTRS:
             if hasattr(module, name):
@@ -164,7 +246,7 @@ def _resolve(module: types.ModuleType, attr: str | None, what: str):
         raise LoadError(f"oxfcgi: {what} has no 'application' or 'app' attribute; "
                         f"name the WSGI callable as {what}:NAME")
     call = attr.endswith("()")
-    obj = module
+    obj: Any = module
     for part in attr.removesuffix("()").split("."):
         try:
             obj = getattr(obj, part)
@@ -175,30 +257,25 @@ def _resolve(module: types.ModuleType, attr: str | None, what: str):
     return obj, f"{what}:{attr}"
 
 
-def load_app(target: str):
-    """Load TARGET and return its WSGI callable.
+def load_target(target: str) -> Loaded:
+    """Load TARGET: its WSGI callable and the settings its script passed to ``run()``.
 
     :param target: ``module``, ``module:attr``, ``module:factory()``, ``path/to/app.fcgi``,
         ``app.py`` or ``app.py:attr``.
     :raises LoadError: file or module missing, attribute missing, not callable, or the code
         raised while loading (the message then includes the traceback).
     """
-    global _capturing
     base, attr, is_file = _split_target(target)
     what = base
-    _capturing += 1
+    app: Any = None
+    source = what
     try:
-        try:
-            with _FlupAliases():
-                module = _exec_file(base) if is_file else _import_module(base)
-        except AppCaptured as captured:
-            app, source = captured.app, f"{what} (the application it passed to run())"
-        else:
-            app, source = _resolve(module, attr, what)
+        with capture() as block:
+            module = _exec_file(base) if is_file else _import_module(base)
+            app, source = _resolve(module, attr, what)  # a factory may call run() too
+        captured = block.captured
     except LoadError:
         raise
-    except AppCaptured as captured:    # run() called by a factory: TARGET:create_app()
-        app, source = captured.app, f"{what} (the application it passed to run())"
     except (Exception, SystemExit) as e:
         tb_obj = e.__traceback__
         while tb_obj is not None and (tb_obj.tb_frame.f_code.co_filename == __file__ or
@@ -209,14 +286,23 @@ def load_app(target: str):
 
         tb = "".join(traceback.format_exception(type(e), e, tb_obj))
         raise LoadError(f"oxfcgi: error while loading {target!r}:\n{tb.rstrip()}") from e
-    finally:
-        _capturing -= 1
-    if attr is not None and is_file and source.endswith("run())"):
-        # the script called run() before defining everything; still honour an explicit attr
-        module = sys.modules.get(FILE_MODULE_NAME)
-        if module is not None and hasattr(module, attr.removesuffix("()").split(".")[0]):
-            app, source = _resolve(module, attr, what)
+    options: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    if captured is not None:
+        app, source = captured.app, f"{what} (the application it passed to run())"
+        options, sources = captured.options, captured.sources
+        if attr is not None and is_file:
+            # the script called run() before defining everything; still honour an explicit attr
+            file_module = sys.modules.get(FILE_MODULE_NAME)
+            if file_module is not None and hasattr(file_module, attr.removesuffix("()").split(".")[0]):
+                app, source = _resolve(file_module, attr, what)
     if not callable(app):
         raise LoadError(f"oxfcgi: {source} is not callable (got {type(app).__name__}); "
                         "a WSGI application is a callable app(environ, start_response)")
+    return Loaded(app, source, options, sources, via_run=captured is not None)
+
+
+def load_app(target: str) -> Callable[..., Any]:
+    """Load TARGET and return its WSGI callable (see :func:`load_target`)."""
+    app: Callable[..., Any] = load_target(target).app
     return app
