@@ -16,23 +16,28 @@ mod wsgi;
 #[pyo3::pymodule]
 mod _oxfcgi {
     #[pymodule_export]
-    use crate::wsgi::error::BindError;
-    #[pymodule_export]
     use crate::wsgi::errors::ErrorStream;
+    #[pymodule_export]
+    use crate::wsgi::exception::{BindError, RequestTerminated};
     #[pymodule_export]
     use crate::wsgi::filewrapper::FileWrapper;
     #[pymodule_export]
     use crate::wsgi::input::InputStream;
     #[pymodule_export]
+    use crate::wsgi::listener::Listener;
+    #[pymodule_export]
     use crate::wsgi::response::{StartResponse, Write};
     #[pymodule_export]
-    use crate::wsgi::{Listener, Scoreboard, Server};
+    use crate::wsgi::scoreboard::Scoreboard;
+    #[pymodule_export]
+    use crate::wsgi::server::Server;
 
     #[pymodule_init]
     fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
         use pyo3::types::{PyAnyMethods, PyModuleMethods};
         // Shown in tracebacks as oxfcgi.BindError, where users import it from.
         m.py().get_type::<BindError>().setattr("__module__", "oxfcgi")?;
+        m.py().get_type::<RequestTerminated>().setattr("__module__", "oxfcgi")?;
         crate::wsgi::log::install_subscriber();
         m.add("__version__", env!("CARGO_PKG_VERSION"))
     }

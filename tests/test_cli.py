@@ -32,7 +32,7 @@ def test_help_and_version():
     assert top.returncode == 0 and b"serve" in top.stdout and b"request" in top.stdout
     serve = oxfcgi("serve", "--help")
     assert serve.returncode == 0
-    for option in (b"--bind", b"--threads", b"--multiplexed", b"--max-conns", b"--max-reqs", b"--roles",
+    for option in (b"--bind", b"--threads", b"--multiplexed", b"--max-conns", b"--max-in-flight", b"--roles",
                    b"--debug", b"--socket-mode", b"--umask", b"--graceful-timeout", b"--max-params-size",
                    b"--log-level", b"SECONDS", b"BYTES"):
         assert option in serve.stdout, option
@@ -156,7 +156,7 @@ def test_serve_bad_bind_is_reported(tmp_path):
 # --- options reach run() -------------------------------------------------------------------------
 
 def test_serve_options_reach_the_engine(start_server, tmp_path):
-    srv = start_server(APP, "--threads", "2", "--max-conns", "3", "--max-reqs", "2", "--multiplexed",
+    srv = start_server(APP, "--threads", "2", "--max-conns", "3", "--max-in-flight", "2", "--multiplexed",
                        "--socket-mode", "600", "--log-level", "debug", "--max-params-size", "2048",
                        "--graceful-timeout", "2", "--roles", "responder,authorizer")
     with srv.connect() as conn:

@@ -1,4 +1,4 @@
-"""Bounded load and connection timeouts: over max_reqs a request is refused at
+"""Bounded load and connection timeouts: over max_in_flight a request is refused at
 once (never an unbounded queue), and a peer that stalls costs nothing for long."""
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from oxfcgi.client import FCGI_PARAMS, encode_params, encode_record, cgi_params
 APP = "tests.apps.protocol_apps:app"
 
 
-def test_over_max_reqs_gets_503_with_retry_after(start_server):
-    srv = start_server(APP, "--threads", "1", "--max-reqs", "1")
+def test_over_max_in_flight_gets_503_with_retry_after(start_server):
+    srv = start_server(APP, "--threads", "1", "--max-in-flight", "1")
     busy = threading.Thread(target=lambda: srv.request("GET", "/sleep", query="t=1.5"))
     busy.start()
     time.sleep(0.4)  # the first request holds the only slot
@@ -23,13 +23,13 @@ def test_over_max_reqs_gets_503_with_retry_after(start_server):
     assert resp.header("Retry-After") == "1"
     assert resp.protocol_status == 0 and resp.app_status == 0
     assert elapsed < 1.0, "refused at once, not queued"
-    assert "max_reqs" in srv.log() and "503" in srv.log()
+    assert "max_in_flight" in srv.log() and "503" in srv.log()
     assert srv.request("GET", "/hello").status == 200, "the slot is free again afterwards"
 
 
-def test_requests_within_max_reqs_wait_for_a_thread(start_server):
-    """max_reqs counts queued requests too: 3 requests, 1 thread, max_reqs 4: all succeed."""
-    srv = start_server(APP, "--threads", "1", "--max-reqs", "4")
+def test_requests_within_max_in_flight_wait_for_a_thread(start_server):
+    """max_in_flight counts queued requests too: 3 requests, 1 thread, max_in_flight 4: all succeed."""
+    srv = start_server(APP, "--threads", "1", "--max-in-flight", "4")
     results = []
     threads = [threading.Thread(target=lambda: results.append(srv.request("GET", "/sleep", query="t=0.3").status))
                for _ in range(3)]

@@ -121,16 +121,49 @@ def test_sigterm_lets_requests_finish(start_server):
     assert srv.wait(timeout=15) == 0
 
 
-def test_request_timeout_logs_stacks_and_replaces_the_worker(start_server):
-    srv = start_server(APP, "--workers", "1", "--request-timeout", "0.5", "--status-path", "/status")
+def test_request_slowlog_timeout_logs_stacks_and_keeps_the_worker(start_server):
+    srv = start_server(APP, "--workers", "1", "--request-slowlog-timeout", "0.5", "--status-path", "/status")
     first = pid_of(srv)
-    resp = srv.request("GET", "/sleep", query="t=2")
-    assert resp.status == 200, "the slow request itself still completes"
+    resp = srv.request("GET", "/sleep", query="t=1.2")
+    assert resp.status == 200, "the slow request itself completes"
     log = srv.log()
-    assert "request_timeout (0.5s)" in log and "Stacks of this worker's threads" in log
+    assert "request_slowlog_timeout (0.5s)" in log and "Stacks of this process's threads" in log
     assert "deploy_app.py" in log and "time.sleep" in log, "the slow request's stack is logged"
+    assert pid_of(srv) == first, "php-fpm's slowlog only logs: the worker stays"
+    assert status(srv)["slow requests"] == 1
+
+
+def test_request_terminate_timeout_answers_504_and_replaces_the_worker(start_server):
+    srv = start_server(APP, "--workers", "1", "--request-terminate-timeout", "0.5")
+    first = pid_of(srv)
+    started = time.monotonic()
+    resp = srv.request("GET", "/spin", query="t=10")
+    assert resp.status == 504, resp
+    assert time.monotonic() - started < 5, "answered at the deadline, not when the app is done"
+    assert wait_for(lambda: "spin stopped by RequestTerminated" in srv.log()), srv.log()
+    log = srv.log()
+    assert "request_terminate_timeout (0.5s)" in log and "this worker stops accepting and is replaced" in log
     assert wait_for(lambda: _answers_with_new_pid(srv, first))
-    assert status(srv)["slow requests"] >= 0
+
+
+def test_request_terminate_timeout_without_workers_frees_the_thread(start_server):
+    srv = start_server(APP, "--threads", "1", "--request-terminate-timeout", "0.5")
+    first = pid_of(srv)
+    assert srv.request("GET", "/spin", query="t=10").status == 504
+    # One thread: the next request is served only once RequestTerminated unwound the app.
+    started = time.monotonic()
+    assert pid_of(srv) == first
+    assert time.monotonic() - started < 3
+    assert "spin stopped by RequestTerminated" in srv.log()
+    assert "no prefork master to replace this process" in srv.log()
+
+
+def test_request_timeout_is_a_deprecated_name_of_the_slowlog(start_server):
+    srv = start_server(APP, "--request-timeout", "0.3")
+    assert srv.request("GET", "/sleep", query="t=0.8").status == 200
+    log = srv.log()
+    assert "request_timeout is now request_slowlog_timeout" in log
+    assert "request_slowlog_timeout (0.3s)" in log
 
 
 def test_max_rss_and_max_lifetime(start_server):

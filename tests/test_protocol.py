@@ -121,7 +121,7 @@ def server(start_server):
 # --- FCGI_GET_VALUES (§4.1) ---------------------------------------------------------------
 
 def test_get_values_reports_limits(start_server):
-    srv = start_server(APP, "--max-conns", "9", "--max-reqs", "7")
+    srv = start_server(APP, "--max-conns", "9", "--max-in-flight", "7")
     with srv.connect() as conn:
         conn.send_record(FCGI_GET_VALUES, 0, encode_params(
             [(FCGI_MAX_CONNS, ""), (FCGI_MAX_REQS, ""), (FCGI_MPXS_CONNS, "")]))
@@ -135,7 +135,7 @@ def test_get_values_reports_limits(start_server):
 
 
 def test_get_values_multiplexed(start_server):
-    srv = start_server(APP, "--multiplexed", "--max-conns", "5", "--max-reqs", "11")
+    srv = start_server(APP, "--multiplexed", "--max-conns", "5", "--max-in-flight", "11")
     with srv.connect() as conn:
         assert conn.get_values() == {"FCGI_MAX_CONNS": "5", "FCGI_MAX_REQS": "11", "FCGI_MPXS_CONNS": "1"}
 
@@ -357,10 +357,10 @@ def test_multiplexed_abort_leaves_other_requests_alone(start_server, tmp_path):
         assert wait_for(marker.exists, 3)
 
 
-def test_overloaded_when_over_max_reqs(start_server):
-    """Multiplexed, 1 thread, --max-reqs 2: a third concurrent request gets FCGI_OVERLOADED
+def test_overloaded_when_over_max_in_flight(start_server):
+    """Multiplexed, 1 thread, --max-in-flight 2: a third concurrent request gets FCGI_OVERLOADED
     at once (§5.5) and the first two are served."""
-    srv = start_server(APP, "--multiplexed", "--threads", "1", "--max-reqs", "2")
+    srv = start_server(APP, "--multiplexed", "--threads", "1", "--max-in-flight", "2")
     with srv.connect(timeout=10) as conn:
         start_request(conn, 1, "/sleep?t=0.5")
         start_request(conn, 2, "/sleep?t=0.5")

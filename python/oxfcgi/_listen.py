@@ -84,24 +84,27 @@ def _gid(group: Any) -> int | None:
         raise ValueError(f"no such group: {group!r}") from None
 
 
-def listen(bind: Any = None, *, socket_mode: int = 0o660, umask: int | None = None,
+def listen(bind: Any = None, *, backlog: int = 1024, socket_mode: int = 0o660, umask: int | None = None,
            socket_owner: str | int | None = None, socket_group: str | int | None = None) -> Listener:
-    """Open the listening socket ``bind`` names (see :func:`oxfcgi.run`).
+    """Open the listening socket ``bind`` names (see :func:`oxfcgi.run`; a :class:`Listener`
+    is returned as it is).
 
     With ``bind=None`` it takes the socket a process manager handed over
     (systemd ``LISTEN_FDS``, else fd 0); when there is none it prints how to
-    start the application and raises ``SystemExit(2)``. ``socket_owner`` and
-    ``socket_group`` (names or ids) set a unix socket file's owner and group,
-    like php-fpm's ``listen.owner``/``listen.group``. Raises ``BindError``
-    (an ``OSError``) when it cannot listen, ``ValueError`` for a bad address,
-    user or group.
+    start the application and raises ``SystemExit(2)``. ``backlog`` is the
+    listen queue of a socket bound here (php-fpm's ``listen.backlog``).
+    ``socket_mode`` (default 0o660), ``umask`` (flup's, around ``bind()``),
+    ``socket_owner`` and ``socket_group`` (names or ids; php-fpm's
+    ``listen.mode``/``listen.owner``/``listen.group``) apply to a unix socket
+    file. Raises ``BindError`` (an ``OSError``) when it cannot listen,
+    ``ValueError`` for a bad address, user or group.
     """
     if isinstance(bind, Listener):
         return bind
     target = parse_bind(bind)
     if target == ("auto",):
         target = _auto_target()
-    return Listener(target, socket_mode=socket_mode, umask=umask,
+    return Listener(target, backlog=backlog, socket_mode=socket_mode, umask=umask,
                     socket_owner=_uid(socket_owner), socket_group=_gid(socket_group))
 
 

@@ -50,21 +50,23 @@ class _PrintToLog:
         return False
 
 
-def ensure_handler() -> None:
-    """Give the ``oxfcgi`` logger a stderr handler at INFO, unless logging is
-    configured already (a handler on ``oxfcgi`` or on the root logger).
+def ensure_handler(level: str = "INFO", *, explicit: bool = False) -> None:
+    """Give the ``oxfcgi`` logger a stderr handler, unless logging is configured already
+    (a handler on ``oxfcgi`` or on the root logger), and set its level to ``level`` (a
+    name such as ``"INFO"``) when it has none yet or when ``explicit`` (the ``log_level``
+    setting was given).
 
     stderr is what every web server routes to its error log (mod_fcgid: the
     main error log; lighttpd: its stderr or breakagelog; systemd: the journal).
     """
     logger = logging.getLogger("oxfcgi")
+    if explicit or logger.level == logging.NOTSET:
+        logger.setLevel(level)
     if logger.handlers or logging.getLogger().handlers:
         return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(FORMAT))
     logger.addHandler(handler)
-    if logger.level == logging.NOTSET:
-        logger.setLevel(logging.INFO)
 
 
 def use_log_file(path: str) -> None:

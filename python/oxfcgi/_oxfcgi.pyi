@@ -1,12 +1,53 @@
-"""Type stub of the native engine module (checked by tests/test_stub.py with mypy.stubtest)."""
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, final
+"""Type stub of the native engine module (checked with mypy.stubtest by tests/test_api.py;
+``_ServerSettings`` is checked against the settings table by tests/test_settings.py)."""
 
-__all__ = ["BindError", "ErrorStream", "FileWrapper", "InputStream", "Listener", "Scoreboard", "Server", "StartResponse", "Write", "__version__"]
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypedDict, final
+
+__all__ = [
+    "BindError",
+    "ErrorStream",
+    "FileWrapper",
+    "InputStream",
+    "Listener",
+    "RequestTerminated",
+    "Scoreboard",
+    "Server",
+    "StartResponse",
+    "Write",
+    "__version__",
+]
 __version__: str
 
 class BindError(OSError):
     """The server could not listen where it was told to."""
+
+class RequestTerminated(TimeoutError):
+    """Raised in a request's thread when it ran past request_terminate_timeout."""
+
+class _ServerSettings(TypedDict):
+    """What ``Server`` takes: the ``server`` group of oxfcgi.settings, every key, resolved."""
+
+    threads: int
+    multiplexed: bool
+    max_conns: int
+    max_in_flight: int
+    roles: tuple[int, ...]
+    max_params_size: int
+    graceful_timeout: float
+    idle_timeout: float
+    keepalive_timeout: float
+    read_timeout: float
+    script_name: str | None
+    environ: dict[str, Any] | None
+    multithread: bool
+    multiprocess: bool
+    debug: bool
+    status_path: str | None
+    ping_path: str | None
+    max_requests: int | None
+    request_slowlog_timeout: float
+    request_terminate_timeout: float
 
 @final
 class Listener:
@@ -14,6 +55,7 @@ class Listener:
         cls,
         bind: tuple[Any, ...],
         *,
+        backlog: int = 1024,
         socket_mode: int = 0o660,
         umask: int | None = None,
         socket_owner: int | None = None,
@@ -26,44 +68,28 @@ class Listener:
 
 @final
 class Scoreboard:
-    def __new__(cls, slots: int) -> Scoreboard: ...
+    def __new__(cls, rows: int) -> Scoreboard: ...
     def __len__(self) -> int: ...
-    def release(self, slot: int) -> None: ...
-    def worker(self, slot: int) -> dict[str, int]: ...
+    def release(self, row: int) -> None: ...
+    def worker(self, row: int) -> dict[str, int]: ...
 
 @final
 class Server:
     def __new__(
         cls,
         app: Callable[..., Any],
+        settings: dict[str, Any],
         *,
-        threads: int = 4,
-        multiplexed: bool = False,
-        max_conns: int = 1024,
-        max_reqs: int | None = None,
-        roles: list[int] = ...,
-        max_params_size: int = 1048576,
-        graceful_timeout: float = 30.0,
-        idle_timeout: float = 10.0,
-        keepalive_timeout: float = 75.0,
-        read_timeout: float = 60.0,
-        script_name: str | None = None,
-        environ: dict[str, Any] | None = None,
-        multithread: bool | None = None,
-        multiprocess: bool = False,
-        debug: bool = False,
         handle_signals: bool = True,
-        status_path: str | None = None,
-        ping_path: str | None = None,
-        max_requests: int | None = None,
-        request_timeout: float = 0.0,
         scoreboard: Scoreboard | None = None,
-        worker_slot: int = 0,
+        worker_row: int = 0,
     ) -> Server: ...
     def serve(self, listener: Listener) -> bool: ...
     def stop(self, reload: bool = False) -> None: ...
     def running_requests(self) -> list[tuple[float, str, int]]: ...
-    def settings(self) -> dict[str, Any]: ...
+    def terminate(self, thread_id: int, older_than: float) -> bool: ...
+    @staticmethod
+    def engine_defaults() -> dict[str, Any]: ...
 
 @final
 class InputStream:

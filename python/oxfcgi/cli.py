@@ -12,11 +12,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
+from typing import Any
 
-__all__ = ["main", "build_parser"]
+from oxfcgi import settings
+from oxfcgi.settings import ALIASES, BY_NAME, SETTINGS, Resolved, Setting
 
-ROLE_NAMES = ("responder", "authorizer", "filter")
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+__all__ = ["main", "build_parser", "add_setting_options"]
+
+ROLE_NAMES = tuple(settings.ROLE_NUMBERS)
 
 
 def _version() -> str:
@@ -45,26 +49,6 @@ class _VersionAction(argparse.Action):
 
 # --- argument types ---------------------------------------------------------------------
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _octal(text: str) -> int:
-    try:
-        value = int(text, 8)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an octal number such as 660 or 0o660, got {text!r}") from None
-    if not 0 <= value <= 0o7777:
-        raise argparse.ArgumentTypeError(f"{text} is out of range 0..7777")
-    return value
-
-
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -84,37 +68,48 @@ def _roles(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def _log_level(text: str) -> str:
-    level = text.upper()
-    if level not in LOG_LEVELS:
-        raise argparse.ArgumentTypeError(f"choose from {', '.join(LOG_LEVELS)} (case-insensitive)")
-    return level
+def _setting_type(setting: Setting) -> Callable[[str], Any]:
+    """argparse's ``type`` for a setting: the table's parser, its errors as usage errors."""
+    def parse(text: str) -> Any:
+        try:
+            return setting.parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    parse.__name__ = setting.name
+    return parse
 
 
-# --- parser -----------------------------------------------------------------------------
+def _setting_help(setting: Setting) -> str:
+    parts = [setting.help]
+    if setting.equivalent:
+        parts[0] += f" ({setting.equivalent})"
+    if setting.choices:
+        parts.append(f"one of {', '.join(setting.choices)}")
+    parts.append(f"default: {setting.describe_default()}")
+    if setting.env_var:
+        parts.append(f"env {setting.env_var}")
+    return "; ".join(parts).replace("%", "%%")
 
-def _run_defaults() -> dict:
-    """oxfcgi.run()'s defaults, for --help (empty if the engine cannot be imported)."""
-    try:
-        from oxfcgi import DEFAULTS
-        return dict(DEFAULTS)
-    except Exception:
-        return {}
 
-
-def _default_text(defaults: dict, name: str) -> str:
-    if name not in defaults:
-        return "oxfcgi.run()'s default"
-    value = defaults[name]
-    if name == "max_reqs" and value is None:
-        return "max(4 x threads, 16)"
-    if name in ("socket_mode", "umask"):
-        return "the process umask" if value is None else format(value, "o")
-    if name == "graceful_timeout":
-        return f"{value:g} s"
-    if name == "max_params_size":
-        return f"{value} bytes" + (f" = {value >> 20} MiB" if value % (1 << 20) == 0 else "")
-    return str(value)
+def add_setting_options(parser: argparse.ArgumentParser) -> None:
+    """One option per setting of the table that appears on the CLI (``oxfcgi serve``),
+    grouped as the table groups them, plus hidden options for the deprecated names."""
+    titles = {"server": "server settings", "socket": "socket settings", "process": "process settings"}
+    groups = {name: parser.add_argument_group(title) for name, title in titles.items()}
+    for setting in SETTINGS:
+        if not setting.cli:
+            continue
+        flags = [setting.flag] + ([setting.short] if setting.short else [])
+        group = groups[setting.group]
+        if setting.kind.name == "bool":
+            group.add_argument(*flags, dest=setting.name, action=argparse.BooleanOptionalAction, default=None,
+                               help=_setting_help(setting))
+        else:
+            group.add_argument(*flags, dest=setting.name, type=_setting_type(setting), default=None,
+                               metavar=setting.kind.metavar, help=_setting_help(setting))
+    for old, (new, _) in ALIASES.items():
+        parser.add_argument("--" + old.replace("_", "-"), dest=old, type=_setting_type(BY_NAME[new]),
+                            default=None, help=argparse.SUPPRESS)
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -122,8 +117,6 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    defaults = _run_defaults()
-    d = lambda name: _default_text(defaults, name)  # noqa: E731
     parser = argparse.ArgumentParser(
         prog="oxfcgi",
         description="A FastCGI server for Python WSGI applications, with a Rust engine.",
@@ -148,99 +141,18 @@ def build_parser() -> argparse.ArgumentParser:
             "                            WSGIServer(app).run() while loading, that app is\n"
             "                            taken and served with the options given here\n"
             "\n"
-            "Options that are not given keep the defaults of oxfcgi.run().\n"
+            "Every setting can also come from its environment variable (OXFCGI_THREADS=8);\n"
+            "an option wins over the variable, which wins over the script's own run() or\n"
+            "WSGIServer() arguments (those apply to the server settings only: the socket\n"
+            "and the process are this command's). --print-config shows the result.\n"
             "Exit status: 0 after a normal stop, 2 if TARGET cannot be loaded."
         ),
     )
     serve.add_argument("target", metavar="TARGET", help="the WSGI application (forms below)")
-    serve.add_argument("--bind", "-b", metavar="ADDR",
-                       help="where to listen: unix:/path, /abs/path (Unix socket), host:port, "
-                            "[::1]:port (TCP) or fd:N (an inherited listening socket). "
-                            "Default: the socket inherited from the process manager: systemd "
-                            "LISTEN_FDS, else fd 0 (FCGI_LISTENSOCK_FILENO) as mod_fcgid, "
-                            "lighttpd and spawn-fcgi provide")
-    serve.add_argument("--threads", "-t", type=_positive_int, metavar="N",
-                       help="Python worker threads, i.e. requests running the app at once "
-                            f"(default: {d('threads')})")
-    serve.add_argument("--multiplexed", action="store_true", default=None,
-                       help="accept several concurrent requests on one connection "
-                            "(FCGI_MPXS_CONNS=1; default: off, extra requests get FCGI_CANT_MPX_CONN)")
-    serve.add_argument("--max-conns", type=_positive_int, metavar="N",
-                       help=f"most connections open at once; reported as FCGI_MAX_CONNS (default: {d('max_conns')})")
-    serve.add_argument("--max-reqs", type=_positive_int, metavar="N",
-                       help="most requests in flight at once; reported as FCGI_MAX_REQS; over it a "
-                            f"multiplexed request gets FCGI_OVERLOADED (default: {d('max_reqs')})")
-    serve.add_argument("--roles", type=_roles, metavar="LIST",
-                       help="comma-separated FastCGI roles to accept: responder, authorizer, "
-                            "filter (default: responder); others get FCGI_UNKNOWN_ROLE")
-    serve.add_argument("--debug", action="store_true", default=None,
-                       help="show tracebacks in the 500 page (never in production; default: off)")
-    serve.add_argument("--socket-mode", type=_octal, metavar="OCTAL",
-                       help=f"permissions of a Unix socket file, e.g. 660 (default: {d('socket_mode')})")
-    serve.add_argument("--umask", type=_octal, metavar="OCTAL",
-                       help="umask applied while creating a Unix socket, e.g. 007 "
-                            f"(default: {d('umask')})")
-    serve.add_argument("--graceful-timeout", type=_seconds, metavar="SECONDS",
-                       help="on SIGTERM/SIGINT/SIGHUP, wait at most this many seconds for "
-                            f"requests in flight before exiting (default: {d('graceful_timeout')})")
-    serve.add_argument("--idle-timeout", type=_seconds, metavar="SECONDS",
-                       help="close a new connection that sends no request within this time; 0: never "
-                            f"(default: {d('idle_timeout')})")
-    serve.add_argument("--keepalive-timeout", type=_seconds, metavar="SECONDS",
-                       help="close a kept-open (FCGI_KEEP_CONN) connection idle this long between requests; "
-                            f"keep it above nginx's upstream keepalive_timeout (60 s); 0: never (default: {d('keepalive_timeout')})")
-    serve.add_argument("--read-timeout", type=_seconds, metavar="SECONDS",
-                       help="close a connection whose request params or body stall this long; 0: never "
-                            f"(default: {d('read_timeout')})")
-    serve.add_argument("--max-params-size", type=_positive_int, metavar="BYTES",
-                       help="largest FCGI_PARAMS stream of one request, in bytes; a larger "
-                            f"one closes the connection (default: {d('max_params_size')})")
-    serve.add_argument("--script-name", metavar="PREFIX",
-                       help="URL prefix the app is mounted at, e.g. /app: sets SCRIPT_NAME and takes "
-                            "PATH_INFO from the request path, whatever the web server sent (default: none)")
-    serve.add_argument("--socket-owner", metavar="USER",
-                       help="owner of a Unix socket file (name or uid; needs root; default: unchanged)")
-    serve.add_argument("--socket-group", metavar="GROUP",
-                       help="group of a Unix socket file, e.g. www-data so nginx can connect with "
-                            "mode 660 (name or gid; default: unchanged)")
-    serve.add_argument("--user", metavar="USER",
-                       help="when started as root: bind, then switch to USER before importing the app "
-                            "(requests are never served as root; default: no switch)")
-    serve.add_argument("--group", metavar="GROUP",
-                       help="group to switch to with --user (default: USER's primary group)")
-    serve.add_argument("--pidfile", metavar="PATH", help="write the process id here (removed on exit)")
-    serve.add_argument("--log-file", metavar="PATH",
-                       help="also log to this file, and send print() output there; reopened on "
-                            "SIGUSR1 (logrotate). Default: stderr only")
-    serve.add_argument("--cgi", dest="force_cgi", action="store_true", default=None,
-                       help="serve one CGI request from the environment and stdin/stdout, then exit "
-                            "(as FCGI_FORCE_CGI=Y; for Apache mod_cgi or fcgiwrap)")
-    serve.add_argument("--workers", "-w", type=_positive_int, metavar="N",
-                       help="worker processes sharing the socket, run by a prefork master that respawns, "
-                            "recycles and reloads them (SIGHUP) (default: one process without a master, "
-                            "or PHP_FCGI_CHILDREN workers when it is above 1)")
-    serve.add_argument("--preload", action="store_true",
-                       help="with --workers: import the app once in the master before forking (less memory, "
-                            "faster start; but SIGHUP then does not pick up new code)")
-    serve.add_argument("--max-requests", type=_positive_int, metavar="N",
-                       help="replace a worker after N requests (default: never)")
-    serve.add_argument("--max-requests-jitter", type=int, metavar="N",
-                       help="add 0..N to each worker's --max-requests so they do not restart together (default: 0)")
-    serve.add_argument("--max-lifetime", type=_seconds, metavar="SECONDS",
-                       help="replace a worker after this long (up to 10%% later, spread out; default: never)")
-    serve.add_argument("--max-rss", type=_positive_int, metavar="MIB",
-                       help="replace a worker whose resident memory passes this many MiB (default: never)")
-    serve.add_argument("--request-timeout", type=_seconds, metavar="SECONDS",
-                       help="a request running longer gets the stacks of its worker's threads logged, and "
-                            "with --workers the worker is replaced (default: off)")
-    serve.add_argument("--status-path", metavar="PATH",
-                       help="answer this path with the pool's status, without entering Python "
-                            "(php-fpm's fields; ?json, ?full; default: off)")
-    serve.add_argument("--ping-path", metavar="PATH",
-                       help="answer this path with 'pong', without entering Python (default: off)")
-    serve.add_argument("--log-level", type=_log_level, default="INFO", metavar="LEVEL",
-                       help=f"level of the 'oxfcgi' logger on stderr: {', '.join(LOG_LEVELS)} "
-                            "(default: INFO)")
+    serve.add_argument("--print-config", action="store_true",
+                       help="print the effective settings and where each came from (default, env, "
+                            "an option, the script's run()/flup arguments), then exit")
+    add_setting_options(serve)
     serve.set_defaults(func=cmd_serve)
 
     # -- request --
@@ -302,14 +214,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 # --- serve ------------------------------------------------------------------------------
 
-_RUN_OPTIONS = ("threads", "multiplexed", "max_conns", "max_reqs", "roles", "debug",
-                "idle_timeout", "keepalive_timeout", "read_timeout", "workers", "max_requests",
-                "max_requests_jitter", "max_lifetime", "max_rss", "request_timeout", "status_path", "ping_path",
-                "socket_mode", "umask", "graceful_timeout", "max_params_size", "script_name",
-                "socket_owner", "socket_group", "user", "group", "pidfile", "log_file", "force_cgi")
-_LISTEN_OPTIONS = ("socket_mode", "umask", "socket_owner", "socket_group")
-
-
 def _setup_logging(level: str) -> None:
     """stderr handler on the root logger (so the app's own warnings show too); the
     ``oxfcgi`` logger at ``level``."""
@@ -323,43 +227,76 @@ def _fail(message: str, status: int) -> int:
     return status
 
 
+def _cli_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given as options (the deprecated names included)."""
+    wanted = [s.name for s in SETTINGS if s.cli] + list(ALIASES)
+    return {name: getattr(args, name) for name in wanted if getattr(args, name, None) is not None}
+
+
+def _finalize(cli: dict[str, Any]) -> Callable[[Any], Resolved]:
+    """The effective settings once TARGET is loaded: its script's own run()/WSGIServer()
+    arguments count for the server settings (below the environment and the options)."""
+    def finalize(loaded: Any) -> Resolved:
+        server = set(settings.names("server")) | set(ALIASES)
+        own = {k: v for k, v in loaded.options.items() if k in server}
+        ignored = sorted(set(loaded.options) - server)
+        if ignored:
+            logging.getLogger("oxfcgi").info(
+                "%s passes %s to run(); under oxfcgi serve the socket and process settings come from its "
+                "options and OXFCGI_* variables instead", loaded.description, ", ".join(ignored))
+        return settings.resolve(own, sources=loaded.sources, cli=cli)
+    return finalize
+
+
+def _print_config(args: argparse.Namespace, cli: dict[str, Any], base: Resolved) -> int:
+    """--print-config: load TARGET (as --user when started as root, never as root
+    otherwise asked not to) to see its own run() arguments, then print the table."""
+    from oxfcgi import _listen
+    from oxfcgi._loader import LoadError, load_target
+
+    status = 0
+    resolved = base
+    try:
+        _listen.drop_privileges(base.values["user"], base.values["group"])
+        resolved = _finalize(cli)(load_target(args.target))
+    except (LoadError, OSError, ValueError, TypeError) as e:
+        print(f"oxfcgi: {args.target} was not loaded, so its own run() arguments are not shown:\n{e}",
+              file=sys.stderr)
+        status = 2
+    sys.stdout.write(resolved.report())
+    return status
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Load TARGET and serve it.
 
-    Order matters for safety: with ``--user`` the socket is bound (as root)
-    and privileges are dropped *before* the app is imported, so application
-    code never runs as root.
+    Order matters for safety: the socket is bound (as root if need be) and privileges are
+    dropped *before* the app is imported, so application code never runs as root.
     """
-    _setup_logging(args.log_level)
+    cli = _cli_settings(args)
     try:
-        import oxfcgi
-        from oxfcgi._loader import LoadError, load_app
+        base = settings.resolve(cli=cli)
+    except (ValueError, TypeError) as e:
+        return _fail(str(e), 2)
+    _setup_logging(base.values["log_level"])
+    try:
+        import oxfcgi  # noqa: F401 - the engine must be importable
+        from oxfcgi import _serve
+        from oxfcgi._loader import LoadError, load_target
     except ImportError as e:
         return _fail(f"the engine cannot be imported ({e}); reinstall oxfcgi", 2)
-    options = {name: getattr(args, name) for name in _RUN_OPTIONS if getattr(args, name) is not None}
-    if options.get("log_file"):
+    if args.print_config:
+        return _print_config(args, cli, base)
+    if base.values["log_file"]:
         try:
-            oxfcgi._logsetup.use_log_file(options["log_file"])
+            oxfcgi._logsetup.use_log_file(base.values["log_file"])
         except OSError as e:
             return _fail(f"cannot open the log file: {e}", 2)
-    bind = args.bind
+    bind = base.values["bind"]
     try:
-        if not options.get("force_cgi") and (options.get("user") or options.get("group")):
-            bind = oxfcgi.listen(bind, **{k: options.pop(k) for k in _LISTEN_OPTIONS if k in options})
-            oxfcgi.drop_privileges(options.pop("user", None), options.pop("group", None))
-    except OSError as e:
-        return _fail(f"cannot serve on {args.bind or 'the inherited socket'}: {e}", 1)
-    except ValueError as e:
-        return _fail(str(e), 2)
-    try:
-        workers = oxfcgi.supervisor.workers_setting(options.get("workers"))
-    except ValueError as e:
-        return _fail(str(e), 2)
-    if workers is not None and not args.preload and not options.get("force_cgi"):
-        # Each worker imports the app after the fork, so SIGHUP loads new code.
-        return _run_server(args, lambda: load_app(args.target), bind, options)
-    try:
-        app = load_app(args.target)
+        _serve.serve(lambda: load_target(args.target), base, _finalize(cli))
+    except KeyboardInterrupt:
+        pass
     except LoadError as e:
         print(e, file=sys.stderr)
         from oxfcgi import _startup
@@ -367,22 +304,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             import time
             time.sleep(_startup.STARTUP_FAILURE_BACKOFF)  # don't let a respawning manager flood its log
         return 2
-    return _run_server(args, lambda: app, bind, options)
-
-
-def _run_server(args: argparse.Namespace, load, bind, options: dict) -> int:
-    import oxfcgi
-
-    try:
-        oxfcgi.serve(load, bind, **options)
-    except KeyboardInterrupt:
-        pass
     except OSError as e:           # BindError included
         message = str(e) if e.strerror is None else e.strerror
-        if args.bind and args.bind not in message:
-            message = f"cannot serve on {args.bind}: {message}"
+        if bind and str(bind) not in message:
+            message = f"cannot serve on {bind}: {message}"
         return _fail(message, 1)
-    except (ValueError, TypeError) as e:   # a bad --bind form, or a value run() rejects
+    except (ValueError, TypeError) as e:   # a bad --bind form, or a value the engine rejects
         return _fail(str(e), 2)
     return 0
 

@@ -32,9 +32,11 @@ import struct
 import sys
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
 
+from ._loader import Loaded
 from ._oxfcgi import Listener, Scoreboard, Server
+from .settings import Resolved
 
 log = logging.getLogger("oxfcgi")
 
@@ -49,19 +51,16 @@ EXIT_LOAD_FAILED = 3
 
 
 class Recycle:
-    """When a worker is replaced: after ``max_requests`` requests (+ up to
-    ``max_requests_jitter`` more, chosen per worker), after ``max_lifetime``
-    seconds, or when its RSS exceeds ``max_rss`` MiB. 0/None: never.
+    """When the master replaces a worker: after ``max_lifetime`` seconds, or when its RSS
+    exceeds ``max_rss`` MiB (0: never). (``max_requests`` is counted by each worker
+    itself, which stops accepting when it is reached.)
 
     (Plain classes, not dataclasses: importing ``dataclasses`` costs every
     worker about a megabyte of ``inspect``/``ast``.)"""
 
-    __slots__ = ("max_requests", "max_requests_jitter", "max_lifetime", "max_rss")
+    __slots__ = ("max_lifetime", "max_rss")
 
-    def __init__(self, max_requests: int | None = None, max_requests_jitter: int = 0,
-                 max_lifetime: float = 0.0, max_rss: int = 0):
-        self.max_requests = max_requests
-        self.max_requests_jitter = max_requests_jitter
+    def __init__(self, max_lifetime: float = 0.0, max_rss: int = 0) -> None:
         self.max_lifetime = max_lifetime
         self.max_rss = max_rss
 
@@ -69,11 +68,11 @@ class Recycle:
 class Worker:
     """One worker process, as the master tracks it."""
 
-    __slots__ = ("pid", "slot", "started", "ready", "retiring", "lifetime_limit")
+    __slots__ = ("pid", "row", "started", "ready", "retiring", "lifetime_limit")
 
-    def __init__(self, pid: int, slot: int, lifetime_limit: float = 0.0):
+    def __init__(self, pid: int, row: int, lifetime_limit: float = 0.0) -> None:
         self.pid = pid
-        self.slot = slot
+        self.row = row
         self.started = time.monotonic()
         self.ready = False
         self.retiring = False
@@ -88,50 +87,16 @@ def _rss_mib(pid: int) -> float:
         return 0.0
 
 
-def _watchdog(server: Server, timeout: float, replace: bool) -> None:
-    """php-fpm's slowlog with Python's own tools: a request running longer
-    than ``timeout`` gets the stacks of all of this worker's threads logged;
-    in a prefork worker, the worker then stops accepting and is replaced."""
-    reported: set[tuple[str, int]] = set()
-    while True:
-        time.sleep(max(0.1, min(1.0, timeout / 4)))
-        for seconds, what, thread_id in server.running_requests():
-            if seconds <= timeout or (what, thread_id) in reported:
-                continue
-            reported.add((what, thread_id))
-            import traceback
-
-            frames = sys._current_frames()
-            names = {t.ident: t.name for t in threading.enumerate()}
-            parts = []
-            for ident, frame in frames.items():
-                mark = "  <-- the slow request" if ident == thread_id else ""
-                parts.append(f"Thread {ident} ({names.get(ident, 'native')}){mark}:\n"
-                             + "".join(traceback.format_stack(frame)))
-            action = ("this worker stops accepting and is replaced" if replace
-                      else "not replaced: no prefork master (set workers to have slow workers replaced)")
-            log.error("request_timeout (%.1fs): %s has run for %.1fs; %s. Stacks of this worker's threads:\n%s",
-                      timeout, what, seconds, action, "\n".join(parts))
-            if replace:
-                server.stop()
-
-
-def start_watchdog(server: Server, timeout: float, replace: bool) -> None:
-    if timeout and timeout > 0:
-        threading.Thread(target=_watchdog, args=(server, timeout, replace), name="oxfcgi-watchdog",
-                         daemon=True).start()
-
-
 class Master:
     """Runs the pool; :meth:`run` returns when it stops (always False: a
     SIGHUP reloads the workers instead of returning)."""
 
-    def __init__(self, load_app: Callable[[], Callable], listener: Listener, workers: int,
-                 server_settings: dict[str, Any], recycle: Recycle, graceful_timeout: float):
-        self.load_app = load_app
+    def __init__(self, load: Callable[[], Loaded], finalize: Callable[[Loaded], Resolved], listener: Listener,
+                 workers: int, recycle: Recycle, graceful_timeout: float) -> None:
+        self.load = load
+        self.finalize = finalize
         self.listener = listener
         self.size = workers
-        self.server_settings = server_settings
         self.recycle = recycle
         self.graceful_timeout = graceful_timeout
         # Room for replacements running beside the workers they replace.
@@ -145,15 +110,15 @@ class Master:
         self.told_systemd_ready = False
 
     # -- plumbing ---------------------------------------------------------------------------
-    def _free_slot(self) -> int:
-        used = {w.slot for w in self.workers.values()}
+    def _free_row(self) -> int:
+        used = {w.row for w in self.workers.values()}
         free = [i for i in range(len(self.board)) if i not in used]
         if free:
             return free[0]
-        # Every slot is taken (many replacements at once): share the slot of
+        # Every row is taken (many replacements at once): share the row of
         # the oldest retiring worker; only its status counters are affected.
         retiring = sorted((w for w in self.workers.values() if w.retiring), key=lambda w: w.started)
-        return retiring[0].slot if retiring else len(self.workers) % len(self.board)
+        return retiring[0].row if retiring else len(self.workers) % len(self.board)
 
     def _on_signal(self, signum, frame) -> None:
         self.signals.append(signum)
@@ -169,15 +134,12 @@ class Master:
             log.warning("cannot notify systemd: %s", e)
 
     def spawn(self) -> Worker:
-        slot = self._free_slot()
-        max_requests = self.recycle.max_requests
-        if max_requests:
-            max_requests += random.randint(0, max(0, self.recycle.max_requests_jitter))
+        row = self._free_row()
         pid = os.fork()
         if pid == 0:  # the worker
             code = 1
             try:
-                code = self._worker_main(slot, max_requests)
+                code = self._worker_main(row)
             except BaseException:  # noqa: BLE001 - the worker must never return into the master's code
                 import traceback
 
@@ -185,12 +147,12 @@ class Master:
             finally:
                 os._exit(code)
         lifetime = self.recycle.max_lifetime * random.uniform(1.0, 1.1) if self.recycle.max_lifetime else 0.0
-        worker = Worker(pid=pid, slot=slot, lifetime_limit=lifetime)
+        worker = Worker(pid=pid, row=row, lifetime_limit=lifetime)
         self.workers[pid] = worker
-        log.info("started worker %d (slot %d)", pid, slot)
+        log.info("started worker %d (scoreboard row %d)", pid, row)
         return worker
 
-    def _worker_main(self, slot: int, max_requests: int | None) -> int:
+    def _worker_main(self, row: int) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD):
             signal.signal(signum, signal.SIG_DFL)
         signal.set_wakeup_fd(-1)
@@ -198,15 +160,18 @@ class Master:
         os.environ["NOTIFY_SOCKET"] = self.notify_name
         self.listener.disown()
         try:
-            app = self.load_app()
+            loaded = self.load()
         except BaseException:  # noqa: BLE001
             import traceback
 
             log.error("worker %d cannot load the application:\n%s", os.getpid(), traceback.format_exc())
             return EXIT_LOAD_FAILED
-        server = Server(app, scoreboard=self.board, worker_slot=slot, max_requests=max_requests,
-                        **self.server_settings)
-        start_watchdog(server, self.server_settings.get("request_timeout") or 0.0, replace=True)
+        from . import _serve, _watchdog
+
+        final = self.finalize(loaded)
+        server = Server(loaded.app, _serve.worker_settings(final), scoreboard=self.board, worker_row=row)
+        _watchdog.start(server, final.values["request_slowlog_timeout"], final.values["request_terminate_timeout"],
+                        replace=True)
         server.serve(self.listener)
         return 0
 
@@ -231,7 +196,7 @@ class Master:
                     self._notify_systemd(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=serving with {self.size} worker(s)")
             if "STOPPING=1" in lines and not worker.retiring and not self.stopping:
                 # The worker stopped accepting by itself (max_requests,
-                # request_timeout): start its replacement now.
+                # request_terminate_timeout): start its replacement now.
                 worker.retiring = True
                 self.spawn()
 
@@ -246,7 +211,7 @@ class Master:
             worker = self.workers.pop(pid, None)
             if worker is None:
                 continue
-            self.board.release(worker.slot)
+            self.board.release(worker.row)
             code = os.waitstatus_to_exitcode(status)
             if self.stopping:
                 log.info("worker %d exited (%s)", pid, code)

@@ -90,6 +90,15 @@ impl Role {
         }
     }
 
+    /// The `role` field value (§5.1).
+    pub fn number(self) -> u16 {
+        match self {
+            Role::Responder => FCGI_RESPONDER,
+            Role::Authorizer => FCGI_AUTHORIZER,
+            Role::Filter => FCGI_FILTER,
+        }
+    }
+
     /// The spec's upper-case name without the `FCGI_` prefix (`"RESPONDER"`, …).
     pub fn name(self) -> &'static str {
         match self {

@@ -53,6 +53,12 @@ pub fn put_pair(out: &mut BytesMut, name: &[u8], value: &[u8]) {
     out.put_slice(value);
 }
 
+/// A name-value stream grew past its byte limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverLimit {
+    pub limit: usize,
+}
+
 /// Collects the FCGI_PARAMS stream of one request, enforcing `limit` bytes.
 #[derive(Debug)]
 pub struct ParamsCollector {
@@ -66,10 +72,10 @@ impl ParamsCollector {
         ParamsCollector { buf: BytesMut::new(), limit }
     }
 
-    /// Add one record's content. `Err(())` when the total would exceed the limit.
-    pub fn push(&mut self, content: &[u8]) -> Result<(), ()> {
+    /// Add one record's content; [`OverLimit`] when the total would exceed the limit.
+    pub fn push(&mut self, content: &[u8]) -> Result<(), OverLimit> {
         if self.buf.len() + content.len() > self.limit {
-            return Err(());
+            return Err(OverLimit { limit: self.limit });
         }
         self.buf.extend_from_slice(content);
         Ok(())

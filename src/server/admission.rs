@@ -1,13 +1,13 @@
 //! Limits on what the server takes on at once: connections and in-flight requests.
 //!
-//! Both are named settings (`max_conns`, `max_reqs`) and are what
+//! Both are named settings (`max_conns`, `max_in_flight`) and are what
 //! FCGI_GET_VALUES reports as `FCGI_MAX_CONNS` and `FCGI_MAX_REQS` (§4.1).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::protocol::management::Capabilities;
 
@@ -27,11 +27,11 @@ pub struct Admission {
 const REJECT_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
 impl Admission {
-    /// Limits of `max_conns` connections and `max_reqs` requests in flight
+    /// Limits of `max_conns` connections and `max_in_flight` requests in flight
     /// (both at least 1); `multiplexed` is reported as `FCGI_MPXS_CONNS`.
-    pub fn new(max_conns: usize, max_reqs: usize, multiplexed: bool) -> Self {
+    pub fn new(max_conns: usize, max_in_flight: usize, multiplexed: bool) -> Self {
         let max_conns = max_conns.clamp(1, Semaphore::MAX_PERMITS);
-        let max_reqs = max_reqs.clamp(1, Semaphore::MAX_PERMITS);
+        let max_reqs = max_in_flight.clamp(1, Semaphore::MAX_PERMITS);
         Admission {
             conns: Arc::new(Semaphore::new(max_conns)),
             reqs: Arc::new(Semaphore::new(max_reqs)),
@@ -57,10 +57,7 @@ impl Admission {
 
     /// A request slot if one is free now.
     pub fn try_request(&self) -> Option<OwnedSemaphorePermit> {
-        match self.reqs.clone().try_acquire_owned() {
-            Ok(permit) => Some(permit),
-            Err(TryAcquireError::NoPermits | TryAcquireError::Closed) => None,
-        }
+        self.reqs.clone().try_acquire_owned().ok()
     }
 
     /// Count a request refused over the limit, and log it (at most one
@@ -75,7 +72,7 @@ impl Admission {
         self.unlogged.store(0, Ordering::Relaxed);
         let answer = if multiplexed { "FCGI_OVERLOADED" } else { "503 Service Unavailable (Retry-After: 1)" };
         tracing::warn!(
-            "{peer}: {} request(s) in flight, the max_reqs limit: refused {unlogged} request(s) with {answer} since the last report; raise threads/max_reqs or add workers",
+            "{peer}: {} request(s) in flight, the max_in_flight limit: refused {unlogged} request(s) with {answer} since the last report; raise threads/max_in_flight or add workers",
             self.caps.max_reqs
         );
     }

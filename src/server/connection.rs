@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 use super::request::{
-    InputSender, InputStream, OutMessage, Output, Request, RequestControl, ResponseSink, OUTPUT_QUEUE_MESSAGES,
+    InputQueue, InputSender, OutMessage, Output, Request, RequestControl, ResponseSink, OUTPUT_QUEUE_MESSAGES,
 };
 use super::Shared;
 use crate::protocol::management::{put_end_request, put_get_values_result, put_unknown_type, BeginRequest};
@@ -51,14 +51,14 @@ enum Phase {
     Running,
 }
 
-struct Slot {
+struct ActiveRequest {
     request_id: u16,
     key: u64,
     role: Role,
     keep_conn: bool,
     phase: Phase,
-    stdin: Option<InputStream>,
-    data: Option<InputStream>,
+    stdin: Option<InputQueue>,
+    data: Option<InputQueue>,
     stdin_tx: Option<InputSender>,
     data_tx: Option<InputSender>,
     control: Arc<RequestControl>,
@@ -66,7 +66,7 @@ struct Slot {
     stderr_sent: bool,
 }
 
-impl Slot {
+impl ActiveRequest {
     /// Whether the request still waits for bytes from the web server.
     fn expects_input(&self) -> bool {
         matches!(self.phase, Phase::Params(_)) || self.stdin_tx.is_some() || self.data_tx.is_some()
@@ -100,6 +100,10 @@ impl Expiry {
 /// multiplexed (where FCGI_OVERLOADED would turn into a bare 502).
 const OVERLOADED_RESPONSE: &[u8] = b"Status: 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: text/plain\r\nContent-Length: 45\r\n\r\nThe server is busy; please retry in a moment.";
 
+/// What a request ended by `request_terminate_timeout` gets when the
+/// application had not started its response.
+const TERMINATED_RESPONSE: &[u8] = b"Status: 504 Gateway Timeout\r\nContent-Type: text/plain\r\nContent-Length: 56\r\n\r\nThe application took too long to answer; it was stopped.";
+
 /// An input chunk waiting for room in its request's queue.
 struct Pending {
     key: u64,
@@ -110,7 +114,7 @@ struct Pending {
 struct Conn {
     shared: Arc<Shared>,
     peer: Arc<str>,
-    slots: Vec<Slot>,
+    requests: Vec<ActiveRequest>,
     rbuf: BytesMut,
     wbuf: BytesMut,
     out_tx: mpsc::Sender<OutMessage>,
@@ -143,7 +147,7 @@ pub(crate) async fn serve_connection<R, W>(
     let mut conn = Conn {
         shared,
         peer,
-        slots: Vec::new(),
+        requests: Vec::new(),
         rbuf: BytesMut::with_capacity(16 * 1024),
         wbuf: BytesMut::with_capacity(16 * 1024),
         out_tx,
@@ -156,11 +160,13 @@ pub(crate) async fn serve_connection<R, W>(
     };
     tracing::debug!("{}: connection accepted", conn.peer);
     let graceful = loop {
-        if conn.slots.is_empty() && conn.wbuf.is_empty() && (conn.close_when_idle || conn.read_closed || conn.drained())
+        if conn.requests.is_empty()
+            && conn.wbuf.is_empty()
+            && (conn.close_when_idle || conn.read_closed || conn.drained())
         {
             break true;
         }
-        let reading = !conn.read_closed && !(conn.close_when_idle && conn.slots.is_empty()) && conn.pending.is_none();
+        let reading = !(conn.read_closed || conn.close_when_idle && conn.requests.is_empty()) && conn.pending.is_none();
         let pending_tx = conn.pending.as_ref().and_then(|p| conn.sender(p.key, p.stream));
         let deadline = conn.deadline();
         tokio::select! {
@@ -247,26 +253,26 @@ impl Drop for Conn {
 
 impl Conn {
     fn index(&self, request_id: u16) -> Option<usize> {
-        self.slots.iter().position(|s| s.request_id == request_id)
+        self.requests.iter().position(|s| s.request_id == request_id)
     }
 
     fn index_by_key(&self, key: u64) -> Option<usize> {
-        self.slots.iter().position(|s| s.key == key)
+        self.requests.iter().position(|s| s.key == key)
     }
 
     fn sender(&self, key: u64, stream: Stream) -> Option<InputSender> {
-        let slot = &self.slots[self.index_by_key(key)?];
+        let req = &self.requests[self.index_by_key(key)?];
         match stream {
-            Stream::Stdin => slot.stdin_tx.clone(),
-            Stream::Data => slot.data_tx.clone(),
+            Stream::Stdin => req.stdin_tx.clone(),
+            Stream::Data => req.data_tx.clone(),
         }
     }
 
     fn close_stream(&mut self, key: u64, stream: Stream) {
         if let Some(i) = self.index_by_key(key) {
             match stream {
-                Stream::Stdin => self.slots[i].stdin_tx = None,
-                Stream::Data => self.slots[i].data_tx = None,
+                Stream::Stdin => self.requests[i].stdin_tx = None,
+                Stream::Data => self.requests[i].data_tx = None,
             }
         }
     }
@@ -280,17 +286,17 @@ impl Conn {
     /// request's params or body are incomplete. None while only the
     /// application is working (or waiting for room to write).
     fn deadline(&self) -> Option<(Instant, Expiry)> {
-        if self.draining && self.slots.is_empty() && self.served == 0 {
+        if self.draining && self.requests.is_empty() && self.served == 0 {
             return Some((self.last_read + FRESH_GRACE, Expiry::Stopping));
         }
         let t = &self.shared.config.timeouts;
-        let (limit, why) = if self.slots.is_empty() {
+        let (limit, why) = if self.requests.is_empty() {
             if self.served == 0 {
                 (t.idle, Expiry::Idle)
             } else {
                 (t.keepalive, Expiry::KeepAlive)
             }
-        } else if self.pending.is_none() && self.slots.iter().any(Slot::expects_input) {
+        } else if self.pending.is_none() && self.requests.iter().any(ActiveRequest::expects_input) {
             (t.read, Expiry::Read)
         } else {
             return None;
@@ -309,7 +315,7 @@ impl Conn {
     /// Decode and handle every complete record in the read buffer, unless an
     /// input queue is full.
     fn process_records(&mut self) -> Result<(), ProtocolError> {
-        while self.pending.is_none() && !(self.close_when_idle && self.slots.is_empty()) {
+        while self.pending.is_none() && !(self.close_when_idle && self.requests.is_empty()) {
             match record::decode(&mut self.rbuf)? {
                 Some(rec) => self.on_record(rec)?,
                 None => break,
@@ -351,11 +357,11 @@ impl Conn {
             return Err(ProtocolError::DuplicateRequest(id));
         }
         let config = &self.shared.config;
-        if !config.multiplexed && !self.slots.is_empty() {
+        if !config.multiplexed && !self.requests.is_empty() {
             tracing::warn!(
                 "{}: FCGI_BEGIN_REQUEST {id} while request {} is active and multiplexing is off: FCGI_CANT_MPX_CONN",
                 self.peer,
-                self.slots[0].request_id
+                self.requests[0].request_id
             );
             put_end_request(&mut self.wbuf, id, 0, FCGI_CANT_MPX_CONN);
             return Ok(());
@@ -376,16 +382,16 @@ impl Conn {
             }
             return Ok(());
         };
-        let (stdin_tx, stdin) = InputStream::channel();
+        let (stdin_tx, stdin) = InputQueue::channel();
         let (data_tx, data) = if role == Role::Filter {
-            let (tx, rx) = InputStream::channel();
+            let (tx, rx) = InputQueue::channel();
             (Some(tx), Some(rx))
         } else {
             (None, None)
         };
         let (stdin_tx, stdin) =
-            if role == Role::Authorizer { (None, InputStream::empty()) } else { (Some(stdin_tx), stdin) };
-        self.slots.push(Slot {
+            if role == Role::Authorizer { (None, InputQueue::empty()) } else { (Some(stdin_tx), stdin) };
+        self.requests.push(ActiveRequest {
             request_id: id,
             key: self.shared.next_key(),
             role,
@@ -404,20 +410,20 @@ impl Conn {
 
     fn on_abort(&mut self, id: u16) {
         let Some(i) = self.index(id) else { return };
-        let slot = &mut self.slots[i];
+        let req = &mut self.requests[i];
         tracing::info!("{}: request {id} aborted by the web server (FCGI_ABORT_REQUEST)", self.peer);
-        let unstarted = match slot.phase {
+        let unstarted = match req.phase {
             Phase::Params(_) | Phase::Ready(_) => true,
-            Phase::Running => slot.control.abort(),
+            Phase::Running => req.control.abort(),
         };
         if unstarted {
             self.finish(i, 0);
         } else {
             // The application is running it: readers now see the stream
             // end early, writers are told to stop; the application answers.
-            slot.stdin_tx = None;
-            slot.data_tx = None;
-            if self.pending.as_ref().is_some_and(|p| p.key == slot.key) {
+            req.stdin_tx = None;
+            req.data_tx = None;
+            if self.pending.as_ref().is_some_and(|p| p.key == req.key) {
                 self.pending = None;
             }
         }
@@ -425,53 +431,49 @@ impl Conn {
 
     fn on_params(&mut self, id: u16, content: Bytes) -> Result<(), ProtocolError> {
         let Some(i) = self.index(id) else { return Ok(()) };
-        let slot = &mut self.slots[i];
-        let Phase::Params(collector) = &mut slot.phase else {
+        let req = &mut self.requests[i];
+        let Phase::Params(collector) = &mut req.phase else {
             tracing::warn!("{}: ignoring FCGI_PARAMS after the end of request {id}'s params", self.peer);
             return Ok(());
         };
         if !content.is_empty() {
-            let limit = self.shared.config.max_params_size;
-            return collector.push(&content).map_err(|()| ProtocolError::ParamsTooLarge { request_id: id, limit });
+            return collector
+                .push(&content)
+                .map_err(|over| ProtocolError::ParamsTooLarge { request_id: id, limit: over.limit });
         }
-        let Phase::Params(collector) = std::mem::replace(&mut slot.phase, Phase::Running) else { unreachable!() };
+        let Phase::Params(collector) = std::mem::replace(&mut req.phase, Phase::Running) else { unreachable!() };
         let params = collector.finish().map_err(|reason| ProtocolError::Params { stream: "FCGI_PARAMS", reason })?;
         let params = merge_duplicates(params);
         if let Some(page) = self.engine_page(&params) {
-            let slot = self.slots.remove(i);
-            put_stream(&mut self.wbuf, FCGI_STDOUT, slot.request_id, &page);
-            put_record(&mut self.wbuf, FCGI_STDOUT, slot.request_id, &[]);
-            put_end_request(&mut self.wbuf, slot.request_id, 0, FCGI_REQUEST_COMPLETE);
-            self.after_end(&slot);
+            let req = self.requests.remove(i);
+            put_stream(&mut self.wbuf, FCGI_STDOUT, req.request_id, &page);
+            put_record(&mut self.wbuf, FCGI_STDOUT, req.request_id, &[]);
+            put_end_request(&mut self.wbuf, req.request_id, 0, FCGI_REQUEST_COMPLETE);
+            self.after_end(&req);
             self.served += 1;
             return Ok(());
         }
-        let slot = &mut self.slots[i];
-        slot.phase = Phase::Ready(params);
-        let key = slot.key;
+        let req = &mut self.requests[i];
+        req.phase = Phase::Ready(params);
+        let key = req.key;
         self.served += 1;
         if let Some(permit) = self.shared.admission.try_request() {
             self.dispatch(key, permit);
         } else {
             // Over the in-flight limit: refuse at once rather than queue
             // without bound. The web server can retry elsewhere.
-            slot.control.abort();
+            req.control.abort();
             let multiplexed = self.shared.config.multiplexed;
             self.shared.admission.note_rejected(&self.peer, multiplexed);
-            self.shared
-                .seat
-                .board
-                .slot(self.shared.seat.slot)
-                .rejected
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.shared.row.counters().rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if multiplexed {
                 self.end_unstarted(i, FCGI_OVERLOADED);
             } else {
-                let slot = self.slots.remove(i);
-                put_stream(&mut self.wbuf, FCGI_STDOUT, slot.request_id, OVERLOADED_RESPONSE);
-                put_record(&mut self.wbuf, FCGI_STDOUT, slot.request_id, &[]);
-                put_end_request(&mut self.wbuf, slot.request_id, 0, FCGI_REQUEST_COMPLETE);
-                self.after_end(&slot);
+                let req = self.requests.remove(i);
+                put_stream(&mut self.wbuf, FCGI_STDOUT, req.request_id, OVERLOADED_RESPONSE);
+                put_record(&mut self.wbuf, FCGI_STDOUT, req.request_id, &[]);
+                put_end_request(&mut self.wbuf, req.request_id, 0, FCGI_REQUEST_COMPLETE);
+                self.after_end(&req);
             }
         }
         Ok(())
@@ -509,17 +511,17 @@ impl Conn {
 
     fn dispatch(&mut self, key: u64, permit: OwnedSemaphorePermit) {
         let Some(i) = self.index_by_key(key) else { return };
-        let slot = &mut self.slots[i];
-        let Phase::Ready(params) = std::mem::replace(&mut slot.phase, Phase::Running) else { return };
-        let Some(stdin) = slot.stdin.take() else { return };
+        let req = &mut self.requests[i];
+        let Phase::Ready(params) = std::mem::replace(&mut req.phase, Phase::Running) else { return };
+        let Some(stdin) = req.stdin.take() else { return };
         let request = Request {
-            request_id: slot.request_id,
-            role: slot.role,
+            request_id: req.request_id,
+            role: req.role,
             params,
             stdin,
-            data: slot.data.take(),
+            data: req.data.take(),
             sink: ResponseSink::new(self.out_tx.clone(), key),
-            control: slot.control.clone(),
+            control: req.control.clone(),
             permit,
         };
         self.shared.count_dispatch();
@@ -528,10 +530,10 @@ impl Conn {
 
     fn on_input(&mut self, id: u16, stream: Stream, content: Bytes) {
         let Some(i) = self.index(id) else { return };
-        let slot = &mut self.slots[i];
+        let req = &mut self.requests[i];
         let tx = match stream {
-            Stream::Stdin => &mut slot.stdin_tx,
-            Stream::Data => &mut slot.data_tx,
+            Stream::Stdin => &mut req.stdin_tx,
+            Stream::Data => &mut req.data_tx,
         };
         let Some(sender) = tx.as_ref() else {
             // After the end record, for a role without this stream, or aborted.
@@ -542,7 +544,7 @@ impl Conn {
         match sender.try_send(content) {
             Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
             Err(mpsc::error::TrySendError::Full(chunk)) => {
-                self.pending = Some(Pending { key: slot.key, stream, chunk });
+                self.pending = Some(Pending { key: req.key, stream, chunk });
                 return;
             }
         }
@@ -555,47 +557,61 @@ impl Conn {
         // Output of a request that was answered already (aborted before it
         // started) or that belongs to an earlier request with the same id.
         let Some(i) = self.index_by_key(message.key) else { return };
-        let slot = &mut self.slots[i];
-        let aborted = slot.control.is_aborted();
+        let req = &mut self.requests[i];
+        let aborted = req.control.is_aborted();
         match message.kind {
             Output::Stdout(data) if !aborted => {
-                put_stream(&mut self.wbuf, FCGI_STDOUT, slot.request_id, &data);
-                slot.stdout_sent |= !data.is_empty();
+                put_stream(&mut self.wbuf, FCGI_STDOUT, req.request_id, &data);
+                req.stdout_sent |= !data.is_empty();
             }
             Output::Stderr(data) if !aborted => {
-                put_stream(&mut self.wbuf, FCGI_STDERR, slot.request_id, &data);
-                slot.stderr_sent |= !data.is_empty();
+                put_stream(&mut self.wbuf, FCGI_STDERR, req.request_id, &data);
+                req.stderr_sent |= !data.is_empty();
             }
             Output::Stdout(_) | Output::Stderr(_) => {}
             Output::End { app_status } => self.finish(i, app_status),
+            Output::Terminated => {
+                let req = &self.requests[i];
+                tracing::warn!(
+                    "{}: request {} ended by request_terminate_timeout{}",
+                    self.peer,
+                    req.request_id,
+                    if req.stdout_sent { " (its response is cut short)" } else { ": answered with 504" }
+                );
+                if !req.stdout_sent {
+                    put_stream(&mut self.wbuf, FCGI_STDOUT, req.request_id, TERMINATED_RESPONSE);
+                    self.requests[i].stdout_sent = true;
+                }
+                self.finish(i, 1);
+            }
         }
     }
 
     /// Answer a request the application never saw.
     fn end_unstarted(&mut self, i: usize, protocol_status: u8) {
-        let slot = self.slots.remove(i);
-        put_end_request(&mut self.wbuf, slot.request_id, 0, protocol_status);
-        self.after_end(&slot);
+        let req = self.requests.remove(i);
+        put_end_request(&mut self.wbuf, req.request_id, 0, protocol_status);
+        self.after_end(&req);
     }
 
     /// Close the output streams and send FCGI_END_REQUEST (§5.5).
     fn finish(&mut self, i: usize, app_status: u32) {
-        let slot = self.slots.remove(i);
-        if slot.stdout_sent {
-            put_record(&mut self.wbuf, FCGI_STDOUT, slot.request_id, &[]);
+        let req = self.requests.remove(i);
+        if req.stdout_sent {
+            put_record(&mut self.wbuf, FCGI_STDOUT, req.request_id, &[]);
         }
-        if slot.stderr_sent {
-            put_record(&mut self.wbuf, FCGI_STDERR, slot.request_id, &[]);
+        if req.stderr_sent {
+            put_record(&mut self.wbuf, FCGI_STDERR, req.request_id, &[]);
         }
-        put_end_request(&mut self.wbuf, slot.request_id, app_status, FCGI_REQUEST_COMPLETE);
-        self.after_end(&slot);
+        put_end_request(&mut self.wbuf, req.request_id, app_status, FCGI_REQUEST_COMPLETE);
+        self.after_end(&req);
     }
 
-    fn after_end(&mut self, slot: &Slot) {
-        if self.pending.as_ref().is_some_and(|p| p.key == slot.key) {
+    fn after_end(&mut self, req: &ActiveRequest) {
+        if self.pending.as_ref().is_some_and(|p| p.key == req.key) {
             self.pending = None;
         }
-        if !slot.keep_conn {
+        if !req.keep_conn {
             self.close_when_idle = true;
         }
     }
@@ -623,49 +639,45 @@ impl Conn {
             self.rbuf.clear();
         }
         let mut i = 0;
-        while i < self.slots.len() {
-            let slot = &mut self.slots[i];
-            let running = matches!(slot.phase, Phase::Running);
-            let input_open = slot.stdin_tx.is_some() || slot.data_tx.is_some();
-            if !running || (input_open && slot.control.abort()) {
+        while i < self.requests.len() {
+            let req = &mut self.requests[i];
+            let running = matches!(req.phase, Phase::Running);
+            let input_open = req.stdin_tx.is_some() || req.data_tx.is_some();
+            if !running || (input_open && req.control.abort()) {
                 // Never started: nobody is left to answer.
-                self.slots.remove(i);
+                self.requests.remove(i);
                 continue;
             }
             if input_open {
                 tracing::info!(
                     "{}: the web server closed the connection before request {}'s body ended",
                     self.peer,
-                    slot.request_id
+                    req.request_id
                 );
-                slot.stdin_tx = None;
-                slot.data_tx = None;
+                req.stdin_tx = None;
+                req.data_tx = None;
             }
             i += 1;
         }
     }
 
     fn abort_all(&mut self) {
-        for slot in self.slots.drain(..) {
-            slot.control.abort();
+        for req in self.requests.drain(..) {
+            req.control.abort();
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicU64;
-
     use bytes::BufMut;
     use tokio::io::{duplex, split, DuplexStream, ReadHalf, WriteHalf};
 
     use super::*;
     use crate::protocol::params::put_pair;
-    use crate::server::admission::Admission;
     use crate::server::request::Handler;
-    use crate::server::scoreboard::Scoreboard;
     use crate::server::shutdown::StopHandle;
-    use crate::server::{Config, PoolSeat, Shared};
+    use crate::server::{Config, ScoreboardRow, Shared};
 
     /// Answers every request with its stdin, from a plain thread.
     struct Echo;
@@ -688,22 +700,12 @@ mod tests {
 
     fn start(config: Config) -> (WriteHalf<DuplexStream>, ReadHalf<DuplexStream>) {
         let (ours, theirs) = duplex(1 << 20);
-        let admission = Arc::new(Admission::new(config.max_conns, config.max_reqs, config.multiplexed));
-        let seat = PoolSeat { board: Arc::new(Scoreboard::new(1).unwrap()), slot: 0 };
-        let shared = Arc::new(Shared {
-            admission: admission.clone(),
-            config,
-            handler: Arc::new(Echo),
-            seat,
-            stop: StopHandle::new(),
-            listen_fd: None,
-            keys: AtomicU64::new(1),
-            dispatched: AtomicU64::new(0),
-        });
-        // A connection slot of its own (the accept loop's job in production).
+        let shared =
+            Arc::new(Shared::new(config, Arc::new(Echo), ScoreboardRow::alone().unwrap(), StopHandle::new(), None));
+        // A connection permit of its own (the accept loop's job in production).
         let conn_permit =
             Arc::new(tokio::sync::Semaphore::new(1)).try_acquire_owned().expect("a fresh semaphore has a permit");
-        let ticket = crate::server::ConnTicket::new(conn_permit, shared.seat.clone());
+        let ticket = crate::server::ConnTicket::new(conn_permit, shared.row.clone());
         let (rd, wr) = split(theirs);
         tokio::spawn(serve_connection(rd, wr, "test".into(), shared, CancellationToken::new(), ticket));
         let (rd, wr) = split(ours);
@@ -770,7 +772,7 @@ mod tests {
 
     #[tokio::test]
     async fn management_records_and_refusals() {
-        let (mut wr, mut rd) = start(Config { max_reqs: 7, ..Config::default() });
+        let (mut wr, mut rd) = start(Config { max_in_flight: 7, ..Config::default() });
         let mut out = BytesMut::new();
         let mut q = BytesMut::new();
         put_pair(&mut q, b"FCGI_MAX_REQS", b"");

@@ -26,11 +26,14 @@ pub enum BindTarget {
     Fd(RawFd),
 }
 
-/// Options for unix socket files.
+/// Options for a socket this process binds (the `socket` settings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UnixOptions {
-    /// Permission bits for the socket file (default 0o660: the web server's
-    /// group can connect, others cannot).
+pub struct SocketOptions {
+    /// The listen backlog (php-fpm's `listen.backlog`); the kernel caps it
+    /// at `net.core.somaxconn`.
+    pub backlog: u32,
+    /// Permission bits for a unix socket file (default 0o660: the web
+    /// server's group can connect, others cannot).
     pub mode: u32,
     /// Process umask applied around `bind()` (flup's `umask`), if any.
     pub umask: Option<u32>,
@@ -40,9 +43,9 @@ pub struct UnixOptions {
     pub group: Option<u32>,
 }
 
-impl Default for UnixOptions {
+impl Default for SocketOptions {
     fn default() -> Self {
-        UnixOptions { mode: 0o660, umask: None, owner: None, group: None }
+        SocketOptions { backlog: 1024, mode: 0o660, umask: None, owner: None, group: None }
     }
 }
 
@@ -73,8 +76,17 @@ pub enum BindError {
 /// A listening socket, ready to hand to the runtime.
 #[derive(Debug)]
 pub enum Bound {
-    Unix { listener: StdUnixListener, cleanup: Option<SocketFile> },
-    Tcp { listener: StdTcpListener, allowed: Option<Vec<IpAddr>> },
+    /// `backlog`: what this process set (None for an inherited socket).
+    Unix {
+        listener: StdUnixListener,
+        cleanup: Option<SocketFile>,
+        backlog: Option<u32>,
+    },
+    Tcp {
+        listener: StdTcpListener,
+        allowed: Option<Vec<IpAddr>>,
+        backlog: Option<u32>,
+    },
 }
 
 /// A socket file we created, removed again when the server stops, unless
@@ -139,10 +151,10 @@ pub fn peer_allowed(allowed: &Option<Vec<IpAddr>>, peer: &SocketAddr) -> bool {
 
 /// Open the listening socket for `target`. `allowed` is the parsed
 /// FCGI_WEB_SERVER_ADDRS, applied to TCP listeners only.
-pub fn bind(target: &BindTarget, unix: UnixOptions, allowed: Option<Vec<IpAddr>>) -> Result<Bound, BindError> {
+pub fn bind(target: &BindTarget, opts: SocketOptions, allowed: Option<Vec<IpAddr>>) -> Result<Bound, BindError> {
     match target {
-        BindTarget::Unix(path) => bind_unix(path, unix),
-        BindTarget::Tcp(host, port) => bind_tcp(host, *port, allowed),
+        BindTarget::Unix(path) => bind_unix(path, opts),
+        BindTarget::Tcp(host, port) => bind_tcp(host, *port, opts.backlog, allowed),
         BindTarget::Fd(fd) => adopt_fd(*fd, allowed),
         BindTarget::Auto => match systemd_fd() {
             Some(fd) => adopt_fd(fd, allowed),
@@ -195,8 +207,8 @@ fn adopt_fd(fd: RawFd, allowed: Option<Vec<IpAddr>>) -> Result<Bound, BindError>
     let io_err = |source| BindError::Io { what: format!("fd {fd}"), source };
     set_cloexec_nonblocking(owned.as_raw_fd()).map_err(io_err)?;
     Ok(match domain {
-        libc::AF_UNIX => Bound::Unix { listener: StdUnixListener::from(owned), cleanup: None },
-        libc::AF_INET | libc::AF_INET6 => Bound::Tcp { listener: StdTcpListener::from(owned), allowed },
+        libc::AF_UNIX => Bound::Unix { listener: StdUnixListener::from(owned), cleanup: None, backlog: None },
+        libc::AF_INET | libc::AF_INET6 => Bound::Tcp { listener: StdTcpListener::from(owned), allowed, backlog: None },
         other => return Err(BindError::NotListening { fd, why: format!("unsupported address family {other}") }),
     })
 }
@@ -216,7 +228,7 @@ fn set_cloexec_nonblocking(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-fn bind_unix(path: &Path, opts: UnixOptions) -> Result<Bound, BindError> {
+fn bind_unix(path: &Path, opts: SocketOptions) -> Result<Bound, BindError> {
     let shown = path.display().to_string();
     let io_err = |source| BindError::Io { what: format!("unix:{shown}"), source };
     let socket = Socket::new(Domain::UNIX, Type::STREAM.cloexec(), None).map_err(io_err)?;
@@ -227,9 +239,10 @@ fn bind_unix(path: &Path, opts: UnixOptions) -> Result<Bound, BindError> {
         raw.extend_from_slice(name.as_bytes());
         let addr = SockAddr::unix(std::ffi::OsStr::from_bytes(&raw)).map_err(io_err)?;
         socket.bind(&addr).map_err(io_err)?;
-        socket.listen(1024).map_err(io_err)?;
+        socket.listen(backlog(opts.backlog)).map_err(io_err)?;
         socket.set_nonblocking(true).map_err(io_err)?;
-        return Ok(Bound::Unix { listener: StdUnixListener::from(OwnedFd::from(socket)), cleanup: None });
+        let listener = StdUnixListener::from(OwnedFd::from(socket));
+        return Ok(Bound::Unix { listener, cleanup: None, backlog: Some(opts.backlog) });
     }
     remove_stale_socket(path)?;
     let old_umask = opts.umask.map(|m| {
@@ -249,9 +262,10 @@ fn bind_unix(path: &Path, opts: UnixOptions) -> Result<Bound, BindError> {
         std::os::unix::fs::chown(path, opts.owner, opts.group).map_err(io_err)?;
     }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(opts.mode)).map_err(io_err)?;
-    socket.listen(1024).map_err(io_err)?;
+    socket.listen(backlog(opts.backlog)).map_err(io_err)?;
     socket.set_nonblocking(true).map_err(io_err)?;
-    Ok(Bound::Unix { listener: StdUnixListener::from(OwnedFd::from(socket)), cleanup: Some(cleanup) })
+    let listener = StdUnixListener::from(OwnedFd::from(socket));
+    Ok(Bound::Unix { listener, cleanup: Some(cleanup), backlog: Some(opts.backlog) })
 }
 
 /// Refuse a live socket or a non-socket at `path`; remove a stale socket.
@@ -277,7 +291,7 @@ fn remove_stale_socket(path: &Path) -> Result<(), BindError> {
     }
 }
 
-fn bind_tcp(host: &str, port: u16, allowed: Option<Vec<IpAddr>>) -> Result<Bound, BindError> {
+fn bind_tcp(host: &str, port: u16, backlog_len: u32, allowed: Option<Vec<IpAddr>>) -> Result<Bound, BindError> {
     let what = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
     let addr = (host, port)
         .to_socket_addrs()
@@ -288,9 +302,14 @@ fn bind_tcp(host: &str, port: u16, allowed: Option<Vec<IpAddr>>) -> Result<Bound
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), None).map_err(io_err)?;
     socket.set_reuse_address(true).map_err(io_err)?;
     socket.bind(&addr.into()).map_err(io_err)?;
-    socket.listen(1024).map_err(io_err)?;
+    socket.listen(backlog(backlog_len)).map_err(io_err)?;
     socket.set_nonblocking(true).map_err(io_err)?;
-    Ok(Bound::Tcp { listener: StdTcpListener::from(OwnedFd::from(socket)), allowed })
+    Ok(Bound::Tcp { listener: StdTcpListener::from(OwnedFd::from(socket)), allowed, backlog: Some(backlog_len) })
+}
+
+/// `listen(2)`'s int (a larger value is capped by the kernel anyway).
+fn backlog(value: u32) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
 }
 
 #[cfg(test)]
@@ -313,22 +332,22 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("oxfcgi-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("s.sock");
-        let bound = bind_unix(&path, UnixOptions::default()).unwrap();
+        let bound = bind_unix(&path, SocketOptions::default()).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o660);
         // A live server answers: refuse.
-        assert!(matches!(bind_unix(&path, UnixOptions::default()), Err(BindError::InUse { .. })));
+        assert!(matches!(bind_unix(&path, SocketOptions::default()), Err(BindError::InUse { .. })));
         drop(bound);
         assert!(!path.exists(), "socket file removed on drop");
         // A stale socket is replaced.
         let stale = StdUnixListener::bind(&path).unwrap();
         drop(stale);
-        let bound = bind_unix(&path, UnixOptions { mode: 0o600, ..UnixOptions::default() }).unwrap();
+        let bound = bind_unix(&path, SocketOptions { mode: 0o600, ..SocketOptions::default() }).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         drop(bound);
         // A regular file is never replaced.
         std::fs::write(&path, b"data").unwrap();
-        assert!(matches!(bind_unix(&path, UnixOptions::default()), Err(BindError::NotASocket { .. })));
+        assert!(matches!(bind_unix(&path, SocketOptions::default()), Err(BindError::NotASocket { .. })));
         assert_eq!(std::fs::read(&path).unwrap(), b"data");
         std::fs::remove_dir_all(&dir).unwrap();
     }

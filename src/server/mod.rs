@@ -34,10 +34,11 @@ pub struct Config {
     pub multiplexed: bool,
     /// Connections open at once (`FCGI_MAX_CONNS`); more wait in the listen backlog.
     pub max_conns: usize,
-    /// Requests in flight at once (`FCGI_MAX_REQS`), queued or running.
-    /// Over it a request is refused at once: FCGI_OVERLOADED on a
-    /// multiplexed connection, else a 503 with `Retry-After`.
-    pub max_reqs: usize,
+    /// Requests in flight at once (the `max_in_flight` setting, reported as
+    /// `FCGI_MAX_REQS`), queued or running. Over it a request is refused at
+    /// once: FCGI_OVERLOADED on a multiplexed connection, else a 503 with
+    /// `Retry-After`.
+    pub max_in_flight: usize,
     /// Largest FCGI_PARAMS stream of one request, in bytes; more closes the connection.
     pub max_params_size: usize,
     /// After a stop, how long requests in flight may take before their
@@ -55,11 +56,25 @@ pub struct Config {
     pub threads: usize,
 }
 
-/// Where this process sits in its pool: the shared counters and its slot.
+/// This process's row on its pool's scoreboard (the counters every worker
+/// process of the pool shares).
 #[derive(Clone)]
-pub struct PoolSeat {
+pub struct ScoreboardRow {
     pub board: Arc<scoreboard::Scoreboard>,
-    pub slot: usize,
+    /// Which row is this process's.
+    pub index: usize,
+}
+
+impl ScoreboardRow {
+    /// A pool of one (a single process, or a test).
+    pub fn alone() -> io::Result<Self> {
+        Ok(ScoreboardRow { board: Arc::new(scoreboard::Scoreboard::new(1)?), index: 0 })
+    }
+
+    /// This process's counters.
+    pub fn counters(&self) -> &scoreboard::WorkerRow {
+        self.board.row(self.index)
+    }
 }
 
 /// How long a connection may wait on its peer (None: no limit).
@@ -93,7 +108,7 @@ impl Default for Config {
             roles: vec![Role::Responder],
             multiplexed: false,
             max_conns: 1024,
-            max_reqs: 64,
+            max_in_flight: 64,
             max_params_size: 1 << 20,
             graceful_timeout: Duration::from_secs(30),
             timeouts: Timeouts::default(),
@@ -110,15 +125,41 @@ pub(crate) struct Shared {
     pub config: Config,
     pub admission: Arc<Admission>,
     pub handler: Arc<dyn Handler>,
-    pub seat: PoolSeat,
+    pub row: ScoreboardRow,
     pub stop: StopHandle,
     /// The listening socket, for the status page's listen queue (TCP).
     pub listen_fd: Option<i32>,
+    /// Its backlog, when this process set it (the `backlog` setting).
+    pub listen_backlog: Option<u32>,
     keys: AtomicU64,
     dispatched: AtomicU64,
 }
 
 impl Shared {
+    /// What the connections of one server share; `listen` is the listening
+    /// socket's fd (TCP only) and backlog, for the status page.
+    pub(crate) fn new(
+        config: Config,
+        handler: Arc<dyn Handler>,
+        row: ScoreboardRow,
+        stop: StopHandle,
+        listen: Option<(Option<i32>, Option<u32>)>,
+    ) -> Self {
+        let admission = Arc::new(Admission::new(config.max_conns, config.max_in_flight, config.multiplexed));
+        let (listen_fd, listen_backlog) = listen.unwrap_or((None, None));
+        Shared {
+            config,
+            admission,
+            handler,
+            row,
+            stop,
+            listen_fd,
+            listen_backlog,
+            keys: AtomicU64::new(1),
+            dispatched: AtomicU64::new(0),
+        }
+    }
+
     /// A process-unique key for a new request, so that output of an old
     /// request can never be mistaken for a new one with the same id.
     pub fn next_key(&self) -> u64 {
@@ -138,11 +179,11 @@ impl Shared {
     /// The status page.
     pub fn status(&self, json: bool, full: bool) -> (&'static str, String) {
         let ctx = status::StatusContext {
-            board: &self.seat.board,
+            board: &self.row.board,
             threads: self.config.threads,
-            max_reqs: self.config.max_reqs,
+            max_in_flight: self.config.max_in_flight,
             listen_queue: self.listen_fd.and_then(listen_queue),
-            listen_backlog: 1024,
+            listen_backlog: self.listen_backlog.map_or(0, u64::from),
         };
         status::render(&ctx, json, full)
     }
@@ -168,42 +209,35 @@ pub struct Hooks {
     pub reopen_logs: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
-/// Serve connections from `bound` until `stop` fires (or, when
+/// How [`serve`] is run and stopped, besides its settings.
+pub struct ServeOptions {
+    /// Stops the server (also from another thread).
+    pub stop: StopHandle,
+    /// Handle SIGTERM/SIGINT/SIGQUIT/SIGHUP/SIGUSR1 while serving.
+    pub handle_signals: bool,
+    pub hooks: Hooks,
+    /// This process's row on the pool's scoreboard.
+    pub row: ScoreboardRow,
+}
+
+/// Serve connections from `bound` until `options.stop` fires (or, when
 /// `handle_signals`, SIGTERM/SIGINT/SIGQUIT/SIGHUP arrive; SIGUSR1 calls
 /// `hooks.reopen_logs`). Runs a single-threaded tokio runtime on the calling
 /// thread. Tells systemd `READY=1` and `STOPPING=1` when it asked (`NOTIFY_SOCKET`).
-#[allow(clippy::too_many_arguments)]
-pub fn serve(
-    config: Config,
-    bound: Bound,
-    handler: Arc<dyn Handler>,
-    stop: StopHandle,
-    handle_signals: bool,
-    hooks: Hooks,
-    seat: PoolSeat,
-) -> io::Result<StopReason> {
+pub fn serve(config: Config, bound: Bound, handler: Arc<dyn Handler>, options: ServeOptions) -> io::Result<StopReason> {
+    let ServeOptions { stop, handle_signals, hooks, row } = options;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let signals = if handle_signals { SignalGuard::install()? } else { None };
     if handle_signals && signals.is_none() {
         tracing::warn!("another server in this process handles signals; this one stops only through stop()");
     }
-    let admission = Arc::new(Admission::new(config.max_conns, config.max_reqs, config.multiplexed));
     let graceful_timeout = config.graceful_timeout;
-    seat.board.claim(seat.slot, std::process::id());
-    let listen_fd = match &bound {
-        Bound::Tcp { listener, .. } => Some(std::os::fd::AsRawFd::as_raw_fd(listener)),
-        Bound::Unix { .. } => None,
+    row.board.claim(row.index, std::process::id());
+    let listen = match &bound {
+        Bound::Tcp { listener, backlog, .. } => (Some(std::os::fd::AsRawFd::as_raw_fd(listener)), *backlog),
+        Bound::Unix { backlog, .. } => (None, *backlog),
     };
-    let shared = Arc::new(Shared {
-        config,
-        admission,
-        handler,
-        seat,
-        stop: stop.clone(),
-        listen_fd,
-        keys: AtomicU64::new(1),
-        dispatched: AtomicU64::new(0),
-    });
+    let shared = Arc::new(Shared::new(config, handler, row, stop.clone(), Some(listen)));
     let reason = runtime.block_on(async {
         let forward = async {
             if let Some(guard) = &signals {
@@ -266,8 +300,10 @@ async fn accept_loop(
 ) -> io::Result<()> {
     // Keep the socket-file guard alive until we stop accepting.
     let (unix, tcp, _cleanup) = match bound {
-        Bound::Unix { listener, cleanup } => (Some(tokio::net::UnixListener::from_std(listener)?), None, cleanup),
-        Bound::Tcp { listener, allowed } => (None, Some((tokio::net::TcpListener::from_std(listener)?, allowed)), None),
+        Bound::Unix { listener, cleanup, .. } => (Some(tokio::net::UnixListener::from_std(listener)?), None, cleanup),
+        Bound::Tcp { listener, allowed, .. } => {
+            (None, Some((tokio::net::TcpListener::from_std(listener)?, allowed)), None)
+        }
     };
     let mut count: u64 = 0;
     loop {
@@ -278,7 +314,7 @@ async fn accept_loop(
         count += 1;
         // Let a less loaded worker take the next connection (bounded wait).
         let mut deferred = 0;
-        while deferred < ACCEPT_DEFER_ROUNDS && shared.seat.board.should_defer_accept(shared.seat.slot) {
+        while deferred < ACCEPT_DEFER_ROUNDS && shared.row.board.should_defer_accept(shared.row.index) {
             tokio::select! {
                 _ = tokio::time::sleep(ACCEPT_DEFER) => deferred += 1,
                 _ = stop.graceful().cancelled() => return Ok(()),
@@ -304,7 +340,7 @@ async fn accept_loop(
                 }
             } => accepted,
         };
-        let ticket = || ConnTicket::new(permit, shared.seat.clone());
+        let ticket = || ConnTicket::new(permit, shared.row.clone());
         match accepted {
             Ok((Either::Unix(stream), peer)) => {
                 let (rd, wr) = stream.into_split();
@@ -349,26 +385,21 @@ const ACCEPT_DEFER_ROUNDS: u32 = 10;
 /// both given back when the connection ends.
 pub(crate) struct ConnTicket {
     _permit: tokio::sync::OwnedSemaphorePermit,
-    seat: PoolSeat,
+    row: ScoreboardRow,
 }
 
 impl ConnTicket {
-    pub(crate) fn new(permit: tokio::sync::OwnedSemaphorePermit, seat: PoolSeat) -> Self {
-        let slot = seat.board.slot(seat.slot);
-        slot.accepted_conns.fetch_add(1, Ordering::Relaxed);
-        slot.open.fetch_add(1, Ordering::Relaxed);
-        ConnTicket { _permit: permit, seat }
+    pub(crate) fn new(permit: tokio::sync::OwnedSemaphorePermit, row: ScoreboardRow) -> Self {
+        let counters = row.counters();
+        counters.accepted_conns.fetch_add(1, Ordering::Relaxed);
+        counters.open.fetch_add(1, Ordering::Relaxed);
+        ConnTicket { _permit: permit, row }
     }
 }
 
 impl Drop for ConnTicket {
     fn drop(&mut self) {
-        let _ = self
-            .seat
-            .board
-            .slot(self.seat.slot)
-            .open
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
+        let _ = self.row.counters().open.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
     }
 }
 

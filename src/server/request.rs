@@ -25,9 +25,9 @@ pub struct Request {
     /// Name-value pairs from FCGI_PARAMS, duplicates already merged.
     pub params: Vec<(Bytes, Bytes)>,
     /// The FCGI_STDIN stream (empty and already ended for AUTHORIZER).
-    pub stdin: InputStream,
+    pub stdin: InputQueue,
     /// The FCGI_DATA stream, for the FILTER role only.
-    pub data: Option<InputStream>,
+    pub data: Option<InputQueue>,
     /// Where the response goes.
     pub sink: ResponseSink,
     /// Abort state shared with the connection.
@@ -93,29 +93,29 @@ pub enum InputError {
 /// Records of one input stream (FCGI_STDIN or FCGI_DATA), in order. An empty
 /// chunk marks the end record; the channel closing without it means abort.
 /// The channel is bounded, which is the back-pressure on the web server.
-pub struct InputStream {
+pub struct InputQueue {
     rx: mpsc::Receiver<Bytes>,
     ended: bool,
 }
 
-/// Sending side of an [`InputStream`], kept by the connection.
+/// Sending side of an [`InputQueue`], kept by the connection.
 pub type InputSender = mpsc::Sender<Bytes>;
 
 /// Records buffered per input stream before the connection stops reading
 /// the socket (each at most 65535 bytes).
 pub const INPUT_QUEUE_RECORDS: usize = 8;
 
-impl InputStream {
+impl InputQueue {
     /// A stream and the sender that feeds it.
-    pub fn channel() -> (InputSender, InputStream) {
+    pub fn channel() -> (InputSender, InputQueue) {
         let (tx, rx) = mpsc::channel(INPUT_QUEUE_RECORDS);
-        (tx, InputStream { rx, ended: false })
+        (tx, InputQueue { rx, ended: false })
     }
 
     /// An input stream that is already at its end (AUTHORIZER has no stdin).
-    pub fn empty() -> InputStream {
+    pub fn empty() -> InputQueue {
         let (_, rx) = mpsc::channel(1);
-        InputStream { rx, ended: true }
+        InputQueue { rx, ended: true }
     }
 
     /// The next chunk without waiting: `Some(Ok(Some(bytes)))`, `Some(Ok(None))`
@@ -170,6 +170,10 @@ pub enum Output {
     /// The request is over: close the streams and send FCGI_END_REQUEST with
     /// this `appStatus`.
     End { app_status: u32 },
+    /// The request ran past `request_terminate_timeout`: the connection
+    /// answers it now (a 504 if no header went out, else the response is cut
+    /// short) and ignores whatever the application still sends for it.
+    Terminated,
 }
 
 /// Messages buffered per connection between the application and the socket.

@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// One worker's counters.
 #[repr(C)]
 #[derive(Default)]
-pub struct WorkerSlot {
+pub struct WorkerRow {
     pub pid: AtomicU64,
     /// Unix time (ms) the worker started.
     pub started_ms: AtomicU64,
@@ -35,11 +35,14 @@ struct Header {
     max_active: AtomicU64,
 }
 
-/// The shared counters of a pool of `slots` workers.
+/// The shared counters of a pool of `rows` workers: a header, then one
+/// [`WorkerRow`] per worker process.
 pub struct Scoreboard {
     base: NonNull<u8>,
-    len: usize,
-    slots: usize,
+    /// Bytes mapped.
+    map_len: usize,
+    /// Worker rows.
+    rows: usize,
 }
 
 // SAFETY: the mapping only holds atomics, which are safe to share.
@@ -51,16 +54,16 @@ pub fn now_ms() -> u64 {
 }
 
 impl Scoreboard {
-    /// Map a zeroed board for `slots` workers (at least 1), shared with
+    /// Map a zeroed board for `rows` workers (at least 1), shared with
     /// processes forked after this call.
-    pub fn new(slots: usize) -> io::Result<Scoreboard> {
-        let slots = slots.max(1);
-        let len = std::mem::size_of::<Header>() + slots * std::mem::size_of::<WorkerSlot>();
+    pub fn new(rows: usize) -> io::Result<Scoreboard> {
+        let rows = rows.max(1);
+        let map_len = std::mem::size_of::<Header>() + rows * std::mem::size_of::<WorkerRow>();
         // SAFETY: a fresh anonymous mapping; checked for MAP_FAILED.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                len,
+                map_len,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED | libc::MAP_ANONYMOUS,
                 -1,
@@ -71,7 +74,7 @@ impl Scoreboard {
             return Err(io::Error::last_os_error());
         }
         let base = NonNull::new(ptr.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
-        let board = Scoreboard { base, len, slots };
+        let board = Scoreboard { base, map_len, rows };
         board.header().started_ms.store(now_ms(), Ordering::Relaxed);
         Ok(board)
     }
@@ -82,16 +85,16 @@ impl Scoreboard {
         unsafe { &*self.base.as_ptr().cast::<Header>() }
     }
 
-    /// Number of worker slots.
-    pub fn len(&self) -> usize {
-        self.slots
+    /// Number of worker rows.
+    pub fn rows(&self) -> usize {
+        self.rows
     }
 
-    /// Worker `i`'s counters (`i` is taken modulo the slot count).
-    pub fn slot(&self, i: usize) -> &WorkerSlot {
-        let i = i % self.slots;
-        // SAFETY: slots follow the header, `i` is in range, zeroed atomics are valid.
-        unsafe { &*self.base.as_ptr().add(std::mem::size_of::<Header>()).cast::<WorkerSlot>().add(i) }
+    /// Worker `i`'s counters (`i` is taken modulo the row count).
+    pub fn row(&self, i: usize) -> &WorkerRow {
+        let i = i % self.rows;
+        // SAFETY: rows follow the header, `i` is in range, zeroed atomics are valid.
+        unsafe { &*self.base.as_ptr().add(std::mem::size_of::<Header>()).cast::<WorkerRow>().add(i) }
     }
 
     /// Unix time (ms) the pool started.
@@ -99,10 +102,10 @@ impl Scoreboard {
         self.header().started_ms.load(Ordering::Relaxed)
     }
 
-    /// Reset slot `i` for a worker starting now.
+    /// Reset row `i` for a worker starting now.
     pub fn claim(&self, i: usize, pid: u32) {
         self.release(i);
-        let s = self.slot(i);
+        let s = self.row(i);
         for counter in [&s.accepted_conns, &s.requests, &s.rejected, &s.slow, &s.open] {
             counter.store(0, Ordering::Relaxed);
         }
@@ -112,23 +115,23 @@ impl Scoreboard {
 
     /// A request starts running in worker `i`'s application.
     pub fn request_started(&self, i: usize) {
-        self.slot(i).requests.fetch_add(1, Ordering::Relaxed);
-        self.slot(i).active.fetch_add(1, Ordering::Relaxed);
+        self.row(i).requests.fetch_add(1, Ordering::Relaxed);
+        self.row(i).active.fetch_add(1, Ordering::Relaxed);
         let active = self.header().active.fetch_add(1, Ordering::Relaxed) + 1;
         self.header().max_active.fetch_max(active, Ordering::Relaxed);
     }
 
     /// A request of worker `i` finished.
     pub fn request_finished(&self, i: usize) {
-        if self.slot(i).active.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1)).is_ok() {
+        if self.row(i).active.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1)).is_ok() {
             let _ = self.header().active.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
         }
     }
 
     /// Forget a worker that is gone (the master calls this when it reaps
-    /// one): its slot no longer counts, its running requests neither.
+    /// one): its row no longer counts, its running requests neither.
     pub fn release(&self, i: usize) {
-        let s = self.slot(i);
+        let s = self.row(i);
         s.pid.store(0, Ordering::Relaxed);
         let running = s.active.swap(0, Ordering::Relaxed);
         let _ = self
@@ -143,13 +146,13 @@ impl Scoreboard {
     /// connection; without this the first to wake takes a burst of
     /// long-lived kept-open connections and the other cores stay idle.)
     pub fn should_defer_accept(&self, i: usize) -> bool {
-        if self.slots < 2 {
+        if self.rows < 2 {
             return false;
         }
-        let mine = self.slot(i).open.load(Ordering::Relaxed);
-        let least = (0..self.slots)
-            .filter(|&j| j != i % self.slots && self.slot(j).pid.load(Ordering::Relaxed) != 0)
-            .map(|j| self.slot(j).open.load(Ordering::Relaxed))
+        let mine = self.row(i).open.load(Ordering::Relaxed);
+        let least = (0..self.rows)
+            .filter(|&j| j != i % self.rows && self.row(j).pid.load(Ordering::Relaxed) != 0)
+            .map(|j| self.row(j).open.load(Ordering::Relaxed))
             .min();
         least.is_some_and(|least| mine >= least + 2)
     }
@@ -160,8 +163,8 @@ impl Scoreboard {
     }
 
     /// Sum of one counter over live workers.
-    pub fn total(&self, counter: impl Fn(&WorkerSlot) -> &AtomicU64) -> u64 {
-        (0..self.slots).map(|i| counter(self.slot(i)).load(Ordering::Relaxed)).sum()
+    pub fn total(&self, counter: impl Fn(&WorkerRow) -> &AtomicU64) -> u64 {
+        (0..self.rows).map(|i| counter(self.row(i)).load(Ordering::Relaxed)).sum()
     }
 }
 
@@ -169,7 +172,7 @@ impl Drop for Scoreboard {
     fn drop(&mut self) {
         // SAFETY: unmapping our own mapping once.
         unsafe {
-            libc::munmap(self.base.as_ptr().cast(), self.len);
+            libc::munmap(self.base.as_ptr().cast(), self.map_len);
         }
     }
 }
@@ -186,17 +189,17 @@ mod tests {
         let pid = unsafe { libc::fork() };
         if pid == 0 {
             board.request_started(1);
-            board.slot(1).accepted_conns.fetch_add(5, Ordering::Relaxed);
+            board.row(1).accepted_conns.fetch_add(5, Ordering::Relaxed);
             unsafe { libc::_exit(0) };
         }
         let mut status = 0;
         unsafe { libc::waitpid(pid, &mut status, 0) };
-        assert_eq!(board.slot(1).requests.load(Ordering::Relaxed), 1);
+        assert_eq!(board.row(1).requests.load(Ordering::Relaxed), 1);
         assert_eq!(board.total(|s| &s.accepted_conns), 5);
         assert_eq!(board.max_active(), 1);
         board.request_finished(1);
         board.request_finished(1);
-        assert_eq!(board.slot(1).active.load(Ordering::Relaxed), 0);
+        assert_eq!(board.row(1).active.load(Ordering::Relaxed), 0);
     }
 
     #[test]
@@ -204,11 +207,11 @@ mod tests {
         let board = Scoreboard::new(3).unwrap();
         board.claim(0, 1);
         board.claim(1, 2);
-        board.slot(0).open.store(3, Ordering::Relaxed);
-        board.slot(1).open.store(1, Ordering::Relaxed);
+        board.row(0).open.store(3, Ordering::Relaxed);
+        board.row(1).open.store(1, Ordering::Relaxed);
         assert!(board.should_defer_accept(0));
         assert!(!board.should_defer_accept(1));
-        board.slot(1).pid.store(0, Ordering::Relaxed); // gone: nobody to defer to
+        board.row(1).pid.store(0, Ordering::Relaxed); // gone: nobody to defer to
         assert!(!board.should_defer_accept(0));
     }
 }

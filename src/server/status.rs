@@ -11,8 +11,8 @@ pub struct StatusContext<'a> {
     pub board: &'a Scoreboard,
     /// Python threads per worker.
     pub threads: usize,
-    /// The in-flight limit per worker (`max_reqs`).
-    pub max_reqs: usize,
+    /// The in-flight limit per worker (`max_in_flight`).
+    pub max_in_flight: usize,
     /// Connections waiting in the listen queue, if known (TCP only).
     pub listen_queue: Option<u64>,
     pub listen_backlog: u64,
@@ -42,12 +42,12 @@ fn rfc3339(ms: u64) -> String {
 /// with one entry per worker when `full`.
 pub fn render(ctx: &StatusContext<'_>, json: bool, full: bool) -> (&'static str, String) {
     let b = ctx.board;
-    let workers: Vec<_> = (0..b.len()).map(|i| b.slot(i)).filter(|s| s.pid.load(Ordering::Relaxed) != 0).collect();
+    let workers: Vec<_> = (0..b.rows()).map(|i| b.row(i)).filter(|s| s.pid.load(Ordering::Relaxed) != 0).collect();
     let active_requests: u64 = workers.iter().map(|s| s.active.load(Ordering::Relaxed)).sum();
     let active_workers = workers.iter().filter(|s| s.active.load(Ordering::Relaxed) > 0).count();
     let fields: Vec<(&str, String)> = vec![
         ("pool", "oxfcgi".into()),
-        ("process manager", if b.len() > 1 { "static".into() } else { "single".into() }),
+        ("process manager", if b.rows() > 1 { "static".into() } else { "single".into() }),
         ("start time", rfc3339(b.started_ms())),
         ("start since", secs_since(b.started_ms()).to_string()),
         ("accepted conn", b.total(|s| &s.accepted_conns).to_string()),
@@ -61,7 +61,7 @@ pub fn render(ctx: &StatusContext<'_>, json: bool, full: bool) -> (&'static str,
         ("active requests", active_requests.to_string()),
         ("idle threads", (workers.len() * ctx.threads).saturating_sub(active_requests as usize).to_string()),
         ("max active requests", b.max_active().to_string()),
-        ("max reqs per process", ctx.max_reqs.to_string()),
+        ("max in flight per process", ctx.max_in_flight.to_string()),
         ("max children reached", b.total(|s| &s.rejected).to_string()),
         ("slow requests", b.total(|s| &s.slow).to_string()),
     ];
@@ -132,7 +132,8 @@ mod tests {
         let board = Scoreboard::new(2).unwrap();
         board.claim(0, 7);
         board.request_started(0);
-        let ctx = StatusContext { board: &board, threads: 4, max_reqs: 16, listen_queue: None, listen_backlog: 1024 };
+        let ctx =
+            StatusContext { board: &board, threads: 4, max_in_flight: 16, listen_queue: None, listen_backlog: 1024 };
         let (ct, text) = render(&ctx, false, true);
         assert_eq!(ct, "text/plain");
         assert!(text.contains("active requests:      1"), "{text}");

@@ -9,10 +9,10 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 use pyo3::{ffi, intern};
 
+use super::context::AppContext;
 use super::errors::ErrorStream;
 use super::input::InputStream;
 use super::log::LEVEL_WARNING;
-use super::pool::AppContext;
 use crate::cgi;
 use crate::protocol::Role;
 

@@ -10,10 +10,10 @@ use pyo3::exceptions::{PyOSError, PyRuntimeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
-use crate::server::request::{InputError, InputStream as RecordStream};
+use crate::server::request::{InputError, InputQueue};
 
 struct State {
-    records: RecordStream,
+    records: InputQueue,
     buf: BytesMut,
     eof: bool,
 }
@@ -33,7 +33,7 @@ pub struct InputStream {
 }
 
 impl InputStream {
-    pub fn new(records: RecordStream) -> Self {
+    pub fn new(records: InputQueue) -> Self {
         InputStream { state: Mutex::new(State { records, buf: BytesMut::new(), eof: false }) }
     }
 

@@ -3,48 +3,20 @@
 //! tasks never touch the GIL.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
 
+use super::context::{AppContext, Running};
 use super::environ::{self, RequestStreams};
 use super::errors::ErrorStream;
 use super::input::InputStream;
 use super::response::{run_app, Responder};
 use crate::server::request::{Output, Request, ResponseSink};
 use crate::server::Handler;
-
-/// What every request of one server shares.
-pub struct AppContext {
-    pub app: Py<PyAny>,
-    /// The `environ` setting: merged over every request's params (flup).
-    pub base_environ: Option<Py<PyDict>>,
-    pub multithread: bool,
-    pub multiprocess: bool,
-    /// Show tracebacks in 500 pages.
-    pub debug: bool,
-    /// The mount prefix (`script_name` setting), see [`crate::cgi::sanitize`].
-    pub script_name: Option<Vec<u8>>,
-    /// Pool-wide counters and this process's slot.
-    pub seat: crate::server::PoolSeat,
-    /// Requests running longer count as slow (`request_timeout`).
-    pub slow_after: Option<Duration>,
-    /// What each worker thread is running: start, description, thread id.
-    pub running: Vec<Mutex<Option<Running>>>,
-}
-
-/// A request a worker thread is running.
-#[derive(Clone)]
-pub struct Running {
-    pub started: Instant,
-    pub what: String,
-    /// `threading.get_ident()` of the thread (pthread_self).
-    pub thread_id: u64,
-}
 
 /// The [`Handler`] the server module calls: queue the request for a thread.
 pub struct Dispatcher {
@@ -165,35 +137,36 @@ impl std::fmt::Display for Label {
 }
 
 /// Marks a request running (scoreboard, running table) until dropped.
-struct Activity<'a> {
+struct Activity<'a, 'py> {
+    py: Python<'py>,
     ctx: &'a AppContext,
     n: usize,
     started: Instant,
 }
 
-impl<'a> Activity<'a> {
-    fn start(ctx: &'a AppContext, n: usize, what: impl FnOnce() -> String, thread_id: u64) -> Self {
+impl<'a, 'py> Activity<'a, 'py> {
+    fn start(py: Python<'py>, ctx: &'a AppContext, n: usize, running: impl FnOnce(Instant) -> Running) -> Self {
         let started = Instant::now();
-        ctx.seat.board.request_started(ctx.seat.slot);
-        // The running table is read by the request_timeout watchdog only.
-        if ctx.slow_after.is_some() {
+        ctx.row.board.request_started(ctx.row.index);
+        // The running table is read by the slowlog/terminate watchdog only.
+        if ctx.watched {
             if let Some(cell) = ctx.running.get(n) {
-                *cell.lock().unwrap_or_else(|e| e.into_inner()) = Some(Running { started, what: what(), thread_id });
+                *cell.lock().unwrap_or_else(|e| e.into_inner()) = Some(running(started));
             }
         }
-        Activity { ctx, n, started }
+        Activity { py, ctx, n, started }
     }
 }
 
-impl Drop for Activity<'_> {
+impl Drop for Activity<'_, '_> {
     fn drop(&mut self) {
-        if let Some(cell) = self.ctx.running.get(self.n) {
-            cell.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if self.ctx.watched {
+            self.ctx.finished(self.py, self.n);
         }
-        let board = &self.ctx.seat.board;
-        board.request_finished(self.ctx.seat.slot);
+        let row = &self.ctx.row;
+        row.board.request_finished(row.index);
         if self.ctx.slow_after.is_some_and(|limit| self.started.elapsed() > limit) {
-            board.slot(self.ctx.seat.slot).slow.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            row.counters().slow.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }
@@ -206,7 +179,13 @@ fn handle(py: Python<'_>, ctx: &AppContext, request: Request, n: usize, thread_i
     }
     let mut end = EndGuard { sink: sink.clone(), app_status: 1 };
     let what = Label::new(request_id, &params);
-    let activity = Activity::start(ctx, n, || what.to_string(), thread_id);
+    let activity = Activity::start(py, ctx, n, |started| Running {
+        started,
+        what: what.to_string(),
+        thread_id,
+        sink: sink.clone(),
+        control: control.clone(),
+    });
     let errors = match Bound::new(py, ErrorStream::new(sink.clone())) {
         Ok(errors) => errors,
         Err(e) => {

@@ -37,13 +37,22 @@ _ballast = []
 
 
 def pool_app(environ, start_response):
-    """For prefork tests: /sleep?t=S, /bloat (grow RSS by 80 MiB), else the pid."""
+    """For prefork tests: /sleep?t=S, /spin?t=S (sleeps in 20 ms steps, so an exception raised
+    in its thread lands within 20 ms), /bloat (grow RSS by 80 MiB), else the pid."""
     import time
 
     path = environ.get("PATH_INFO", "")
     query = dict(p.partition("=")[::2] for p in environ.get("QUERY_STRING", "").split("&") if p)
     if path == "/sleep":
         time.sleep(float(query.get("t", "1")))
+    if path == "/spin":
+        deadline = time.monotonic() + float(query.get("t", "1"))
+        try:
+            while time.monotonic() < deadline:
+                time.sleep(0.02)
+        except BaseException as e:
+            print(f"spin stopped by {type(e).__name__}", file=sys.stderr, flush=True)
+            raise
     if path == "/bloat":
         _ballast.append(bytearray(80 << 20))
     start_response("200 OK", [("Content-Type", "text/plain")])

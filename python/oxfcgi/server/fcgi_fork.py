@@ -1,7 +1,8 @@
 """``flup.server.fcgi_fork`` on the oxfcgi engine: prefork workers."""
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from .. import FCGI_AUTHORIZER, FCGI_FILTER, FCGI_RESPONDER
 from .. import WSGIServer as _Threaded
@@ -24,8 +25,9 @@ class WSGIServer(_Threaded):
     Mapping: ``maxSpare`` single-threaded workers (flup 1.0.3 on Python 3
     never grows past ``maxSpare``; ``maxChildren`` caps it), each replaced
     after ``maxRequests`` requests (0: never), and ``timeout`` seconds as
-    ``request_timeout`` (the slow worker's stacks are logged and it is
-    replaced). ``wsgi.multiprocess`` is True, as in flup.
+    ``request_terminate_timeout`` (flup raised ``TimeoutException`` in the
+    app; oxfcgi answers 504, raises ``RequestTerminated`` in the request's
+    thread and replaces the worker). ``wsgi.multiprocess`` is True, as in flup.
     """
 
     _flavour_kw = frozenset(_PREFORK_KW)
@@ -46,11 +48,16 @@ class WSGIServer(_Threaded):
         self.prefork = prefork
         self.timeout = timeout
         passed = {k: v for k, v in kw.items() if k not in ("multithreaded", "multiprocess")}
-        passed.setdefault("workers", max(1, min(prefork["maxSpare"], max(prefork["maxChildren"], 1))))
+        mapped = {"workers": (max(1, min(prefork["maxSpare"], max(prefork["maxChildren"], 1))), "maxSpare")}
         if prefork["maxRequests"]:
-            passed.setdefault("max_requests", int(prefork["maxRequests"]))
+            mapped["max_requests"] = (int(prefork["maxRequests"]), "maxRequests")
         if timeout:
-            passed.setdefault("request_timeout", float(timeout))
+            mapped["request_terminate_timeout"] = (float(timeout), "timeout")
+        for name, (value, _) in mapped.items():
+            passed.setdefault(name, value)
         super().__init__(application, environ=environ, multithreaded=False, multiprocess=True,
                          bindAddress=bindAddress, umask=umask, multiplexed=multiplexed, debug=debug,
                          roles=roles, forceCGI=forceCGI, **passed)
+        for name, (value, flup_name) in mapped.items():
+            if name not in kw:
+                self._set(self.options, name, value, flup_name)

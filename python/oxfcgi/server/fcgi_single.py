@@ -1,7 +1,8 @@
 """``flup.server.fcgi_single`` on the oxfcgi engine: one request at a time."""
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from .. import FCGI_AUTHORIZER, FCGI_FILTER, FCGI_RESPONDER
 from .. import WSGIServer as _Threaded

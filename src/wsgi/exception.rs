@@ -1,7 +1,7 @@
 //! The one place where engine errors become Python exceptions.
 
 use pyo3::create_exception;
-use pyo3::exceptions::PyOSError;
+use pyo3::exceptions::{PyOSError, PyTimeoutError};
 use pyo3::PyErr;
 
 use crate::server::listener::BindError as EngineBindError;
@@ -11,6 +11,14 @@ create_exception!(
     BindError,
     PyOSError,
     "The server could not listen where it was told to (the message says why and what to do)."
+);
+
+create_exception!(
+    _oxfcgi,
+    RequestTerminated,
+    PyTimeoutError,
+    "Raised inside a request's thread when it ran past request_terminate_timeout: the web server \
+     has been answered (504) already, and the application should unwind."
 );
 
 /// Engine failures that reach Python.

@@ -1,0 +1,49 @@
+"""The keyword arguments of :func:`oxfcgi.run`, for type checkers.
+
+Generated from the settings table: ``python -m oxfcgi.settings options > python/oxfcgi/_options.py``
+(tests/test_settings.py fails when this file and the table differ)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, TypedDict
+
+
+class RunOptions(TypedDict, total=False):
+    """``run()``'s keywords: the settings of :mod:`oxfcgi.settings` (all optional)."""
+
+    threads: int
+    multiplexed: bool
+    max_conns: int
+    max_in_flight: int | None
+    roles: Iterable[int | str] | int | str
+    max_params_size: int
+    graceful_timeout: float
+    idle_timeout: float
+    keepalive_timeout: float
+    read_timeout: float
+    script_name: str | None
+    environ: Mapping[str, Any] | None
+    multithread: bool | None
+    multiprocess: bool
+    debug: bool
+    status_path: str | None
+    ping_path: str | None
+    max_requests: int | None
+    request_slowlog_timeout: float
+    request_terminate_timeout: float
+    backlog: int
+    socket_mode: int
+    umask: int | None
+    socket_owner: str | int | None
+    socket_group: str | int | None
+    user: str | int | None
+    group: str | int | None
+    pidfile: str | None
+    log_file: str | None
+    log_level: str
+    force_cgi: bool
+    workers: int | None
+    max_requests_jitter: int
+    max_lifetime: float
+    max_rss: int | None

@@ -1,0 +1,123 @@
+"""Serving from start to end: the one path ``run()``, flup's ``WSGIServer.run()`` and
+``oxfcgi serve`` take.
+
+The order is what keeps it safe: settings checked (by the engine too) → logging → bind
+(as root if need be) → pid file → switch user → load the app (in each worker, with
+prefork and no preload) → serve. Application code never runs before the user switch.
+Without a user switch the app is loaded first, before binding: a socket that accepts then
+means an app that is loaded, and a broken app leaves no socket behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import socket
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from . import _startup, _watchdog, supervisor
+from ._cgi import force_cgi_requested, serve_cgi
+from ._listen import drop_privileges, listen, remove_pidfile, write_pidfile
+from ._loader import Loaded
+from ._logsetup import ensure_handler, make_print_safe, use_log_file
+from ._oxfcgi import Server
+from .settings import Resolved
+
+log = logging.getLogger("oxfcgi")
+
+#: From the settings of a loaded app (its own ``run()`` arguments included) to the
+#: effective settings.
+Finalize = Callable[[Loaded], Resolved]
+
+
+def _noop_app(environ: object, start_response: object) -> list[bytes]:
+    return []
+
+
+def socket_settings(resolved: Resolved) -> dict[str, Any]:
+    """The keyword arguments of :func:`oxfcgi.listen` (everything of the socket group but ``bind``)."""
+    return {k: v for k, v in resolved.group("socket").items() if k != "bind"}
+
+
+def worker_settings(resolved: Resolved) -> dict[str, Any]:
+    """A prefork worker's server settings: ``wsgi.multiprocess`` on, and ``max_requests``
+    plus this worker's share of ``max_requests_jitter`` (so workers do not restart together)."""
+    out = resolved.group("server")
+    out["multiprocess"] = True
+    if out["max_requests"]:
+        out["max_requests"] += random.randint(0, max(0, resolved.values["max_requests_jitter"]))
+    return out
+
+
+def warn_max_requests_under_mod_fcgid(max_requests: int | None) -> None:
+    """deployment.md §8 #10: a self-imposed max_requests makes mod_fcgid serve 500s."""
+    if not max_requests or _startup.LISTEN_FD is None:
+        return
+    try:
+        name = socket.socket(fileno=os.dup(_startup.LISTEN_FD)).getsockname()
+    except OSError:
+        return
+    if isinstance(name, str) and re.search(r"/\d+\.\d+$", name):
+        log.warning(
+            "max_requests=%s under Apache mod_fcgid: when this process exits by itself, mod_fcgid may already "
+            "have sent it the next request, which then fails with a 500. Let mod_fcgid recycle processes "
+            "instead: FcgidMaxRequestsPerProcess %s",
+            max_requests,
+            max_requests,
+        )
+
+
+def serve(load: Callable[[], Loaded], base: Resolved, finalize: Finalize) -> bool:
+    """Serve what ``load()`` returns until stopped; returns what :func:`oxfcgi.run` returns.
+
+    ``base``: the settings known before loading (the socket and process groups come from
+    here). ``finalize(loaded)``: the effective settings once the app is loaded (its script
+    may have passed server settings to ``run()``). Raises ``BindError``/``OSError``,
+    ``ValueError``/``TypeError`` for bad settings, and whatever ``load()`` raises.
+    """
+    values = base.values
+    if force_cgi_requested(values["force_cgi"]):
+        loaded = load()
+        serve_cgi(loaded.app, finalize(loaded).values["environ"])
+        return False
+    Server(_noop_app, base.group("server"))  # the engine checks every setting before we bind
+    workers = supervisor.workers_setting(values["workers"])
+    ensure_handler(values["log_level"], explicit=base.sources["log_level"] != "default")
+    if values["log_file"]:
+        use_log_file(values["log_file"])
+    switching = values["user"] is not None or values["group"] is not None
+    loaded: Loaded | None = None
+    if not switching and (workers is None or values["preload"]):
+        loaded = load()
+    listener = listen(values["bind"], **socket_settings(base))
+    pidfile = values["pidfile"]
+    stdout = sys.stdout
+    try:
+        if pidfile:
+            write_pidfile(pidfile)
+        drop_privileges(values["user"], values["group"])
+        stdout = make_print_safe()
+        if workers is not None:
+            if values["preload"]:
+                preloaded = loaded or load()
+                load = lambda: preloaded  # noqa: E731
+            recycle = supervisor.Recycle(max_lifetime=values["max_lifetime"], max_rss=values["max_rss"] or 0)
+            master = supervisor.Master(load, finalize, listener, workers, recycle, values["graceful_timeout"])
+            return master.run()
+        loaded = loaded or load()
+        final = finalize(loaded)
+        warn_max_requests_under_mod_fcgid(final.values["max_requests"])
+        server = Server(loaded.app, final.group("server"))
+        _watchdog.start(
+            server, final.values["request_slowlog_timeout"], final.values["request_terminate_timeout"], replace=False
+        )
+        return server.serve(listener)
+    finally:
+        sys.stdout = stdout
+        if pidfile:
+            remove_pidfile(pidfile)
+        listener.close()
