@@ -189,6 +189,8 @@ class WSGIServer:
 
     _flavour_kw: frozenset[str] = frozenset({"minSpare", "maxSpare", "maxThreads"})
     _dropped_kw: frozenset[str] = frozenset({"jobClass", "jobArgs"})
+    #: The flup class this one stands for, in sources (``--print-config``).
+    _flup_name = "flup.server.fcgi.WSGIServer"
 
     def __init__(
         self,
@@ -235,7 +237,7 @@ class WSGIServer:
 
     def _set(self, options: dict[str, Any], name: str, value: Any, flup_name: str) -> None:
         options[name] = value
-        self.sources[name] = f"flup {type(self).__module__}.WSGIServer({flup_name}=)"
+        self.sources[name] = f"{self._flup_name}({flup_name}=)"
 
     def _options(self, kw: dict[str, Any]) -> dict[str, Any]:
         known = set(settings.names(surface="run")) | set(settings.ALIASES)

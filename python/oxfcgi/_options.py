@@ -1,6 +1,6 @@
 """The keyword arguments of :func:`oxfcgi.run`, for type checkers.
 
-Generated from the settings table: ``python -m oxfcgi.settings options > python/oxfcgi/_options.py``
+Generated from the settings table by ``scripts/generate-settings.py``
 (tests/test_settings.py fails when this file and the table differ)."""
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ class RunOptions(TypedDict, total=False):
     roles: Iterable[int | str] | int | str
     max_params_size: int
     graceful_timeout: float
-    idle_timeout: float
-    keepalive_timeout: float
-    read_timeout: float
+    idle_timeout: float | None
+    keepalive_timeout: float | None
+    read_timeout: float | None
     script_name: str | None
     environ: Mapping[str, Any] | None
     multithread: bool | None
@@ -30,8 +30,8 @@ class RunOptions(TypedDict, total=False):
     status_path: str | None
     ping_path: str | None
     max_requests: int | None
-    request_slowlog_timeout: float
-    request_terminate_timeout: float
+    request_slowlog_timeout: float | None
+    request_terminate_timeout: float | None
     backlog: int
     socket_mode: int
     umask: int | None
@@ -45,5 +45,5 @@ class RunOptions(TypedDict, total=False):
     force_cgi: bool
     workers: int | None
     max_requests_jitter: int
-    max_lifetime: float
+    max_lifetime: float | None
     max_rss: int | None

@@ -4,7 +4,7 @@
 by ``tests/test_settings.py``: the keyword arguments :func:`oxfcgi.run` takes (and their
 docstring), flup's ``WSGIServer`` arguments mapped onto them, the ``oxfcgi serve`` options
 and their ``--help`` text, the ``OXFCGI_*`` environment variables, the README's settings
-table (``python -m oxfcgi.settings markdown`` prints it), the native ``Server``'s
+table (``scripts/generate-settings.py`` writes it), the native ``Server``'s
 ``ServerSettings`` in the stub, and the engine's own list of the server settings.
 
 A setting belongs to one group:
@@ -27,8 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 __all__ = [
@@ -386,6 +385,8 @@ class Setting:
     def show(self, value: Any) -> str:
         """A value as the docs and ``--print-config`` show it."""
         if value is None:
+            if self.kind is BIND:
+                return "inherited"
             return "off" if self.off_zero or self.kind in (SECONDS, URL_PATH) else "none"
         if self.kind is MODE:
             return format(value, "04o")
@@ -682,11 +683,11 @@ def docstring(group: str | None = None, *, indent: str = "    ") -> str:
 
 def options_module() -> str:
     """The source of ``oxfcgi/_options.py``: the ``RunOptions`` TypedDict of ``run()``'s
-    keywords (``python -m oxfcgi.settings options`` prints it; a test keeps the file equal)."""
+    keywords (``scripts/generate-settings.py`` writes it; a test keeps the file equal)."""
     lines = [
         '"""The keyword arguments of :func:`oxfcgi.run`, for type checkers.',
         "",
-        "Generated from the settings table: ``python -m oxfcgi.settings options > python/oxfcgi/_options.py``",
+        "Generated from the settings table by ``scripts/generate-settings.py``",
         '(tests/test_settings.py fails when this file and the table differ)."""',
         "",
         "from __future__ import annotations",
@@ -703,22 +704,3 @@ def options_module() -> str:
         if s.run:
             lines.append(f"    {s.name}: {s.annotation}")
     return "\n".join(lines) + "\n"
-
-
-def _main(argv: Iterable[str]) -> int:
-    args = list(argv)
-    if args == ["markdown"]:
-        sys.stdout.write(markdown_table())
-        return 0
-    if args == ["docstring"]:
-        sys.stdout.write(docstring() + "\n")
-        return 0
-    if args == ["options"]:
-        sys.stdout.write(options_module())
-        return 0
-    sys.stderr.write("usage: python -m oxfcgi.settings markdown|docstring|options\n")
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))

@@ -33,6 +33,8 @@ class WSGIServer(_Threaded):
     _flavour_kw = frozenset(_PREFORK_KW)
     _dropped_kw = frozenset({"multithreaded", "multiprocess", "jobClass", "jobArgs"})
 
+    _flup_name = "flup.server.fcgi_fork.WSGIServer"
+
     def __init__(self, application: Callable, environ: Mapping | None = None, bindAddress: Any = None,
                  umask: int | None = None, multiplexed: bool = False, debug: bool = False,
                  roles: Iterable[int] = (FCGI_RESPONDER,), forceCGI: bool = False, timeout: float | None = None,

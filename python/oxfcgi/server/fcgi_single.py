@@ -16,6 +16,8 @@ class WSGIServer(_Threaded):
     accepts and ignores any extra keyword argument.
     """
 
+    _flup_name = "flup.server.fcgi_single.WSGIServer"
+
     def __init__(self, application: Callable, environ: Mapping | None = None, bindAddress: Any = None,
                  umask: int | None = None, multiplexed: bool = False, debug: bool = False,
                  roles: Iterable[int] = (FCGI_RESPONDER,), forceCGI: bool = False, **kw: Any):
