@@ -62,8 +62,7 @@ def echo(environ, start_response):
         parts.append(chunk)
         left -= len(chunk)
     data = b"".join(parts)
-    start_response("200 OK", [("Content-Type", "application/octet-stream"),
-                              ("Content-Length", str(len(data)))])
+    start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(len(data)))])
     return [data]
 
 

@@ -74,8 +74,7 @@ PEER_SPECS = {
     "granian": "granian",
 }
 # Distribution names as importlib.metadata knows them.
-PEER_DISTS = {"flup": "flup", "uwsgi": "uWSGI", "fcgisgi": "fcgisgi", "gunicorn": "gunicorn",
-              "granian": "granian"}
+PEER_DISTS = {"flup": "flup", "uwsgi": "uWSGI", "fcgisgi": "fcgisgi", "gunicorn": "gunicorn", "granian": "granian"}
 
 CONNECTIONS = 16
 WRK_THREADS = 2
@@ -90,9 +89,11 @@ def log(msg: str) -> None:
 # ------------------------------------------------------------------------------------------
 # Processes: every child in its own process group, all stopped in `finally`.
 
+
 class Proc:
-    def __init__(self, name: str, cmd: list[str], log_path: Path, env: dict | None = None,
-                 cwd: Path | None = None, stdout=None):
+    def __init__(
+        self, name: str, cmd: list[str], log_path: Path, env: dict | None = None, cwd: Path | None = None, stdout=None
+    ):
         self.name = name
         self.cmd = cmd
         self.log_path = log_path
@@ -100,8 +101,12 @@ class Proc:
         self.log_file.write(f"$ {' '.join(map(str, cmd))}\n".encode())
         self.log_file.flush()
         self.popen = subprocess.Popen(
-            [str(c) for c in cmd], cwd=str(cwd or ROOT), env=env,
-            stdin=subprocess.DEVNULL, stdout=stdout or self.log_file, stderr=self.log_file,
+            [str(c) for c in cmd],
+            cwd=str(cwd or ROOT),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout or self.log_file,
+            stderr=self.log_file,
             start_new_session=True,
         )
         self.pid = self.popen.pid
@@ -156,9 +161,15 @@ def stop_all() -> None:
 
 def run(cmd, timeout: float, check: bool = True, **kw) -> subprocess.CompletedProcess:
     """Run a command to completion in its own process group, killing the group on timeout."""
-    p = subprocess.Popen([str(c) for c in cmd], stdout=kw.pop("stdout", subprocess.PIPE),
-                         stderr=kw.pop("stderr", subprocess.PIPE), stdin=subprocess.DEVNULL,
-                         start_new_session=True, text=True, **kw)
+    p = subprocess.Popen(
+        [str(c) for c in cmd],
+        stdout=kw.pop("stdout", subprocess.PIPE),
+        stderr=kw.pop("stderr", subprocess.PIPE),
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        text=True,
+        **kw,
+    )
     try:
         out, err = p.communicate(timeout=timeout)
     except BaseException:
@@ -214,6 +225,7 @@ def free_port() -> int:
 
 # ------------------------------------------------------------------------------------------
 # Setup: apt tools, venv + peers, loadgen, oxfcgi.
+
 
 def as_root(cmd: list[str]) -> list[str]:
     if os.geteuid() == 0:
@@ -286,18 +298,30 @@ def ensure_loadgen() -> None:
         return
     log("building benches/loadgen (cargo build --release)")
     env = dict(os.environ, CARGO_TARGET_DIR=str(LOADGEN_TARGET))
-    cp = run(["cargo", "build", "--release", "--manifest-path", LOADGEN_DIR / "Cargo.toml"],
-             timeout=1800, check=False, env=env)
+    cp = run(
+        ["cargo", "build", "--release", "--manifest-path", LOADGEN_DIR / "Cargo.toml"],
+        timeout=1800,
+        check=False,
+        env=env,
+    )
     if cp.returncode != 0 or not LOADGEN.exists():
         raise SystemExit(f"building the load generator failed:\n{cp.stderr[-3000:]}")
 
 
 def venv_has(dist: str) -> str | None:
     """The version of `dist` installed in the venv, or None."""
-    cp = run([VENV_PY, "-c",
-              "import importlib.metadata as m, sys\n"
-              "try: print(m.version(sys.argv[1]))\n"
-              "except m.PackageNotFoundError: pass", dist], timeout=60, check=False)
+    cp = run(
+        [
+            VENV_PY,
+            "-c",
+            "import importlib.metadata as m, sys\n"
+            "try: print(m.version(sys.argv[1]))\n"
+            "except m.PackageNotFoundError: pass",
+            dist,
+        ],
+        timeout=60,
+        check=False,
+    )
     v = (cp.stdout or "").strip()
     return v or None
 
@@ -329,6 +353,7 @@ def ensure_venv(peers_wanted: set[str], notes: list[str]) -> dict[str, str]:
 @dataclass
 class Uwsgi:
     """How to run uWSGI: the venv's build, or Debian's binary with its python3 plugin."""
+
     binary: str
     plugin_args: list[str]
     chdir: Path
@@ -342,8 +367,7 @@ def ensure_uwsgi(versions: dict[str, str], run_dir: Path, notes: list[str]) -> U
         return Uwsgi(str(venv_uwsgi), [], ROOT, "benches.apps", versions["uwsgi"])
     # Fallback: Debian's uwsgi + python3 plugin (Debian's /usr/bin/python3). The apps are copied
     # to a world-readable directory so uWSGI can import them whatever user it runs as.
-    if not (os.access("/usr/bin/uwsgi", os.X_OK)
-            and Path("/usr/lib/uwsgi/plugins/python3_plugin.so").exists()):
+    if not (os.access("/usr/bin/uwsgi", os.X_OK) and Path("/usr/lib/uwsgi/plugins/python3_plugin.so").exists()):
         log("uwsgi did not install from PyPI; trying Debian's uwsgi + uwsgi-plugin-python3")
         apt_install(["uwsgi", "uwsgi-plugin-python3"])
     if os.access("/usr/bin/uwsgi", os.X_OK):
@@ -382,8 +406,12 @@ def ensure_oxfcgi(mode: str, notes: list[str]) -> Oxfcgi:
         log("pip install . into benches/.venv (builds a release wheel of this checkout)")
         # Its own cargo target dir: does not touch (or wait on) the checkout's target/.
         build_env = dict(os.environ, CARGO_TARGET_DIR=str(VENV / "cargo-target"))
-        cp = run([VENV_PY, "-m", "pip", "install", "-q", "--force-reinstall", "--no-deps", ROOT],
-                 timeout=2400, check=False, env=build_env)
+        cp = run(
+            [VENV_PY, "-m", "pip", "install", "-q", "--force-reinstall", "--no-deps", ROOT],
+            timeout=2400,
+            check=False,
+            env=build_env,
+        )
         if cp.returncode != 0:
             raise SystemExit(f"pip install {ROOT} failed:\n{(cp.stderr or '')[-3000:]}")
         env["PYTHONPATH"] = str(ROOT)
@@ -391,20 +419,28 @@ def ensure_oxfcgi(mode: str, notes: list[str]) -> Oxfcgi:
     else:
         engine = sorted((ROOT / "python" / "oxfcgi").glob("_oxfcgi*.so"))
         if not engine:
-            raise SystemExit("python/oxfcgi has no built engine (_oxfcgi*.so): run "
-                             "`bash scripts/test.sh` or `pip install -e .` first, or use "
-                             "--oxfcgi-from wheel")
+            raise SystemExit(
+                "python/oxfcgi has no built engine (_oxfcgi*.so): run "
+                "`bash scripts/test.sh` or `pip install -e .` first, or use "
+                "--oxfcgi-from wheel"
+            )
         built = max(e.stat().st_mtime for e in engine)
         src = newest_mtime([ROOT / "src", ROOT / "Cargo.toml"])
         if src > built:
-            msg = ("the engine in python/oxfcgi is older than src/ (rebuild it with "
-                   "`pip install -e .`, or use --oxfcgi-from wheel)")
+            msg = (
+                "the engine in python/oxfcgi is older than src/ (rebuild it with "
+                "`pip install -e .`, or use --oxfcgi-from wheel)"
+            )
             notes.append("warning: " + msg)
             log("WARNING: " + msg)
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "python"), str(ROOT)])
         source = "this checkout's built engine (python/oxfcgi on PYTHONPATH)"
-    cp = run([VENV_PY, "-c", "import oxfcgi, sys; print(oxfcgi.__version__); print(oxfcgi.__file__)"],
-             timeout=60, check=False, env=env)
+    cp = run(
+        [VENV_PY, "-c", "import oxfcgi, sys; print(oxfcgi.__version__); print(oxfcgi.__file__)"],
+        timeout=60,
+        check=False,
+        env=env,
+    )
     if cp.returncode != 0:
         raise SystemExit(f"oxfcgi does not import in the venv:\n{cp.stderr}")
     version, where = cp.stdout.split()[:2]
@@ -420,6 +456,7 @@ def ensure_oxfcgi(mode: str, notes: list[str]) -> Oxfcgi:
 
 # ------------------------------------------------------------------------------------------
 # Servers and apps.
+
 
 @dataclass
 class Scenario:
@@ -442,17 +479,23 @@ SCENARIOS = [
 class Server:
     key: str
     label: str
-    proto: str            # "fcgi", "http" or "static"
-    keep_conn: bool       # keeps connections between requests (FastCGI FCGI_KEEP_CONN / HTTP keep-alive)
-    needs: str | None     # peer package
+    proto: str  # "fcgi", "http" or "static"
+    keep_conn: bool  # keeps connections between requests (FastCGI FCGI_KEEP_CONN / HTTP keep-alive)
+    needs: str | None  # peer package
     note: str = ""
 
 
 SERVERS = [
     Server("oxfcgi-1", "oxfcgi, 1 worker", "fcgi", True, None, "default threads"),
     Server("oxfcgi-2", "oxfcgi, 2 workers", "fcgi", True, None, "--workers 2, default threads"),
-    Server("uwsgi", "uWSGI, 2 processes", "fcgi", False, "uwsgi",
-           "--fastcgi-socket --processes 2 --master; closes the connection after each request"),
+    Server(
+        "uwsgi",
+        "uWSGI, 2 processes",
+        "fcgi",
+        False,
+        "uwsgi",
+        "--fastcgi-socket --processes 2 --master; closes the connection after each request",
+    ),
     Server("flup-thread", "flup 1.0.3 threaded", "fcgi", True, "flup", "flup.server.fcgi.WSGIServer"),
     Server("flup-fork", "flup 1.0.3 fork", "fcgi", True, "flup", "flup.server.fcgi_fork.WSGIServer"),
     Server("fcgisgi", "fcgisgi", "fcgi", True, "fcgisgi", "run_wsgi_server, default thread pool"),
@@ -465,8 +508,7 @@ SERVERS = [
 class Env:
     """Everything the cells need."""
 
-    def __init__(self, args, run_dir: Path, wrk, nginx, ox: Oxfcgi, uwsgi: Uwsgi | None,
-                 peers: dict[str, str]):
+    def __init__(self, args, run_dir: Path, wrk, nginx, ox: Oxfcgi, uwsgi: Uwsgi | None, peers: dict[str, str]):
         self.args = args
         self.run_dir = run_dir
         self.wrk = wrk
@@ -498,8 +540,7 @@ def start_backend(env: Env, srv: Server, app: str, sock: Path) -> Proc:
     logp = env.path(f"{srv.key}-{app}.log")
     venv_bin = VENV / "bin"
     if srv.key.startswith("oxfcgi"):
-        cmd = [VENV_PY, "-m", "oxfcgi", "serve", target, "--bind", f"unix:{sock}",
-               "--socket-mode", "666"]
+        cmd = [VENV_PY, "-m", "oxfcgi", "serve", target, "--bind", f"unix:{sock}", "--socket-mode", "666"]
         if env.args.oxfcgi_threads:
             cmd += ["--threads", str(env.args.oxfcgi_threads)]
         if srv.key == "oxfcgi-2":
@@ -507,22 +548,63 @@ def start_backend(env: Env, srv: Server, app: str, sock: Path) -> Proc:
         proc = Proc(srv.key, cmd, logp, env=env.ox.env)
     elif srv.key == "uwsgi":
         u = env.uwsgi
-        cmd = [u.binary, *u.plugin_args, "--fastcgi-socket", sock, "--chmod-socket=666",
-               "--processes", "2", "--master", "--chdir", u.chdir,
-               "--module", f"{u.module_prefix}:{app}", "--need-app", "--disable-logging",
-               "--die-on-term", "--listen", "128"]
+        cmd = [
+            u.binary,
+            *u.plugin_args,
+            "--fastcgi-socket",
+            sock,
+            "--chmod-socket=666",
+            "--processes",
+            "2",
+            "--master",
+            "--chdir",
+            u.chdir,
+            "--module",
+            f"{u.module_prefix}:{app}",
+            "--need-app",
+            "--disable-logging",
+            "--die-on-term",
+            "--listen",
+            "128",
+        ]
         proc = Proc(srv.key, cmd, logp, cwd=u.chdir)
     elif srv.key in ("flup-thread", "flup-fork", "fcgisgi"):
         cmd = [VENV_PY, BENCH / "peer_servers.py", srv.key, target, sock]
         proc = Proc(srv.key, cmd, logp)
     elif srv.key == "gunicorn":
-        cmd = [venv_bin / "gunicorn", "-w", "2", "-k", "gthread", "--threads", "4",
-               "--bind", f"unix:{sock}", "--chdir", ROOT, "--log-level", "warning",
-               "--keep-alive", "75", target]
+        cmd = [
+            venv_bin / "gunicorn",
+            "-w",
+            "2",
+            "-k",
+            "gthread",
+            "--threads",
+            "4",
+            "--bind",
+            f"unix:{sock}",
+            "--chdir",
+            ROOT,
+            "--log-level",
+            "warning",
+            "--keep-alive",
+            "75",
+            target,
+        ]
         proc = Proc(srv.key, cmd, logp)
     elif srv.key == "granian":
-        cmd = [venv_bin / "granian", "--interface", "wsgi", "--workers", "2", "--uds", sock,
-               "--uds-permissions", "438", "--no-log", target]
+        cmd = [
+            venv_bin / "granian",
+            "--interface",
+            "wsgi",
+            "--workers",
+            "2",
+            "--uds",
+            sock,
+            "--uds-permissions",
+            "438",
+            "--no-log",
+            target,
+        ]
         proc = Proc(srv.key, cmd, logp)
     else:
         raise ValueError(srv.key)
@@ -592,35 +674,48 @@ def start_nginx(env: Env, srv: Server, sock: Path | None) -> tuple[Proc, int]:
     port = free_port()
     if srv.proto == "static":
         upstream = ""
-        location = ('            default_type text/plain;\n'
-                    '            return 200 "Hello, World!";')
+        location = '            default_type text/plain;\n            return 200 "Hello, World!";'
     elif srv.proto == "fcgi":
         keep = "        keepalive 32;\n        keepalive_requests 1000000;\n" if srv.keep_conn else ""
         upstream = f"    upstream backend {{\n        server unix:{sock};\n{keep}    }}"
-        location = FASTCGI_PARAMS + "\n" + (
-            "            fastcgi_pass backend;\n"
-            + ("            fastcgi_keep_conn on;\n" if srv.keep_conn else "")
-            + "            fastcgi_buffer_size 32k;\n"
-              "            fastcgi_buffers 32 32k;\n"
-              "            fastcgi_read_timeout 30s;\n"
-              "            fastcgi_send_timeout 30s;")
+        location = (
+            FASTCGI_PARAMS
+            + "\n"
+            + (
+                "            fastcgi_pass backend;\n"
+                + ("            fastcgi_keep_conn on;\n" if srv.keep_conn else "")
+                + "            fastcgi_buffer_size 32k;\n"
+                "            fastcgi_buffers 32 32k;\n"
+                "            fastcgi_read_timeout 30s;\n"
+                "            fastcgi_send_timeout 30s;"
+            )
+        )
     else:
-        upstream = (f"    upstream backend {{\n        server unix:{sock};\n"
-                    "        keepalive 32;\n        keepalive_requests 1000000;\n    }")
-        location = ("            proxy_pass http://backend;\n"
-                    "            proxy_http_version 1.1;\n"
-                    '            proxy_set_header Connection "";\n'
-                    "            proxy_set_header Host $host;\n"
-                    "            proxy_buffer_size 32k;\n"
-                    "            proxy_buffers 32 32k;\n"
-                    "            proxy_read_timeout 30s;\n"
-                    "            proxy_send_timeout 30s;")
+        upstream = (
+            f"    upstream backend {{\n        server unix:{sock};\n"
+            "        keepalive 32;\n        keepalive_requests 1000000;\n    }"
+        )
+        location = (
+            "            proxy_pass http://backend;\n"
+            "            proxy_http_version 1.1;\n"
+            '            proxy_set_header Connection "";\n'
+            "            proxy_set_header Host $host;\n"
+            "            proxy_buffer_size 32k;\n"
+            "            proxy_buffers 32 32k;\n"
+            "            proxy_read_timeout 30s;\n"
+            "            proxy_send_timeout 30s;"
+        )
     conf = prefix / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(
-        prefix=prefix, port=port, upstream=upstream, location=location,
-        user_line="user root;" if os.geteuid() == 0 else ""))
-    proc = Proc("nginx", [env.nginx, "-p", prefix, "-c", conf, "-e", prefix / "error.log"],
-                prefix / "stdout.log")
+    conf.write_text(
+        NGINX_CONF.format(
+            prefix=prefix,
+            port=port,
+            upstream=upstream,
+            location=location,
+            user_line="user root;" if os.geteuid() == 0 else "",
+        )
+    )
+    proc = Proc("nginx", [env.nginx, "-p", prefix, "-c", conf, "-e", prefix / "error.log"], prefix / "stdout.log")
     proc.prefix = prefix
     wait_tcp(port, proc)
     return proc, port
@@ -629,6 +724,7 @@ def start_nginx(env: Env, srv: Server, sock: Path | None) -> tuple[Proc, int]:
 # ------------------------------------------------------------------------------------------
 # Measurements.
 
+
 @dataclass
 class Result:
     rps: float = 0.0
@@ -636,7 +732,7 @@ class Result:
     p99: float | None = None
     errors: int = 0
     requests: int = 0
-    note: str = ""          # why there is no number
+    note: str = ""  # why there is no number
     extra: dict = field(default_factory=dict)
 
     @property
@@ -682,13 +778,14 @@ def run_wrk(env: Env, port: int, sc: Scenario) -> Result:
     if sc.post:
         lua = env.run_dir / "post.lua"
         if not lua.exists():
-            lua.write_text('wrk.method = "POST"\n'
-                           f'wrk.body = string.rep("a", {ECHO_BYTES})\n'
-                           'wrk.headers["Content-Type"] = "application/octet-stream"\n')
+            lua.write_text(
+                'wrk.method = "POST"\n'
+                f'wrk.body = string.rep("a", {ECHO_BYTES})\n'
+                'wrk.headers["Content-Type"] = "application/octet-stream"\n'
+            )
         base += ["-s", lua]
     if env.args.warmup > 0:
-        run(base + [f"-d{max(1, round(env.args.warmup))}s", url],
-            timeout=env.args.warmup + 40, check=False)
+        run(base + [f"-d{max(1, round(env.args.warmup))}s", url], timeout=env.args.warmup + 40, check=False)
         # wrk closing its connections aborts requests nginx had in flight; let the server finish
         # them so they do not count against the measured run's concurrency.
         time.sleep(0.5)
@@ -700,8 +797,19 @@ def run_wrk(env: Env, port: int, sc: Scenario) -> Result:
 
 
 def run_loadgen(env: Env, sock: Path, sc: Scenario, keep_conn: bool) -> Result:
-    cmd = [LOADGEN, f"unix:{sock}", "-c", env.args.connections, "-d", env.args.duration,
-           "-w", env.args.warmup, "--json", "--timeout", "10"]
+    cmd = [
+        LOADGEN,
+        f"unix:{sock}",
+        "-c",
+        env.args.connections,
+        "-d",
+        env.args.duration,
+        "-w",
+        env.args.warmup,
+        "--json",
+        "--timeout",
+        "10",
+    ]
     cmd.append("--keep-conn" if keep_conn else "--per-request")
     if sc.post:
         cmd += ["--method", "POST", "--body-size", ECHO_BYTES]
@@ -710,8 +818,14 @@ def run_loadgen(env: Env, sock: Path, sc: Scenario, keep_conn: bool) -> Result:
         data = json.loads((cp.stdout or "").strip().splitlines()[-1])
     except (ValueError, IndexError):
         return Result(note=f"loadgen failed: {(cp.stderr or cp.stdout or '').strip()[-200:]}")
-    r = Result(rps=data["rps"], p50=data["p50_ms"], p99=data["p99_ms"], errors=data["errors"],
-               requests=data["requests"], extra=data)
+    r = Result(
+        rps=data["rps"],
+        p50=data["p50_ms"],
+        p99=data["p99_ms"],
+        errors=data["errors"],
+        requests=data["requests"],
+        extra=data,
+    )
     if data["errors"] and data.get("first_error"):
         r.extra["first_error"] = data["first_error"]
     return r
@@ -730,8 +844,7 @@ def problem_line(path: Path) -> str | None:
     return None
 
 
-def measure_server(env: Env, srv: Server, scenarios: list[Scenario],
-                   results: dict) -> None:
+def measure_server(env: Env, srv: Server, scenarios: list[Scenario], results: dict) -> None:
     why = server_unavailable(env, srv)
     modes = ["nginx"] + (["direct"] if srv.proto == "fcgi" else [])
     for sc in scenarios:
@@ -755,9 +868,11 @@ def measure_server(env: Env, srv: Server, scenarios: list[Scenario],
                 r = results[(srv.key, "nginx", sc.key)] = run_wrk(env, port, sc)
                 nginx.stop()
                 if r.errors:
-                    r.extra["first_error"] = (problem_line(nginx.prefix / "error.log")
-                                              or (backend and problem_line(backend.log_path))
-                                              or "wrk: non-2xx responses or socket errors")
+                    r.extra["first_error"] = (
+                        problem_line(nginx.prefix / "error.log")
+                        or (backend and problem_line(backend.log_path))
+                        or "wrk: non-2xx responses or socket errors"
+                    )
                 nginx = None
             else:
                 results[(srv.key, "nginx", sc.key)] = Result(note="n/a (no wrk/nginx)")
@@ -776,8 +891,7 @@ def measure_server(env: Env, srv: Server, scenarios: list[Scenario],
         except (RuntimeError, subprocess.SubprocessError, OSError) as e:
             log(f"  failed: {e}")
             for mode in modes:
-                results.setdefault((srv.key, mode, sc.key),
-                                   Result(note=f"failed: {str(e).splitlines()[0][:80]}"))
+                results.setdefault((srv.key, mode, sc.key), Result(note=f"failed: {str(e).splitlines()[0][:80]}"))
         finally:
             if nginx:
                 nginx.stop()
@@ -791,6 +905,7 @@ def measure_server(env: Env, srv: Server, scenarios: list[Scenario],
 
 # ------------------------------------------------------------------------------------------
 # Memory.
+
 
 def rss_kb(pid: int, field_name: str = "VmRSS") -> int | None:
     try:
@@ -822,14 +937,16 @@ def measure_memory(env: Env) -> dict:
     try:
         with _suppress():
             sock.unlink()
-        ox = Proc("oxfcgi-mem", [VENV_PY, "-m", "oxfcgi", "serve", "benches.apps:hello",
-                                 "--bind", f"unix:{sock}"], env.path("mem-oxfcgi.log"),
-                  env=env.ox.env)
+        ox = Proc(
+            "oxfcgi-mem",
+            [VENV_PY, "-m", "oxfcgi", "serve", "benches.apps:hello", "--bind", f"unix:{sock}"],
+            env.path("mem-oxfcgi.log"),
+            env=env.ox.env,
+        )
         wait_unix(sock, ox)
         time.sleep(1.0)
         mem["oxfcgi_fresh_kb"] = rss_kb(ox.pid)
-        run([LOADGEN, f"unix:{sock}", "-c", "4", "-d", "2", "-w", "0", "--json"], timeout=60,
-            check=False)
+        run([LOADGEN, f"unix:{sock}", "-c", "4", "-d", "2", "-w", "0", "--json"], timeout=60, check=False)
         time.sleep(1.0)
         mem["oxfcgi_idle_kb"] = rss_kb(ox.pid)
         ox.stop()
@@ -838,13 +955,15 @@ def measure_memory(env: Env) -> dict:
             # The same, as a prefork worker (--workers 2): the largest worker's RSS.
             with _suppress():
                 sock.unlink()
-            ox = Proc("oxfcgi-mem-prefork", [VENV_PY, "-m", "oxfcgi", "serve", "benches.apps:hello",
-                                             "--bind", f"unix:{sock}", "--workers", "2"],
-                      env.path("mem-oxfcgi-prefork.log"), env=env.ox.env)
+            ox = Proc(
+                "oxfcgi-mem-prefork",
+                [VENV_PY, "-m", "oxfcgi", "serve", "benches.apps:hello", "--bind", f"unix:{sock}", "--workers", "2"],
+                env.path("mem-oxfcgi-prefork.log"),
+                env=env.ox.env,
+            )
             wait_unix(sock, ox)
             time.sleep(1.0)
-            run([LOADGEN, f"unix:{sock}", "-c", "4", "-d", "2", "-w", "0", "--json"], timeout=60,
-                check=False)
+            run([LOADGEN, f"unix:{sock}", "-c", "4", "-d", "2", "-w", "0", "--json"], timeout=60, check=False)
             time.sleep(1.0)
             workers = [p for p in group_pids(ox.pid) if p != ox.pid]
             sizes = [v for v in (rss_kb(p) for p in workers) if v]
@@ -856,9 +975,13 @@ def measure_memory(env: Env) -> dict:
         for kind, key in (("bare", "bare_kb"), ("bare-oxfcgi", "bare_oxfcgi_kb")):
             bare_out = env.path(f"mem-{kind}.out")
             with open(bare_out, "wb") as out:
-                bare = Proc(kind, [VENV_PY, BENCH / "peer_servers.py", kind,
-                                   "benches.apps:hello", "-"],
-                            env.path(f"mem-{kind}.log"), env=env.ox.env, stdout=out)
+                bare = Proc(
+                    kind,
+                    [VENV_PY, BENCH / "peer_servers.py", kind, "benches.apps:hello", "-"],
+                    env.path(f"mem-{kind}.log"),
+                    env=env.ox.env,
+                    stdout=out,
+                )
             deadline = time.monotonic() + 20
             while b"ready" not in bare_out.read_bytes() and time.monotonic() < deadline:
                 if not bare.alive():
@@ -880,13 +1003,35 @@ def measure_memory(env: Env) -> dict:
     try:
         with _suppress():
             sock.unlink()
-        ox = Proc("oxfcgi-upload", [VENV_PY, "-m", "oxfcgi", "serve", "benches.apps:upload_sink",
-                                    "--bind", f"unix:{sock}"], env.path("mem-upload.log"),
-                  env=env.ox.env)
+        ox = Proc(
+            "oxfcgi-upload",
+            [VENV_PY, "-m", "oxfcgi", "serve", "benches.apps:upload_sink", "--bind", f"unix:{sock}"],
+            env.path("mem-upload.log"),
+            env=env.ox.env,
+        )
         wait_unix(sock, ox)
         # Warm up: a few small uploads, so one-time allocations are not counted.
-        run([LOADGEN, f"unix:{sock}", "-c", "1", "-n", "20", "-d", "20", "-w", "0", "--json",
-             "--method", "POST", "--body-size", str(1 << 20)], timeout=60, check=False)
+        run(
+            [
+                LOADGEN,
+                f"unix:{sock}",
+                "-c",
+                "1",
+                "-n",
+                "20",
+                "-d",
+                "20",
+                "-w",
+                "0",
+                "--json",
+                "--method",
+                "POST",
+                "--body-size",
+                str(1 << 20),
+            ],
+            timeout=60,
+            check=False,
+        )
         time.sleep(0.5)
         pids = group_pids(ox.pid)
         base = {p: rss_kb(p) or 0 for p in pids}
@@ -910,9 +1055,29 @@ def measure_memory(env: Env) -> dict:
         t = threading.Thread(target=sample, daemon=True)
         t.start()
         t0 = time.monotonic()
-        cp = run([LOADGEN, f"unix:{sock}", "-c", "1", "-n", "1", "-d", "120", "-w", "0", "--json",
-                  "--timeout", "120", "--method", "POST", "--body-size", str(UPLOAD_BYTES)],
-                 timeout=180, check=False)
+        cp = run(
+            [
+                LOADGEN,
+                f"unix:{sock}",
+                "-c",
+                "1",
+                "-n",
+                "1",
+                "-d",
+                "120",
+                "-w",
+                "0",
+                "--json",
+                "--timeout",
+                "120",
+                "--method",
+                "POST",
+                "--body-size",
+                str(UPLOAD_BYTES),
+            ],
+            timeout=180,
+            check=False,
+        )
         elapsed = time.monotonic() - t0
         stop.set()
         t.join()
@@ -942,6 +1107,7 @@ def measure_memory(env: Env) -> dict:
 
 # ------------------------------------------------------------------------------------------
 # Report.
+
 
 def fmt_ms(v: float | None) -> str:
     if v is None:
@@ -991,7 +1157,7 @@ def build_table(results: dict, servers: list[Server], scenarios: list[Scenario])
                 continue
             if not any((srv.key, mode, sc.key) in results for sc in scenarios):
                 continue
-            mode_text = ("nginx + wrk" if mode == "nginx" else "direct (loadgen)")
+            mode_text = "nginx + wrk" if mode == "nginx" else "direct (loadgen)"
             if mode == "nginx" and srv.proto == "http":
                 mode_text = "nginx proxy_pass + wrk"
             if mode == "nginx" and srv.proto == "static":
@@ -1011,8 +1177,10 @@ def targets(results: dict, mem: dict) -> str:
     def ratio_row(title, a, b, goal):
         if a and b:
             v = a.rps / b.rps
-            rows.append(f"| {title} | {v:.2f}× ({fmt_rps(a.rps)} vs {fmt_rps(b.rps)} req/s) "
-                        f"| ≥ {goal}× | {'PASS' if v >= goal else 'FAIL'} |")
+            rows.append(
+                f"| {title} | {v:.2f}× ({fmt_rps(a.rps)} vs {fmt_rps(b.rps)} req/s) "
+                f"| ≥ {goal}× | {'PASS' if v >= goal else 'FAIL'} |"
+            )
         else:
             rows.append(f"| {title} | n/a | ≥ {goal}× | n/a |")
 
@@ -1020,37 +1188,47 @@ def targets(results: dict, mem: dict) -> str:
     ratio_row("oxfcgi 2 workers ÷ uWSGI 2 processes (hello, nginx, wrk -c16)", ox2, get("uwsgi"), 1.5)
     ratio_row("oxfcgi 2 workers ÷ granian 2 workers (hello, nginx)", ox2, get("granian"), 1.0)
     ratio_row("oxfcgi 1 worker ÷ flup threaded (hello, nginx)", ox1, get("flup-thread"), 5.0)
-    ratio_row("oxfcgi 1 worker ÷ flup threaded (hello, direct)", get("oxfcgi-1", "direct"),
-              get("flup-thread", "direct"), 5.0)
+    ratio_row(
+        "oxfcgi 1 worker ÷ flup threaded (hello, direct)", get("oxfcgi-1", "direct"), get("flup-thread", "direct"), 5.0
+    )
     uw = get("uwsgi")
     if ox2 and uw and ox2.p99 is not None and uw.p99 is not None:
-        rows.append(f"| p99 oxfcgi 2 workers vs uWSGI (hello, nginx) | {fmt_ms(ox2.p99)} vs "
-                    f"{fmt_ms(uw.p99)} ({ox2.p99 / uw.p99:.2f}×) | ≤ 1.0× | "
-                    f"{'PASS' if ox2.p99 <= uw.p99 else 'FAIL'} |")
+        rows.append(
+            f"| p99 oxfcgi 2 workers vs uWSGI (hello, nginx) | {fmt_ms(ox2.p99)} vs "
+            f"{fmt_ms(uw.p99)} ({ox2.p99 / uw.p99:.2f}×) | ≤ 1.0× | "
+            f"{'PASS' if ox2.p99 <= uw.p99 else 'FAIL'} |"
+        )
     else:
         rows.append("| p99 oxfcgi 2 workers vs uWSGI (hello, nginx) | n/a | ≤ 1.0× | n/a |")
     if mem.get("oxfcgi_idle_kb") and mem.get("bare_kb"):
         v = mem["oxfcgi_idle_kb"] / mem["bare_kb"]
-        rows.append(f"| idle RSS: oxfcgi process ÷ bare python with the app imported | {v:.2f}× "
-                    f"({mem['oxfcgi_idle_kb'] / 1024:.1f} MB vs {mem['bare_kb'] / 1024:.1f} MB; "
-                    f"fresh {mem.get('oxfcgi_fresh_kb', 0) / 1024:.1f} MB; a bare python that also "
-                    f"imported oxfcgi: {(mem.get('bare_oxfcgi_kb') or 0) / 1024:.1f} MB) | ≤ 1.2× | "
-                    f"{'PASS' if v <= 1.2 else 'FAIL'} |")
+        rows.append(
+            f"| idle RSS: oxfcgi process ÷ bare python with the app imported | {v:.2f}× "
+            f"({mem['oxfcgi_idle_kb'] / 1024:.1f} MB vs {mem['bare_kb'] / 1024:.1f} MB; "
+            f"fresh {mem.get('oxfcgi_fresh_kb', 0) / 1024:.1f} MB; a bare python that also "
+            f"imported oxfcgi: {(mem.get('bare_oxfcgi_kb') or 0) / 1024:.1f} MB) | ≤ 1.2× | "
+            f"{'PASS' if v <= 1.2 else 'FAIL'} |"
+        )
         if mem.get("oxfcgi_worker_kb"):
             v = mem["oxfcgi_worker_kb"] / mem["bare_kb"]
-            rows.append(f"| idle RSS: oxfcgi prefork worker (--workers 2) ÷ bare python | {v:.2f}× "
-                        f"({mem['oxfcgi_worker_kb'] / 1024:.1f} MB; master "
-                        f"{(mem.get('oxfcgi_master_kb') or 0) / 1024:.1f} MB) | ≤ 1.2× | "
-                        f"{'PASS' if v <= 1.2 else 'FAIL'} |")
+            rows.append(
+                f"| idle RSS: oxfcgi prefork worker (--workers 2) ÷ bare python | {v:.2f}× "
+                f"({mem['oxfcgi_worker_kb'] / 1024:.1f} MB; master "
+                f"{(mem.get('oxfcgi_master_kb') or 0) / 1024:.1f} MB) | ≤ 1.2× | "
+                f"{'PASS' if v <= 1.2 else 'FAIL'} |"
+            )
     else:
         rows.append(f"| idle RSS ratio | n/a ({mem.get('idle_error', 'not measured')}) | ≤ 1.2× | n/a |")
     if "upload_increase_kb" in mem and not mem.get("upload_error"):
         v = mem["upload_increase_kb"] / 1024
-        rows.append(f"| peak RSS increase during a 100 MB upload read in 64 KB chunks | {v:.1f} MB "
-                    f"(in {mem['upload_seconds']:.1f} s) | < 16 MB | {'PASS' if v < 16 else 'FAIL'} |")
+        rows.append(
+            f"| peak RSS increase during a 100 MB upload read in 64 KB chunks | {v:.1f} MB "
+            f"(in {mem['upload_seconds']:.1f} s) | < 16 MB | {'PASS' if v < 16 else 'FAIL'} |"
+        )
     else:
-        rows.append(f"| peak RSS increase, 100 MB upload | n/a ({mem.get('upload_error', 'not measured')}) "
-                    "| < 16 MB | n/a |")
+        rows.append(
+            f"| peak RSS increase, 100 MB upload | n/a ({mem.get('upload_error', 'not measured')}) | < 16 MB | n/a |"
+        )
     return "\n".join(rows)
 
 
@@ -1072,8 +1250,9 @@ def machine_info(env: Env) -> list[str]:
             return "?"
 
     git = out(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"])
-    dirty = run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"], timeout=30,
-                check=False).stdout.strip()
+    dirty = run(
+        ["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"], timeout=30, check=False
+    ).stdout.strip()
     info = [
         f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
         f"- machine: {os.cpu_count()} CPUs (nproc {out(['nproc'])}), {cpu}, "
@@ -1082,9 +1261,14 @@ def machine_info(env: Env) -> list[str]:
         f"- oxfcgi {env.ox.version} at {git}{' + uncommitted changes' if dirty else ''}: {env.ox.source}",
         f"- nginx: {out([env.nginx, '-v']) if env.nginx else 'missing'}; wrk: "
         f"{out([env.wrk, '-v']) if env.wrk else 'missing'}",
-        "- peers: " + (", ".join([f"{k} {v}" for k, v in sorted(env.peers.items()) if k != "uwsgi"]
-                                 + ([f"uWSGI {env.uwsgi.version}"] if env.uwsgi else []))
-                       or "none measured"),
+        "- peers: "
+        + (
+            ", ".join(
+                [f"{k} {v}" for k, v in sorted(env.peers.items()) if k != "uwsgi"]
+                + ([f"uWSGI {env.uwsgi.version}"] if env.uwsgi else [])
+            )
+            or "none measured"
+        ),
         f"- load: {env.args.connections} connections, {env.args.duration:g} s per cell after "
         f"{env.args.warmup:g} s warm-up; wrk -t{WRK_THREADS}; loadgen 1 thread",
     ]
@@ -1093,17 +1277,23 @@ def machine_info(env: Env) -> list[str]:
 
 # ------------------------------------------------------------------------------------------
 
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--quick", action="store_true", help="~3 s per cell (a smoke test)")
     p.add_argument("--duration", type=float, help="seconds per measurement (default 10; 3 with --quick)")
     p.add_argument("--warmup", type=float, help="warm-up seconds before each measurement (default 2; 1 with --quick)")
     p.add_argument("--connections", type=int, default=CONNECTIONS, help="concurrent connections (default 16)")
     p.add_argument("--only", default="", help="comma-separated server/app keys, memory, nomemory")
-    p.add_argument("--oxfcgi-from", choices=("auto", "checkout", "wheel"), default="auto",
-                   help="checkout: this checkout's built engine; wheel: pip install . into the venv; "
-                        "auto (default): checkout when its engine is built and newer than src/, else wheel")
+    p.add_argument(
+        "--oxfcgi-from",
+        choices=("auto", "checkout", "wheel"),
+        default="auto",
+        help="checkout: this checkout's built engine; wheel: pip install . into the venv; "
+        "auto (default): checkout when its engine is built and newer than src/, else wheel",
+    )
     p.add_argument("--oxfcgi-threads", type=int, help="oxfcgi --threads (default: its own default)")
     p.add_argument("--keep-run-dir", action="store_true", help="keep logs and configs in the run directory")
     p.add_argument("--no-write", action="store_true", help=f"do not write {RESULTS.relative_to(ROOT)}")
@@ -1163,35 +1353,40 @@ def main(argv=None) -> int:
 
         table = build_table(results, args.servers, args.scenarios)
         tgt = targets(results, mem)
-        errors = {f"{k[0]} {k[1]} {k[2]}": r.extra.get("first_error") for k, r in results.items()
-                  if r.ok and r.errors and r.extra.get("first_error")}
-        report = "\n".join([
-            "# oxfcgi benchmarks",
-            "",
-            f"`python3 benches/compare.py{' --quick' if args.quick else ''}"
-            f"{' --duration ' + format(args.duration, 'g') if not args.quick and args.duration != 10 else ''}"
-            f"{' --only ' + args.only if args.only else ''}`",
-            "",
-            *machine_info(env),
-            "",
-            "Each cell: requests/s · p99 latency · ratio of req/s to oxfcgi (2 workers when "
-            "available, else 1) in the same mode. *nginx*: wrk → nginx (2 workers) → server "
-            "(FastCGI over a unix socket, keep-conn where the server supports it; HTTP over a "
-            "unix socket for gunicorn/granian). *direct*: oxfcgi-loadgen → server's FastCGI socket.",
-            "",
-            table,
-            "",
-            "## Targets (issue: all cores, bounded load, benchmarks that beat uWSGI)",
-            "",
-            tgt,
-            "",
-            "## Notes",
-            "",
-            *[f"- {s.label}: {s.note}" for s in args.servers if s.note],
-            *[f"- {n}" for n in notes],
-            *[f"- errors in {k}: {v}" for k, v in errors.items()],
-            "",
-        ])
+        errors = {
+            f"{k[0]} {k[1]} {k[2]}": r.extra.get("first_error")
+            for k, r in results.items()
+            if r.ok and r.errors and r.extra.get("first_error")
+        }
+        report = "\n".join(
+            [
+                "# oxfcgi benchmarks",
+                "",
+                f"`python3 benches/compare.py{' --quick' if args.quick else ''}"
+                f"{' --duration ' + format(args.duration, 'g') if not args.quick and args.duration != 10 else ''}"
+                f"{' --only ' + args.only if args.only else ''}`",
+                "",
+                *machine_info(env),
+                "",
+                "Each cell: requests/s · p99 latency · ratio of req/s to oxfcgi (2 workers when "
+                "available, else 1) in the same mode. *nginx*: wrk → nginx (2 workers) → server "
+                "(FastCGI over a unix socket, keep-conn where the server supports it; HTTP over a "
+                "unix socket for gunicorn/granian). *direct*: oxfcgi-loadgen → server's FastCGI socket.",
+                "",
+                table,
+                "",
+                "## Targets (issue: all cores, bounded load, benchmarks that beat uWSGI)",
+                "",
+                tgt,
+                "",
+                "## Notes",
+                "",
+                *[f"- {s.label}: {s.note}" for s in args.servers if s.note],
+                *[f"- {n}" for n in notes],
+                *[f"- errors in {k}: {v}" for k, v in errors.items()],
+                "",
+            ]
+        )
         print(report)
         if not args.no_write:
             RESULTS.write_text(report)

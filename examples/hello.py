@@ -1,7 +1,7 @@
 """The example app the README serves: a WSGI app with a few routes.
 
-    oxfcgi serve examples/hello.py --bind 127.0.0.1:9000
-    oxfcgi request 127.0.0.1:9000 /hello?name=you
+oxfcgi serve examples/hello.py --bind 127.0.0.1:9000
+oxfcgi request 127.0.0.1:9000 /hello?name=you
 """
 
 

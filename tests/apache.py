@@ -27,6 +27,7 @@ tests/test_apache.py)
     requests, reads the error log, lists the processes mod_fcgid spawned and
     stops httpd.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -38,8 +39,17 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.servers import (HTTPResult, cmdline, descendants, free_port, kill_survivors, read_log, stop_process,
-                           wait_accepting, wait_for_text)
+from tests.servers import (
+    HTTPResult,
+    cmdline,
+    descendants,
+    free_port,
+    kill_survivors,
+    read_log,
+    stop_process,
+    wait_accepting,
+    wait_for_text,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 APACHE_BINARY = "/usr/sbin/apache2"
@@ -121,10 +131,11 @@ def find_apache() -> str | None:
 # The world-readable site: oxfcgi + Flask + the test apps for /usr/bin/python3 as www-data
 # ---------------------------------------------------------------------------------------
 
+
 @dataclass
 class Site:
-    base: Path          # /tmp/oxfcgi-apache-XXXX, mode 0755
-    site: Path          # base/site: oxfcgi, flask, flask_app.py, apache_app.py
+    base: Path  # /tmp/oxfcgi-apache-XXXX, mode 0755
+    site: Path  # base/site: oxfcgi, flask, flask_app.py, apache_app.py
     python: str = SYSTEM_PYTHON
 
     def write(self, relative: str, text: str, mode: int = 0o644) -> Path:
@@ -179,13 +190,26 @@ def make_site() -> Site:
     site = base / "site"
     site.mkdir()
     # A fresh copy of the package every session: the lead rebuilds the engine .so in place.
-    shutil.copytree(ROOT / "python" / "oxfcgi", site / "oxfcgi",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(ROOT / "python" / "oxfcgi", site / "oxfcgi", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-             "--no-warn-script-location", "--root-user-action=ignore", "--target", str(site), "flask"],
-            capture_output=True, text=True, timeout=300, check=False,
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-warn-script-location",
+                "--root-user-action=ignore",
+                "--target",
+                str(site),
+                "flask",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
         )
         pip_failure = None if proc.returncode == 0 else f"{proc.stdout}\n{proc.stderr}"
     except subprocess.TimeoutExpired as e:
@@ -196,8 +220,10 @@ def make_site() -> Site:
         try:
             _copy_distributions(FLASK_DISTRIBUTIONS, site)
         except Exception as e:
-            raise ApacheError(f"pip install --target {site} flask failed:\n{pip_failure}\n"
-                              f"and copying the installed Flask failed too: {e}") from e
+            raise ApacheError(
+                f"pip install --target {site} flask failed:\n{pip_failure}\n"
+                f"and copying the installed Flask failed too: {e}"
+            ) from e
     for name in ("flask_app.py", "apache_app.py"):
         shutil.copy(ROOT / "tests" / "apps" / name, site / name)
     _chmod_world_readable(base)
@@ -206,11 +232,17 @@ def make_site() -> Site:
 
 def check_site(site: Site) -> None:
     """Fail early, with the reason, if www-data cannot import oxfcgi and Flask there."""
-    code = (f"import sys; sys.path.insert(0, {str(site.site)!r}); "
-            "import oxfcgi, flask, apache_app; print(oxfcgi.__file__)")
-    proc = subprocess.run(["setpriv", f"--reuid={RUN_USER}", f"--regid={RUN_GROUP}", "--clear-groups",
-                           site.python, "-c", code],
-                          capture_output=True, text=True, timeout=60, cwd="/", check=False)
+    code = (
+        f"import sys; sys.path.insert(0, {str(site.site)!r}); import oxfcgi, flask, apache_app; print(oxfcgi.__file__)"
+    )
+    proc = subprocess.run(
+        ["setpriv", f"--reuid={RUN_USER}", f"--regid={RUN_GROUP}", "--clear-groups", site.python, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+        check=False,
+    )
     if proc.returncode != 0:
         raise ApacheError(f"{site.python} as {RUN_USER} cannot import the test site:\n{proc.stderr}")
 
@@ -219,8 +251,14 @@ def check_site(site: Site) -> None:
 # HTTP
 # ---------------------------------------------------------------------------------------
 
-def send(conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None = None,
-         headers: dict | list | None = None) -> HTTPResult:
+
+def send(
+    conn: http.client.HTTPConnection,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict | list | None = None,
+) -> HTTPResult:
     """One request on an open (possibly kept-alive) connection."""
     conn.putrequest(method, path, skip_accept_encoding=True)
     pairs = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
@@ -239,6 +277,7 @@ def send(conn: http.client.HTTPConnection, method: str, path: str, body: bytes |
 # ---------------------------------------------------------------------------------------
 # Processes
 # ---------------------------------------------------------------------------------------
+
 
 def socket_inodes(pid: int) -> dict[int, int]:
     """{fd: socket inode} of a process (needs root or the same user)."""
@@ -264,14 +303,21 @@ def unix_sockets() -> list[dict]:
         next(f)
         for line in f:
             parts = line.split()
-            rows.append({"flags": int(parts[3], 16), "state": int(parts[5], 16), "inode": int(parts[6]),
-                         "path": parts[7] if len(parts) > 7 else ""})
+            rows.append(
+                {
+                    "flags": int(parts[3], 16),
+                    "state": int(parts[5], 16),
+                    "inode": int(parts[6]),
+                    "path": parts[7] if len(parts) > 7 else "",
+                }
+            )
     return rows
 
 
 # ---------------------------------------------------------------------------------------
 # httpd
 # ---------------------------------------------------------------------------------------
+
 
 class Apache:
     """A running test httpd (foreground parent process) and its files."""
@@ -306,8 +352,14 @@ class Apache:
     def connection(self, timeout: float = 30.0) -> http.client.HTTPConnection:
         return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
 
-    def request(self, method: str, path: str, body: bytes | None = None,
-                headers: dict | list | None = None, timeout: float = 30.0) -> HTTPResult:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict | list | None = None,
+        timeout: float = 30.0,
+    ) -> HTTPResult:
         conn = self.connection(timeout)
         try:
             return send(conn, method, path, body, headers)
@@ -343,12 +395,29 @@ def render_config(root: Path, port: int, body: str, *, log_level: str = "info", 
     if not os.path.exists(types_config):  # package media-types; mod_mime refuses to start without one
         types_config = str(root / "mime.types")
         Path(types_config).write_text("")
-    return BASE_CONFIG.format(root=root, port=port, user=RUN_USER, group=RUN_GROUP, log_level=log_level,
-                              load_modules=load, timeout=timeout, body=body, types_config=types_config)
+    return BASE_CONFIG.format(
+        root=root,
+        port=port,
+        user=RUN_USER,
+        group=RUN_GROUP,
+        log_level=log_level,
+        load_modules=load,
+        timeout=timeout,
+        body=body,
+        types_config=types_config,
+    )
 
 
-def start_apache(root: Path, body: str, *, binary: str | None = None, log_level: str = "info",
-                 timeout: int = 20, attempts: int = 4, start_timeout: float = 20.0) -> Apache:
+def start_apache(
+    root: Path,
+    body: str,
+    *,
+    binary: str | None = None,
+    log_level: str = "info",
+    timeout: int = 20,
+    attempts: int = 4,
+    start_timeout: float = 20.0,
+) -> Apache:
     """Start httpd with ``body`` appended to the base configuration; ``root`` must be
     reachable by www-data (a directory under the :class:`Site` base)."""
     binary = binary or find_apache()
@@ -368,9 +437,15 @@ def start_apache(root: Path, body: str, *, binary: str | None = None, log_level:
         (root / "error.log").write_text("")
         stderr_path = root / "httpd.stderr"
         with open(stderr_path, "wb") as out:
-            proc = subprocess.Popen([binary, "-f", str(conf), "-DFOREGROUND"], stdin=subprocess.DEVNULL,
-                                    stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(root),
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                [binary, "-f", str(conf), "-DFOREGROUND"],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=str(root),
+                start_new_session=True,
+            )
         server = Apache(proc, root, port, conf)
         if wait_accepting((server.host, port), proc, start_timeout):
             return server

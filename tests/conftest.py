@@ -3,6 +3,7 @@
 Every test talks to a real server process over a real socket, through
 ``oxfcgi.client`` (our raw FastCGI client) or through a real web server.
 """
+
 from __future__ import annotations
 
 import os

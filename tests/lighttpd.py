@@ -17,6 +17,7 @@ Where output goes:
 - ``server.breakagelog`` (:meth:`Lighttpd.breakage_log`): the backends' fd 2, i.e. what
   oxfcgi and the app write to stderr (startup banner, the ``oxfcgi`` logger).
 """
+
 from __future__ import annotations
 
 import http.client
@@ -70,8 +71,10 @@ class Lighttpd:
 
     def logs(self) -> str:
         """All three logs, for assertion messages."""
-        return (f"--- error.log\n{self.error_log()}\n--- breakage.log\n{self.breakage_log()}\n"
-                f"--- lighttpd stderr\n{self.stderr()}")
+        return (
+            f"--- error.log\n{self.error_log()}\n--- breakage.log\n{self.breakage_log()}\n"
+            f"--- lighttpd stderr\n{self.stderr()}"
+        )
 
     def wait_for(self, reader, needle: str, timeout: float = 5.0) -> str:
         return wait_for_text(reader, needle, timeout)
@@ -82,8 +85,9 @@ class Lighttpd:
         return children_of(self.proc.pid)
 
     # ---- HTTP --------------------------------------------------------------------
-    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
-                timeout: float = 30.0) -> HTTPResult:
+    def request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict | None = None, timeout: float = 30.0
+    ) -> HTTPResult:
         conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
         try:
             conn.request(method, path, body=body, headers=headers or {})
@@ -120,8 +124,15 @@ def write_config(base_dir: Path, snippets: list[str], port: int | None = None) -
     return conf
 
 
-def start_lighttpd(base_dir: Path, snippets: list[str], *, binary: str = "lighttpd", attempts: int = 5,
-                   timeout: float = 20.0, env: dict | None = None) -> Lighttpd:
+def start_lighttpd(
+    base_dir: Path,
+    snippets: list[str],
+    *,
+    binary: str = "lighttpd",
+    attempts: int = 5,
+    timeout: float = 20.0,
+    env: dict | None = None,
+) -> Lighttpd:
     """Start lighttpd with ``snippets`` (generated configs) included; wait until it accepts."""
     base = Path(base_dir)
     failures = []

@@ -30,6 +30,7 @@ PATH_INFO) next to the config.
 ``fastcgi_read_timeout``/``fastcgi_send_timeout`` are 10 s, ``client_max_body_size 0``.
 FCGI_STDERR records end up in the error log as ``FastCGI sent in stderr: "..."``.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -181,8 +182,9 @@ def app_blocks(socket_path: str) -> tuple[str, str]:
 
     http_parts, server_parts = [], []
     for prefix in ("/app", "/keep", "/"):
-        text = generate(ConfigOptions(target="nginx", app="tests.apps.flask_app:app", socket=socket_path,
-                                      prefix=prefix))
+        text = generate(
+            ConfigOptions(target="nginx", app="tests.apps.flask_app:app", socket=socket_path, prefix=prefix)
+        )
         http_part, server_part = split(text)
         http_parts.append(http_part)
         if prefix == "/app":

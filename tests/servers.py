@@ -7,6 +7,7 @@ connections, stopping a process, reading /proc about the processes a server
 started, polling a log, and a small HTTP response record. One copy of each lives
 here. Times are seconds (``float``) throughout.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -30,6 +31,7 @@ POLL_INTERVAL = 0.05
 # Environment of child Python processes
 # ---------------------------------------------------------------------------------------
 
+
 def child_env(**extra: str) -> dict[str, str]:
     """A copy of ``os.environ`` with the repository root first on ``PYTHONPATH`` (so the
     child imports ``tests.apps.*`` as the test process does), updated with ``extra``."""
@@ -42,6 +44,7 @@ def child_env(**extra: str) -> dict[str, str]:
 # ---------------------------------------------------------------------------------------
 # Ports and listening sockets
 # ---------------------------------------------------------------------------------------
+
 
 def free_port(host: str = LOOPBACK) -> int:
     """A TCP port on ``host`` (default 127.0.0.1) that was free a moment ago.
@@ -69,8 +72,7 @@ def accepts(address: str | tuple[str, int]) -> bool:
         return False
 
 
-def wait_accepting(address: str | tuple[str, int], proc: subprocess.Popen | None = None,
-                   timeout: float = 20.0) -> bool:
+def wait_accepting(address: str | tuple[str, int], proc: subprocess.Popen | None = None, timeout: float = 20.0) -> bool:
     """Poll until ``address`` (see :func:`accepts`) accepts a connection.
 
     Returns True once it does; False after ``timeout`` seconds (default 20) or as soon
@@ -89,6 +91,7 @@ def wait_accepting(address: str | tuple[str, int], proc: subprocess.Popen | None
 # ---------------------------------------------------------------------------------------
 # Stopping processes
 # ---------------------------------------------------------------------------------------
+
 
 def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
     """SIGTERM ``proc`` if it still runs, wait up to ``timeout`` seconds (default 10),
@@ -127,6 +130,7 @@ def wait_gone(pids: Iterable[int], timeout: float) -> list[int]:
 # ---------------------------------------------------------------------------------------
 # /proc
 # ---------------------------------------------------------------------------------------
+
 
 def _stat_fields(pid: int) -> list[str] | None:
     """Fields of /proc/PID/stat after ``pid (comm)`` (state, ppid, ...), or None if gone.
@@ -184,6 +188,7 @@ def cmdline(pid: int) -> list[str]:
 # Polling and logs
 # ---------------------------------------------------------------------------------------
 
+
 def read_log(path: Path) -> str:
     """The text of ``path`` (undecodable bytes replaced), or "" while it does not exist."""
     try:
@@ -219,6 +224,7 @@ def wait_for_text(read: Callable[[], str], needle: str, timeout: float = 5.0) ->
 # ---------------------------------------------------------------------------------------
 # HTTP
 # ---------------------------------------------------------------------------------------
+
 
 @dataclass
 class HTTPResult:

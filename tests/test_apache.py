@@ -16,6 +16,7 @@ world-readable site directory that tests/apache.py prepares (oxfcgi copied fresh
 from python/oxfcgi, Flask installed with pip --target). Without apache2 +
 libapache2-mod-fcgid installed these tests are skipped, or fail when CI=true.
 """
+
 from __future__ import annotations
 
 import os
@@ -41,6 +42,7 @@ BASIC_AUTH = "Basic YWxhZGRpbjpvcGVuc2VzYW1l"  # aladdin:opensesame
 # ---------------------------------------------------------------------------------------
 # Fixtures
 # ---------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def apache_binary() -> str:
@@ -89,15 +91,19 @@ def apache(apache_binary, apache_site):
 
 def write_fcgi(site, directory: str, name: str = "hello.fcgi", extra: str = "") -> Path:
     """A classic hand-written ``.fcgi``: Debian's python, explicit sys.path, run(app)."""
-    return site.write(f"{directory}/{name}", (
-        f"#!{site.python}\n"
-        "import sys\n"
-        f"sys.path.insert(0, {str(site.site)!r})\n"
-        "from apache_app import application\n"
-        "from oxfcgi import run\n"
-        f"{extra}"
-        "run(application)\n"
-    ), 0o755)
+    return site.write(
+        f"{directory}/{name}",
+        (
+            f"#!{site.python}\n"
+            "import sys\n"
+            f"sys.path.insert(0, {str(site.site)!r})\n"
+            "from apache_app import application\n"
+            "from oxfcgi import run\n"
+            f"{extra}"
+            "run(application)\n"
+        ),
+        0o755,
+    )
 
 
 def fcgid_config(site, app: str, prefix: str, **kw) -> str:
@@ -118,17 +124,26 @@ def check_flask_at_prefix(server, prefix: str) -> None:
     r = server.get(f"{prefix}/items/42")
     assert r.status == 200, r
     data = r.json()
-    assert data == {"page": "item", "item_id": 42, "self_url": f"{prefix}/items/42",
-                    "index_url": f"{prefix}/", "script_name": prefix, "path_info": "/items/42"}
+    assert data == {
+        "page": "item",
+        "item_id": 42,
+        "self_url": f"{prefix}/items/42",
+        "index_url": f"{prefix}/",
+        "script_name": prefix,
+        "path_info": "/items/42",
+    }
 
     r = server.get(f"{prefix}/query?a=1&b=two%20words&a=3&c=%C3%A9")
     assert r.status == 200, r
-    assert r.json() == {"args": {"a": ["1", "3"], "b": ["two words"], "c": ["\u00e9"]},
-                        "query_string": "a=1&b=two%20words&a=3&c=%C3%A9"}
+    assert r.json() == {
+        "args": {"a": ["1", "3"], "b": ["two words"], "c": ["\u00e9"]},
+        "query_string": "a=1&b=two%20words&a=3&c=%C3%A9",
+    }
 
     body = b"name=Ada+Lovelace&lang=en&lang=fr&empty="
-    r = server.request("POST", f"{prefix}/form", body=body,
-                       headers={"Content-Type": "application/x-www-form-urlencoded"})
+    r = server.request(
+        "POST", f"{prefix}/form", body=body, headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
     assert r.status == 200, r
     data = r.json()
     assert data["form"] == {"name": ["Ada Lovelace"], "lang": ["en", "fr"], "empty": [""]}
@@ -165,9 +180,11 @@ def check_mount_point_itself(server, prefix: str) -> None:
 # The generated text (no Apache needed)
 # ---------------------------------------------------------------------------------------
 
+
 def test_generate_fcgid_for_a_fcgi_script():
-    text = generate(ConfigOptions(target="apache-fcgid", app="/srv/site/app.fcgi", prefix="/blog",
-                                  python="/usr/bin/python3"))
+    text = generate(
+        ConfigOptions(target="apache-fcgid", app="/srv/site/app.fcgi", prefix="/blog", python="/usr/bin/python3")
+    )
     assert 'Alias "/blog" "/srv/site/app.fcgi"' in text
     assert '<Directory "/srv/site">' in text
     assert "AddHandler fcgid-script .fcgi" in text
@@ -182,8 +199,13 @@ def test_generate_fcgid_for_a_fcgi_script():
 
 
 def test_generate_fcgid_launcher_for_module_app(tmp_path):
-    options = ConfigOptions(target="apache-fcgid", app="mysite.wsgi:application", prefix="/app/",
-                            python="/opt/venv/bin/python", workdir="/srv/mysite")
+    options = ConfigOptions(
+        target="apache-fcgid",
+        app="mysite.wsgi:application",
+        prefix="/app/",
+        python="/opt/venv/bin/python",
+        workdir="/srv/mysite",
+    )
     text = generate(options)
     assert 'Alias "/app" "/srv/mysite/wsgi.fcgi"' in text
     assert 'FcgidWrapper "/opt/venv/bin/python /srv/mysite/wsgi.fcgi"' in text
@@ -206,8 +228,9 @@ def test_generate_fcgid_launcher_for_module_app(tmp_path):
     (tmp_path / "pkg").mkdir()
     (tmp_path / "pkg" / "__init__.py").write_text("")
     (tmp_path / "pkg" / "web.py").write_text("def make():\n    return 'the app'\n")
-    options = ConfigOptions(target="apache-fcgid", app="pkg.web:make()", python="/usr/bin/python3",
-                            workdir=str(tmp_path))
+    options = ConfigOptions(
+        target="apache-fcgid", app="pkg.web:make()", python="/usr/bin/python3", workdir=str(tmp_path)
+    )
     code = apache_config.launcher_text(options).replace("from oxfcgi import run", "run = RESULT.append")
     namespace = {"RESULT": [], "__name__": "__main__"}
     cwd = os.getcwd()
@@ -252,6 +275,7 @@ def test_generate_fcgid_for_a_py_file():
 # mod_fcgid
 # ---------------------------------------------------------------------------------------
 
+
 def test_fcgid_addhandler_serves_flask_under_prefix(apache, apache_site):
     from tests.apache import socket_inodes, unix_sockets
     from tests.servers import cmdline
@@ -272,8 +296,11 @@ def test_fcgid_addhandler_serves_flask_under_prefix(apache, apache_site):
     pid = env["_pid"]
     assert pid in server.app_processes(str(script)), (pid, server.descendants())
     assert str(script) in " ".join(cmdline(pid))
-    listening = {row["inode"]: row["path"] for row in unix_sockets()
-                 if row["path"].startswith(str(server.fcgid_ipc_dir)) and row["flags"] & 0x10000}
+    listening = {
+        row["inode"]: row["path"]
+        for row in unix_sockets()
+        if row["path"].startswith(str(server.fcgid_ipc_dir)) and row["flags"] & 0x10000
+    }
     held = socket_inodes(pid)
     assert set(held.values()) & set(listening), (held, listening)
     # ... and moved it off fd 0, which is /dev/null now (stdin is harmless).
@@ -331,12 +358,35 @@ def test_fcgid_wrapper_runs_generated_launcher(apache, apache_site):
     does not need it) run by ``FcgidWrapper "/usr/bin/python3 LAUNCHER"``."""
     from tests.servers import cmdline
 
-    options = ConfigOptions(target="apache-fcgid", app="apache_app:application", prefix="/wrapped",
-                            python=apache_site.python, workdir=str(apache_site.site))
+    options = ConfigOptions(
+        target="apache-fcgid",
+        app="apache_app:application",
+        prefix="/wrapped",
+        python=apache_site.python,
+        workdir=str(apache_site.site),
+    )
     # The text `oxfcgi config` prints is the text generate() returns.
-    cli = subprocess.run([sys.executable, "-m", "oxfcgi", "config", "apache-fcgid", "--app", options.app,
-                          "--prefix", "/wrapped/", "--python", options.python, "--workdir", options.workdir],
-                         capture_output=True, text=True, timeout=60, check=False)
+    cli = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "oxfcgi",
+            "config",
+            "apache-fcgid",
+            "--app",
+            options.app,
+            "--prefix",
+            "/wrapped/",
+            "--python",
+            options.python,
+            "--workdir",
+            options.workdir,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert cli.returncode == 0, cli.stderr
     text = cli.stdout
     assert text == generate(options)
@@ -394,13 +444,16 @@ def test_fcgid_processes_exit_when_apache_stops(apache, apache_site):
     log = server.error_log()
     assert "terminating forcefully" not in log and "graceful kill fail" not in log, log[-3000:]
     for pid in pids:
-        assert re.search(rf"\({pid}\) exit\(shutting down\), terminated by calling exit\(\), return code: 0",
-                         log), (pid, log[-3000:])
+        assert re.search(rf"\({pid}\) exit\(shutting down\), terminated by calling exit\(\), return code: 0", log), (
+            pid,
+            log[-3000:],
+        )
 
 
 # ---------------------------------------------------------------------------------------
 # mod_proxy_fcgi
 # ---------------------------------------------------------------------------------------
+
 
 def test_proxy_fcgi_enablereuse_no_starvation(apache, apache_site, start_server):
     """enablereuse=on pools FCGI_KEEP_CONN connections in every httpd child; with only two
@@ -408,8 +461,9 @@ def test_proxy_fcgi_enablereuse_no_starvation(apache, apache_site, start_server)
     from tests.apache import send, unix_sockets
 
     sock = apache_site.base / f"px-{uuid.uuid4().hex[:6]}.sock"
-    options = ConfigOptions(target="apache-proxy", app="tests.apps.apache_app:application",
-                            socket=str(sock), prefix="/app")
+    options = ConfigOptions(
+        target="apache-proxy", app="tests.apps.apache_app:application", socket=str(sock), prefix="/app"
+    )
     text = generate(options)
     # The server command the configuration prints (mode 660, group www-data, --script-name).
     args = apache_config.serve_args(options)
@@ -503,8 +557,9 @@ def test_proxy_fcgi_tcp_root_mount(apache, apache_site, start_server):
 def test_proxy_fcgi_mount_point_itself(apache, apache_site, start_server):
     """GET /app (no slash), with the generated rules and server command: the app's index."""
     sock = apache_site.base / f"px-{uuid.uuid4().hex[:6]}.sock"
-    options = ConfigOptions(target="apache-proxy", app="tests.apps.apache_app:application",
-                            socket=str(sock), prefix="/app")
+    options = ConfigOptions(
+        target="apache-proxy", app="tests.apps.apache_app:application", socket=str(sock), prefix="/app"
+    )
     start_server(*apache_config.serve_args(options))
     server = apache(generate(options))
     check_mount_point_itself(server, "/app")
@@ -518,18 +573,23 @@ def test_proxy_fcgi_mount_point_itself(apache, apache_site, start_server):
 # CGI mode (mod_cgid)
 # ---------------------------------------------------------------------------------------
 
+
 def test_cgi_mode_under_mod_cgid(apache, apache_site):
     directory = apache_site.mkdir(f"cgi-{uuid.uuid4().hex[:6]}")
     rel = directory.relative_to(apache_site.base)
     for name, call in (("force.cgi", "run(application, force_cgi=True)"), ("env.cgi", "run(application)")):
-        apache_site.write(f"{rel}/{name}", (
-            f"#!{apache_site.python}\n"
-            "import sys\n"
-            f"sys.path.insert(0, {str(apache_site.site)!r})\n"
-            "from apache_app import application\n"
-            "from oxfcgi import run\n"
-            f"{call}\n"
-        ), 0o755)
+        apache_site.write(
+            f"{rel}/{name}",
+            (
+                f"#!{apache_site.python}\n"
+                "import sys\n"
+                f"sys.path.insert(0, {str(apache_site.site)!r})\n"
+                "from apache_app import application\n"
+                "from oxfcgi import run\n"
+                f"{call}\n"
+            ),
+            0o755,
+        )
     server = apache(
         f'Alias /cgi/ "{directory}/"\n'
         f'<Directory "{directory}">\n'
@@ -546,14 +606,21 @@ def test_cgi_mode_under_mod_cgid(apache, apache_site):
         prefix = f"/cgi/{script}"
         r = server.get(f"{prefix}/items/5")
         assert r.status == 200, (script, r, server.error_log()[-3000:])
-        assert r.json() == {"page": "item", "item_id": 5, "self_url": f"{prefix}/items/5",
-                            "index_url": f"{prefix}/", "script_name": prefix, "path_info": "/items/5"}
+        assert r.json() == {
+            "page": "item",
+            "item_id": 5,
+            "self_url": f"{prefix}/items/5",
+            "index_url": f"{prefix}/",
+            "script_name": prefix,
+            "path_info": "/items/5",
+        }
         assert r.header("Content-Type") == "application/json"
         r = server.get(f"{prefix}/query?q=a%20b")
         assert r.json()["args"] == {"q": ["a b"]}
         body = b"name=Grace+Hopper&n=1&n=2"
-        r = server.request("POST", f"{prefix}/form", body=body,
-                           headers={"Content-Type": "application/x-www-form-urlencoded"})
+        r = server.request(
+            "POST", f"{prefix}/form", body=body, headers={"Content-Type": "application/x-www-form-urlencoded"}
+        )
         assert r.status == 200, (r, server.error_log()[-3000:])
         assert r.json()["form"] == {"name": ["Grace Hopper"], "n": ["1", "2"]}
         assert r.json()["content_length"] == len(body)

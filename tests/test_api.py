@@ -2,6 +2,7 @@
 
 Servers run as real processes; requests go through the raw FastCGI client.
 """
+
 from __future__ import annotations
 
 import os
@@ -45,8 +46,9 @@ def script(tmp_path: Path, body: str) -> Path:
 def spawn(path: Path, *, env=None, **kw) -> subprocess.Popen:
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     kw.setdefault("stdin", subprocess.DEVNULL)
-    return subprocess.Popen([sys.executable, str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=full_env, **kw)
+    return subprocess.Popen(
+        [sys.executable, str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env, **kw
+    )
 
 
 def wait_connectable(address: str, proc: subprocess.Popen, timeout: float = 15.0) -> None:
@@ -65,23 +67,27 @@ def wait_connectable(address: str, proc: subprocess.Popen, timeout: float = 15.0
 
 # --- bind forms ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("given, expected", [
-    (None, ("auto",)),
-    (0, ("fd", 0)),
-    ("fd:3", ("fd", 3)),
-    ("unix:/run/a.sock", ("unix", "/run/a.sock")),
-    ("/run/a.sock", ("unix", "/run/a.sock")),
-    ("./a.sock", ("unix", "./a.sock")),
-    ("a.sock", ("unix", "a.sock")),
-    ("@abstract", ("unix", "@abstract")),
-    (Path("/run/b.sock"), ("unix", "/run/b.sock")),
-    (b"/run/c.sock", ("unix", "/run/c.sock")),
-    ("127.0.0.1:9000", ("tcp", "127.0.0.1", 9000)),
-    ("localhost:9000", ("tcp", "localhost", 9000)),
-    ("[::1]:9000", ("tcp", "::1", 9000)),
-    (("127.0.0.1", 9000), ("tcp", "127.0.0.1", 9000)),
-    (("::1", 9000, 0, 0), ("tcp", "::1", 9000)),
-])
+
+@pytest.mark.parametrize(
+    "given, expected",
+    [
+        (None, ("auto",)),
+        (0, ("fd", 0)),
+        ("fd:3", ("fd", 3)),
+        ("unix:/run/a.sock", ("unix", "/run/a.sock")),
+        ("/run/a.sock", ("unix", "/run/a.sock")),
+        ("./a.sock", ("unix", "./a.sock")),
+        ("a.sock", ("unix", "a.sock")),
+        ("@abstract", ("unix", "@abstract")),
+        (Path("/run/b.sock"), ("unix", "/run/b.sock")),
+        (b"/run/c.sock", ("unix", "/run/c.sock")),
+        ("127.0.0.1:9000", ("tcp", "127.0.0.1", 9000)),
+        ("localhost:9000", ("tcp", "localhost", 9000)),
+        ("[::1]:9000", ("tcp", "::1", 9000)),
+        (("127.0.0.1", 9000), ("tcp", "127.0.0.1", 9000)),
+        (("::1", 9000, 0, 0), ("tcp", "::1", 9000)),
+    ],
+)
 def test_bind_forms(given, expected):
     assert _bind.parse_bind(given) == expected
 
@@ -99,15 +105,22 @@ def test_bind_wrong_type_is_type_error():
 
 # --- run() contract --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("signum, expected", [(signal.SIGHUP, "True"), (signal.SIGTERM, "False"),
-                                              (signal.SIGINT, "False")])
+
+@pytest.mark.parametrize(
+    "signum, expected", [(signal.SIGHUP, "True"), (signal.SIGTERM, "False"), (signal.SIGINT, "False")]
+)
 def test_run_return_value_follows_flup(tmp_path, signum, expected):
     sock = tmp_path / "s.sock"
-    proc = spawn(script(tmp_path, f"""
+    proc = spawn(
+        script(
+            tmp_path,
+            f"""
         result = oxfcgi.run(app, bind={str(sock)!r})
         print("RESULT", result, flush=True)
         print("SIGINT handler restored:", signal.getsignal(signal.SIGINT) is signal.default_int_handler)
-    """))
+    """,
+        )
+    )
     wait_connectable(f"unix:{sock}", proc)
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=10)
@@ -119,13 +132,18 @@ def test_run_return_value_follows_flup(tmp_path, signum, expected):
 
 def test_run_from_a_non_main_thread(tmp_path):
     sock = tmp_path / "s.sock"
-    proc = spawn(script(tmp_path, f"""
+    proc = spawn(
+        script(
+            tmp_path,
+            f"""
         results = []
         t = threading.Thread(target=lambda: results.append(oxfcgi.run(app, bind={str(sock)!r})))
         t.start()
         t.join()
         print("RESULT", results, flush=True)
-    """))
+    """,
+        )
+    )
     wait_connectable(f"unix:{sock}", proc)
     assert request(f"unix:{sock}", "GET", "/").status == 200
     proc.send_signal(signal.SIGTERM)
@@ -135,11 +153,16 @@ def test_run_from_a_non_main_thread(tmp_path):
 
 def test_server_stop_from_another_thread(tmp_path):
     sock = tmp_path / "s.sock"
-    proc = spawn(script(tmp_path, f"""
+    proc = spawn(
+        script(
+            tmp_path,
+            f"""
         server = oxfcgi.make_server(app, threads=1)
         threading.Timer(1.0, lambda: server.stop(reload=True)).start()
         print("RESULT", server.serve(oxfcgi.listen({str(sock)!r})), flush=True)
-    """))
+    """,
+        )
+    )
     out, err = proc.communicate(timeout=15)
     assert "RESULT True" in out.decode(), err.decode()
 
@@ -151,8 +174,10 @@ def test_unknown_run_option_is_type_error():
         oxfcgi.run(lambda e, s: [], bind="unix:/nonexistent/x.sock", bogus=1)
 
 
-@pytest.mark.parametrize("kwargs", [{"threads": 0}, {"max_conns": 0}, {"graceful_timeout": -1.0},
-                                    {"script_name": "app"}, {"roles": ("bouncer",)}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"threads": 0}, {"max_conns": 0}, {"graceful_timeout": -1.0}, {"script_name": "app"}, {"roles": ("bouncer",)}],
+)
 def test_bad_settings_are_value_errors(kwargs):
     import oxfcgi
 
@@ -161,6 +186,7 @@ def test_bad_settings_are_value_errors(kwargs):
 
 
 # --- flup flavours ---------------------------------------------------------------------------
+
 
 def test_flup_module_paths_and_kwargs():
     from oxfcgi.server import fcgi, fcgi_fork, fcgi_single
@@ -179,8 +205,9 @@ def test_flup_module_paths_and_kwargs():
         fcgi_fork.WSGIServer(app, bindAddress="/tmp/x.sock", minSpare=3, maxSpare=2)
     with pytest.raises(ValueError):
         fcgi_fork.WSGIServer(app, bindAddress="/tmp/x.sock", sockTimeout=-1)
-    forked = fcgi_fork.WSGIServer(app, bindAddress="/tmp/x.sock", multithreaded=True, maxSpare=3, maxChildren=4,
-                                  maxRequests=100, timeout=3)
+    forked = fcgi_fork.WSGIServer(
+        app, bindAddress="/tmp/x.sock", multithreaded=True, maxSpare=3, maxChildren=4, maxRequests=100, timeout=3
+    )
     assert forked.options["workers"] == 3 and forked.options["threads"] == 1
     assert forked.options["max_requests"] == 100 and forked.options["request_terminate_timeout"] == 3.0
     assert forked.options["multiprocess"] is True
@@ -189,10 +216,15 @@ def test_flup_module_paths_and_kwargs():
 
 def test_flup_style_script_serves(tmp_path):
     sock = tmp_path / "s.sock"
-    proc = spawn(script(tmp_path, f"""
+    proc = spawn(
+        script(
+            tmp_path,
+            f"""
         from oxfcgi.server.fcgi import WSGIServer  # noqa
         print("RESULT", WSGIServer(app, bindAddress={str(sock)!r}, environ={{"X_EXTRA": "1"}}).run())
-    """))
+    """,
+        )
+    )
     wait_connectable(f"unix:{sock}", proc)
     proc.send_signal(signal.SIGHUP)
     out, err = proc.communicate(timeout=10)
@@ -200,6 +232,7 @@ def test_flup_style_script_serves(tmp_path):
 
 
 # --- inherited sockets -------------------------------------------------------------------------
+
 
 def test_fd0_listening_socket_is_used(tmp_path):
     """FCGI_LISTENSOCK_FILENO: mod_fcgid, lighttpd and spawn-fcgi pass the socket as fd 0."""
@@ -225,9 +258,14 @@ def test_systemd_listen_fds(tmp_path):
     def as_fd3():
         os.dup2(listener.fileno(), 3)
 
-    proc = subprocess.Popen(["sh", "-c", f'LISTEN_PID=$$ LISTEN_FDS=1 exec "{sys.executable}" "{path}"'],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            preexec_fn=as_fd3, close_fds=False)
+    proc = subprocess.Popen(
+        ["sh", "-c", f'LISTEN_PID=$$ LISTEN_FDS=1 exec "{sys.executable}" "{path}"'],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=as_fd3,
+        close_fds=False,
+    )
     listener.close()
     wait_connectable(f"127.0.0.1:{port}", proc)
     proc.send_signal(signal.SIGTERM)
@@ -278,6 +316,7 @@ def test_bad_bind_in_run_is_value_error():
 
 # --- unix socket files -----------------------------------------------------------------------
 
+
 def test_socket_mode_default_and_logged(start_server):
     srv = start_server("tests.apps.protocol_apps:app")
     assert stat.S_IMODE(os.stat(srv.socket_path).st_mode) == 0o660
@@ -312,10 +351,16 @@ def test_stale_socket_replaced_live_refused_file_kept(start_server, tmp_path):
 
 # --- TCP and FCGI_WEB_SERVER_ADDRS ---------------------------------------------------------------
 
+
 def test_web_server_addrs_filter(start_server):
     port = free_port()
-    srv = start_server("tests.apps.protocol_apps:app", "--bind", f"127.0.0.1:{port}",
-                       env={"FCGI_WEB_SERVER_ADDRS": "10.1.2.3, ::1"}, wait=False)
+    srv = start_server(
+        "tests.apps.protocol_apps:app",
+        "--bind",
+        f"127.0.0.1:{port}",
+        env={"FCGI_WEB_SERVER_ADDRS": "10.1.2.3, ::1"},
+        wait=False,
+    )
     deadline = time.monotonic() + 15
     refused = False
     while time.monotonic() < deadline and not refused:
@@ -329,8 +374,9 @@ def test_web_server_addrs_filter(start_server):
     assert refused
     # The refusal is logged by the engine's log thread, a moment after the close.
     assert "not in FCGI_WEB_SERVER_ADDRS" in wait_for_text(srv.log, "not in FCGI_WEB_SERVER_ADDRS")
-    allowed = start_server("tests.apps.protocol_apps:app", "--bind", f"127.0.0.1:{free_port()}",
-                           env={"FCGI_WEB_SERVER_ADDRS": "127.0.0.1"})
+    allowed = start_server(
+        "tests.apps.protocol_apps:app", "--bind", f"127.0.0.1:{free_port()}", env={"FCGI_WEB_SERVER_ADDRS": "127.0.0.1"}
+    )
     assert allowed.request("GET", "/hello").body == b"hello"
 
 
@@ -348,18 +394,30 @@ def test_ipv6_loopback(start_server):
 
 # --- CGI mode -------------------------------------------------------------------------------------
 
+
 def test_force_cgi_serves_one_request(tmp_path):
-    path = script(tmp_path, """
+    path = script(
+        tmp_path,
+        """
         def echo(environ, start_response):
             body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
             start_response("201 Made", [("Content-Type", "text/plain")])
             return [b"got " + body]
         oxfcgi.run(echo)
-    """)
-    env = {"FCGI_FORCE_CGI": "Y", "REQUEST_METHOD": "POST", "CONTENT_LENGTH": "5", "SERVER_NAME": "x",
-           "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1", "PATH_INFO": "/"}
-    proc = subprocess.run([sys.executable, str(path)], input=b"hello", capture_output=True,
-                          env={**os.environ, **env}, timeout=15)
+    """,
+    )
+    env = {
+        "FCGI_FORCE_CGI": "Y",
+        "REQUEST_METHOD": "POST",
+        "CONTENT_LENGTH": "5",
+        "SERVER_NAME": "x",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "PATH_INFO": "/",
+    }
+    proc = subprocess.run(
+        [sys.executable, str(path)], input=b"hello", capture_output=True, env={**os.environ, **env}, timeout=15
+    )
     assert proc.returncode == 0, proc.stderr.decode()
     assert proc.stdout.startswith(b"Status: 201 Made\r\n")
     assert proc.stdout.endswith(b"got hello")
@@ -367,8 +425,10 @@ def test_force_cgi_serves_one_request(tmp_path):
 
 # --- the typed stub -------------------------------------------------------------------------------
 
+
 def test_stub_matches_the_built_module():
     pytest.importorskip("mypy")
-    proc = subprocess.run([sys.executable, "-m", "mypy.stubtest", "oxfcgi._oxfcgi"], capture_output=True,
-                          text=True, cwd="/", timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mypy.stubtest", "oxfcgi._oxfcgi"], capture_output=True, text=True, cwd="/", timeout=300
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr

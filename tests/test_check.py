@@ -3,6 +3,7 @@
 Temp dirs are made under /tmp with mode 0755 (not pytest's 0700 tmp_path), so checks run
 ``--user www-data`` see only the permissions the test sets up.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,7 +27,7 @@ from oxfcgi import check
 from oxfcgi.check import MOD_FCGID_PATH, main
 
 IS_ROOT = os.geteuid() == 0
-OWNER = f"{pwd.getpwuid(os.geteuid()).pw_name}:{grp.getgrgid(os.getegid()).gr_name}"   # of files we create
+OWNER = f"{pwd.getpwuid(os.geteuid()).pw_name}:{grp.getgrgid(os.getegid()).gr_name}"  # of files we create
 OXFCGI_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(oxfcgi.__file__)))
 
 try:
@@ -35,14 +36,15 @@ try:
 except KeyError:
     HAVE_WWW_DATA = False
 
-needs_root_www = pytest.mark.skipif(not (IS_ROOT and HAVE_WWW_DATA),
-                                    reason="needs root and a www-data user to check as another user")
+needs_root_www = pytest.mark.skipif(
+    not (IS_ROOT and HAVE_WWW_DATA), reason="needs root and a www-data user to check as another user"
+)
 
-APP = '''
+APP = """
 def app(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"hi"]
-'''
+"""
 
 
 @pytest.fixture
@@ -62,9 +64,15 @@ def clean_env(monkeypatch):
     monkeypatch.setenv("PATH", os.path.dirname(sys.executable) + os.pathsep + MOD_FCGID_PATH)
 
 
-def script(directory: Path, name: str = "app.fcgi", body: str = APP + "\nfrom oxfcgi import run\nrun(app)\n",
-           shebang: str | None = sys.executable, mode: int = 0o755, newline: str = "\n",
-           prefix: bytes = b"") -> Path:
+def script(
+    directory: Path,
+    name: str = "app.fcgi",
+    body: str = APP + "\nfrom oxfcgi import run\nrun(app)\n",
+    shebang: str | None = sys.executable,
+    mode: int = 0o755,
+    newline: str = "\n",
+    prefix: bytes = b"",
+) -> Path:
     path = directory / name
     text = (f"#!{shebang}\n" if shebang is not None else "") + body.lstrip("\n")
     path.write_bytes(prefix + text.replace("\n", newline).encode())
@@ -100,10 +108,14 @@ def only_block(text: str, words: str) -> str:
 
 # --- all good ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("guarded", [False, True])
 def test_all_good_script_exits_0(tmp, guarded):
-    tail = ("\nif __name__ == '__main__':\n    from oxfcgi import run\n    run(app)\n" if guarded
-            else "\nfrom oxfcgi import run\nrun(app)\n")
+    tail = (
+        "\nif __name__ == '__main__':\n    from oxfcgi import run\n    run(app)\n"
+        if guarded
+        else "\nfrom oxfcgi import run\nrun(app)\n"
+    )
     path = script(tmp, body=APP + tail)
     status, out = run_check(path)
     assert status == 0, out
@@ -122,6 +134,7 @@ def test_flup_style_wsgiserver_script_is_good(tmp):
 
 # --- the script file --------------------------------------------------------------------
 
+
 def test_missing_shebang(tmp):
     path = script(tmp, shebang=None)
     status, out = run_check(path)
@@ -136,7 +149,7 @@ def test_crlf_line_endings(tmp):
     status, out = run_check(path)
     assert status == 1
     block = only_block(out, "CRLF")
-    assert f"#!{sys.executable}\\r" in block          # what the kernel sees
+    assert f"#!{sys.executable}\\r" in block  # what the kernel sees
     assert f"sed -i 's/\\r$//' {path}" in block
 
 
@@ -173,8 +186,9 @@ def test_shebang_interpreter_not_executable(tmp):
 def test_env_python3_resolves_to_python_without_oxfcgi(tmp, monkeypatch):
     if not os.path.exists("/usr/bin/python3"):
         pytest.skip("no /usr/bin/python3")
-    probe = subprocess.run(["/usr/bin/python3", "-c", "import oxfcgi"], env={"PATH": MOD_FCGID_PATH},
-                           capture_output=True)
+    probe = subprocess.run(
+        ["/usr/bin/python3", "-c", "import oxfcgi"], env={"PATH": MOD_FCGID_PATH}, capture_output=True
+    )
     if probe.returncode == 0:
         pytest.skip("/usr/bin/python3 has oxfcgi here")
     path = script(tmp, shebang="/usr/bin/env python3")
@@ -188,8 +202,9 @@ def test_env_python3_resolves_to_python_without_oxfcgi(tmp, monkeypatch):
 
 
 def test_interpreter_without_oxfcgi(tmp):
-    probe = subprocess.run(["/usr/bin/python3", "-c", "import oxfcgi"], env={"PATH": MOD_FCGID_PATH},
-                           capture_output=True)
+    probe = subprocess.run(
+        ["/usr/bin/python3", "-c", "import oxfcgi"], env={"PATH": MOD_FCGID_PATH}, capture_output=True
+    )
     if probe.returncode == 0:
         pytest.skip("/usr/bin/python3 has oxfcgi here")
     path = script(tmp, shebang="/usr/bin/python3")
@@ -203,13 +218,13 @@ def test_interpreter_without_oxfcgi(tmp):
 
 def test_activated_venv_not_seen_by_web_server(tmp, monkeypatch):
     """#!/usr/bin/env python3 works in a shell with an activated venv, not under mod_fcgid."""
-    probe = subprocess.run(["/usr/bin/python3", "-c", "import oxfcgi"], env={"PATH": MOD_FCGID_PATH},
-                           capture_output=True)
+    probe = subprocess.run(
+        ["/usr/bin/python3", "-c", "import oxfcgi"], env={"PATH": MOD_FCGID_PATH}, capture_output=True
+    )
     if probe.returncode == 0:
         pytest.skip("/usr/bin/python3 has oxfcgi here")
     venv = tmp / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)],
-                   check=True)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)], check=True)
     monkeypatch.setenv("VIRTUAL_ENV", str(venv))
     monkeypatch.setenv("PATH", f"{venv}/bin:{MOD_FCGID_PATH}")
     path = script(tmp, shebang="/usr/bin/env python3")
@@ -218,13 +233,12 @@ def test_activated_venv_not_seen_by_web_server(tmp, monkeypatch):
     block = only_block(out, "picks another python")
     assert f"in your shell `python3` is {venv}/bin/python3 (VIRTUAL_ENV={venv}, activated)" in block
     assert f"sed -i '1s|.*|#!{venv}/bin/python3|' {path}" in block
-    assert f"VIRTUAL_ENV={venv}" in out.split("Notes:")[1]      # listed as not passed
+    assert f"VIRTUAL_ENV={venv}" in out.split("Notes:")[1]  # listed as not passed
 
 
 def test_venv_python_in_shebang_is_fine(tmp):
     venv = tmp / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)],
-                   check=True)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)], check=True)
     path = script(tmp, shebang=f"{venv}/bin/python3")
     status, out = run_check(path)
     assert status == 0, out
@@ -300,6 +314,7 @@ def test_interpreter_unreachable_by_user(tmp):
 
 # --- importing the app as USER with mod_fcgid's environment ------------------------------
 
+
 def test_import_error_shows_traceback(tmp):
     path = script(tmp, body="import check_no_such_module_xyz\n" + APP + "\nfrom oxfcgi import run\nrun(app)\n")
     status, out = run_check(path)
@@ -307,7 +322,7 @@ def test_import_error_shows_traceback(tmp):
     block = only_block(out, "fails to import")
     assert f'File "{path}", line 2' in block
     assert "ModuleNotFoundError: No module named 'check_no_such_module_xyz'" in block
-    assert f"env -i PATH={MOD_FCGID_PATH} {path}" in block      # how to reproduce
+    assert f"env -i PATH={MOD_FCGID_PATH} {path}" in block  # how to reproduce
 
 
 def test_syntax_error(tmp):
@@ -345,15 +360,29 @@ def test_import_runs_as_the_user(tmp):
     shutil.copytree(OXFCGI_PARENT + "/oxfcgi", site / "oxfcgi", ignore=shutil.ignore_patterns("__pycache__"))
     for p in [site, *site.rglob("*")]:
         p.chmod(0o755 if p.is_dir() else 0o644)
-    assert subprocess.run([shutil.which("runuser", path="/usr/sbin:/sbin:/usr/bin") or "runuser", "-u", "www-data", "--",
-                           "/usr/bin/python3", "-c", f"import sys; sys.path.insert(0, {str(site)!r}); import oxfcgi"],
-                          capture_output=True, env={"PATH": MOD_FCGID_PATH}).returncode == 0, \
-        "www-data cannot import the world-readable copy of oxfcgi"
+    assert (
+        subprocess.run(
+            [
+                shutil.which("runuser", path="/usr/sbin:/sbin:/usr/bin") or "runuser",
+                "-u",
+                "www-data",
+                "--",
+                "/usr/bin/python3",
+                "-c",
+                f"import sys; sys.path.insert(0, {str(site)!r}); import oxfcgi",
+            ],
+            capture_output=True,
+            env={"PATH": MOD_FCGID_PATH},
+        ).returncode
+        == 0
+    ), "www-data cannot import the world-readable copy of oxfcgi"
     helper = tmp / "check_secret_helper.py"
     helper.write_text(APP)
     os.chmod(helper, 0o600)
-    body = (f"import sys\nsys.path.insert(0, {str(site)!r})\n"
-            "from check_secret_helper import app\nfrom oxfcgi import run\nrun(app)\n")
+    body = (
+        f"import sys\nsys.path.insert(0, {str(site)!r})\n"
+        "from check_secret_helper import app\nfrom oxfcgi import run\nrun(app)\n"
+    )
     path = script(tmp, shebang="/usr/bin/python3", body=body)
     status, out = run_check(path)
     assert status == 0, out
@@ -381,15 +410,18 @@ def test_imports_only_thanks_to_pythonpath(tmp, monkeypatch):
     assert f"FcgidInitialEnv PYTHONPATH {lib}" in block and "suEXEC" in block
     assert f"PYTHONPATH={lib}" in out.split("Notes:")[1]
     # with the path inserted in the script, as the fix says, it passes
-    script(tmp, body=f"import sys; sys.path.insert(0, {str(lib)!r})\n"
-                     "from check_pp_helper import app\nfrom oxfcgi import run\nrun(app)\n")
+    script(
+        tmp,
+        body=f"import sys; sys.path.insert(0, {str(lib)!r})\n"
+        "from check_pp_helper import app\nfrom oxfcgi import run\nrun(app)\n",
+    )
     assert run_check(path)[0] == 0
 
 
 def test_script_never_calls_run(tmp):
     path = script(tmp, body=APP)
     status, out = run_check(path)
-    assert status == 0            # a warning: it would start and exit
+    assert status == 0  # a warning: it would start and exit
     block = only_block(out, "never calls run()")
     assert "would load and exit at once" in block
     assert "from oxfcgi import run; run(app)" in block
@@ -425,6 +457,7 @@ def test_missing_script(tmp):
 
 
 # --- module:app targets -----------------------------------------------------------------
+
 
 @pytest.fixture
 def modapp(tmp, monkeypatch):
@@ -475,6 +508,7 @@ def test_module_target_only_with_pythonpath(tmp, monkeypatch):
 
 
 # --- --socket ---------------------------------------------------------------------------
+
 
 class FastCGIStub:
     """Listens on a unix socket and answers any record with an empty FCGI_GET_VALUES_RESULT."""
@@ -530,7 +564,7 @@ def test_socket_path_is_not_a_socket(tmp, good_script):
 def test_socket_stale(tmp, good_script):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.bind(str(tmp / "app.sock"))
-    s.close()                      # the file stays, nobody listens
+    s.close()  # the file stays, nobody listens
     status, out = run_check(good_script, "--socket", tmp / "app.sock")
     assert status == 1
     block = only_block(out, "Nothing listens")
@@ -586,6 +620,7 @@ def test_socket_directory_not_traversable(tmp, good_script):
 
 # --- users, usage, wiring ----------------------------------------------------------------
 
+
 def test_other_user_without_root_lists_what_was_not_checked(tmp, monkeypatch):
     if not IS_ROOT:
         pytest.skip("simulates a non-root caller from root")
@@ -631,6 +666,7 @@ def test_python_m_entry_point(tmp):
 
 
 # --- permission arithmetic ---------------------------------------------------------------
+
 
 def _st(mode: int, uid: int, gid: int):
     return os.stat_result((mode, 0, 0, 1, uid, gid, 0, 0, 0, 0))

@@ -1,4 +1,5 @@
 """`oxfcgi serve` / `oxfcgi request` / `python -m oxfcgi` as a user runs them (real processes)."""
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,9 @@ APP = "tests.apps.protocol_apps:app"
 def oxfcgi(*args: str, cwd=None, input: bytes | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    return subprocess.run([sys.executable, "-m", "oxfcgi", *args], cwd=cwd, input=input, env=env,
-                          capture_output=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "oxfcgi", *args], cwd=cwd, input=input, env=env, capture_output=True, timeout=timeout
+    )
 
 
 def write(path: Path, source: str) -> Path:
@@ -27,23 +29,46 @@ def write(path: Path, source: str) -> Path:
 
 # --- help and version ---------------------------------------------------------------------------
 
+
 def test_help_and_version():
     top = oxfcgi("--help")
     assert top.returncode == 0 and b"serve" in top.stdout and b"request" in top.stdout
     serve = oxfcgi("serve", "--help")
     assert serve.returncode == 0
-    for option in (b"--bind", b"--threads", b"--multiplexed", b"--max-conns", b"--max-in-flight", b"--roles",
-                   b"--debug", b"--socket-mode", b"--umask", b"--graceful-timeout", b"--max-params-size",
-                   b"--log-level", b"SECONDS", b"BYTES"):
+    for option in (
+        b"--bind",
+        b"--threads",
+        b"--multiplexed",
+        b"--max-conns",
+        b"--max-in-flight",
+        b"--roles",
+        b"--debug",
+        b"--socket-mode",
+        b"--umask",
+        b"--graceful-timeout",
+        b"--max-params-size",
+        b"--log-level",
+        b"SECONDS",
+        b"BYTES",
+    ):
         assert option in serve.stdout, option
     assert oxfcgi("request", "--help").returncode == 0
     version = oxfcgi("--version")
     import oxfcgi as package
+
     assert version.returncode == 0 and package.__version__.encode() in version.stdout
 
 
-@pytest.mark.parametrize("args", [["serve", APP, "--roles", "responder,bogus"], ["serve", APP, "--threads", "0"],
-                                  ["serve", APP, "--umask", "9"], ["serve"], ["frobnicate"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["serve", APP, "--roles", "responder,bogus"],
+        ["serve", APP, "--threads", "0"],
+        ["serve", APP, "--umask", "9"],
+        ["serve"],
+        ["frobnicate"],
+    ],
+)
 def test_usage_errors_exit_2(args):
     result = oxfcgi(*args)
     assert result.returncode == 2 and b"usage:" in result.stderr
@@ -51,11 +76,14 @@ def test_usage_errors_exit_2(args):
 
 # --- loading the target -------------------------------------------------------------------------
 
+
 def test_serve_flup_style_fcgi_script(start_server, tmp_path):
     """A deployed .fcgi script calling WSGIServer(app).run() at import: its app is served on
     the CLI's --bind, not on the bindAddress in the script."""
     write(tmp_path / "helper.py", "GREETING = b'from helper'\n")
-    script = write(tmp_path / "site.fcgi", """\
+    script = write(
+        tmp_path / "site.fcgi",
+        """\
         #!/usr/bin/env python3
         import helper
         from oxfcgi import WSGIServer
@@ -66,7 +94,8 @@ def test_serve_flup_style_fcgi_script(start_server, tmp_path):
 
         WSGIServer(myapp, bindAddress="/nonexistent/dir/never.sock").run()
         raise SystemExit("run() returned during a load")
-        """)
+        """,
+    )
     srv = start_server(str(script))
     body = srv.request("GET", "/").body
     assert body == b"from helper " + str(script).encode() + b" __oxfcgi_app__"
@@ -76,7 +105,9 @@ def test_serve_flup_style_fcgi_script(start_server, tmp_path):
 def test_serve_unchanged_flup_script(start_server, tmp_path, module):
     """A legacy script importing flup itself: under `oxfcgi serve` its app is captured and
     served by oxfcgi (flup is never started, installed or not)."""
-    script = write(tmp_path / "legacy.fcgi", f"""\
+    script = write(
+        tmp_path / "legacy.fcgi",
+        f"""\
         from flup.server.{module} import WSGIServer
         import oxfcgi
 
@@ -85,57 +116,70 @@ def test_serve_unchanged_flup_script(start_server, tmp_path, module):
             return [WSGIServer.__module__.encode()]
 
         WSGIServer(app, bindAddress="/nonexistent/dir/never.sock").run()
-        """)
+        """,
+    )
     srv = start_server(str(script))
-    assert srv.request("GET", "/").body.startswith(b"oxfcgi")   # not flup
+    assert srv.request("GET", "/").body.startswith(b"oxfcgi")  # not flup
 
 
 def test_serve_script_calling_run_without_main_guard(start_server, tmp_path):
-    script = write(tmp_path / "app.py", """\
+    script = write(
+        tmp_path / "app.py",
+        """\
         import oxfcgi
         def application(environ, start_response):
             start_response("200 OK", [])
             return [b"ran"]
         oxfcgi.run(application, bind="127.0.0.1:1")
-        """)
+        """,
+    )
     assert start_server(str(script)).request("GET", "/").body == b"ran"
 
 
 def test_serve_script_with_main_block_not_run(start_server, tmp_path):
-    script = write(tmp_path / "guarded.py", """\
+    script = write(
+        tmp_path / "guarded.py",
+        """\
         import sys
         def app(environ, start_response):
             start_response("200 OK", [])
             return [b"guarded"]
         if __name__ == "__main__":
             sys.exit(3)
-        """)
+        """,
+    )
     assert start_server(str(script)).request("GET", "/").body == b"guarded"
     assert start_server(f"{script}:app").request("GET", "/").body == b"guarded"
 
 
 def test_serve_module_default_attr_and_factory(start_server, tmp_path):
-    write(tmp_path / "factory_mod.py", """\
+    write(
+        tmp_path / "factory_mod.py",
+        """\
         def create():
             def app(environ, start_response):
                 start_response("200 OK", [])
                 return [b"factory"]
             return app
-        """)
+        """,
+    )
     assert start_server("tests.apps.protocol_apps").request("GET", "/hello").body == b"hello"
     assert start_server("factory_mod:create()").request("GET", "/").body == b"factory"
 
 
-@pytest.mark.parametrize("target,source,message", [
-    ("missing.fcgi", None, b"no such file"),
-    ("no_such_module_xyz:app", None, b"no_such_module_xyz"),
-    ("mod_noattr:app", "x = 1\n", b"no attribute 'app'"),
-    ("mod_noattr", "x = 1\n", b"no 'application' or 'app'"),
-    ("mod_notcallable:app", "app = 42\n", b"not callable"),
-    ("broken.py", "1 / 0\n", b"ZeroDivisionError"),
-    ("mod_baddep", "import no_such_dependency_xyz\n", b"No module named 'no_such_dependency_xyz'"),
-    ("syntax.fcgi", "def (:\n", b"SyntaxError"),
-])
+@pytest.mark.parametrize(
+    "target,source,message",
+    [
+        ("missing.fcgi", None, b"no such file"),
+        ("no_such_module_xyz:app", None, b"no_such_module_xyz"),
+        ("mod_noattr:app", "x = 1\n", b"no attribute 'app'"),
+        ("mod_noattr", "x = 1\n", b"no 'application' or 'app'"),
+        ("mod_notcallable:app", "app = 42\n", b"not callable"),
+        ("broken.py", "1 / 0\n", b"ZeroDivisionError"),
+        ("mod_baddep", "import no_such_dependency_xyz\n", b"No module named 'no_such_dependency_xyz'"),
+        ("syntax.fcgi", "def (:\n", b"SyntaxError"),
+    ],
+)
 def test_serve_load_errors_exit_2(tmp_path, target, source, message):
     if source is not None:
         name = target.split(":")[0]
@@ -155,16 +199,35 @@ def test_serve_bad_bind_is_reported(tmp_path):
 
 # --- options reach run() -------------------------------------------------------------------------
 
+
 def test_serve_options_reach_the_engine(start_server, tmp_path):
-    srv = start_server(APP, "--threads", "2", "--max-conns", "3", "--max-in-flight", "2", "--multiplexed",
-                       "--socket-mode", "600", "--log-level", "debug", "--max-params-size", "2048",
-                       "--graceful-timeout", "2", "--roles", "responder,authorizer")
+    srv = start_server(
+        APP,
+        "--threads",
+        "2",
+        "--max-conns",
+        "3",
+        "--max-in-flight",
+        "2",
+        "--multiplexed",
+        "--socket-mode",
+        "600",
+        "--log-level",
+        "debug",
+        "--max-params-size",
+        "2048",
+        "--graceful-timeout",
+        "2",
+        "--roles",
+        "responder,authorizer",
+    )
     with srv.connect() as conn:
         assert conn.get_values() == {"FCGI_MAX_CONNS": "3", "FCGI_MAX_REQS": "2", "FCGI_MPXS_CONNS": "1"}
     assert os.stat(srv.socket_path).st_mode & 0o777 == 0o600
 
 
 # --- oxfcgi request against a real server ----------------------------------------------------------
+
 
 def test_request_command(start_server):
     srv = start_server(APP)
@@ -182,6 +245,7 @@ def test_request_command(start_server):
     assert b"to stderr" not in quiet.stderr
     env = oxfcgi("request", srv.address, "/environ?q=1", "-H", "X-Custom: v", "--param", "EXTRA=1")
     import json
+
     data = json.loads(env.stdout)
     assert data["QUERY_STRING"] == "q=1" and data["HTTP_X_CUSTOM"] == "v" and data["EXTRA"] == "1"
 

@@ -3,6 +3,7 @@ the `oxfcgi request` command, against scripted in-process peers. No oxfcgi serve
 
 Spec references are to FastCGI 1.0 (§3.3 records, §3.4 name-value pairs, Appendix B).
 """
+
 from __future__ import annotations
 
 import socket
@@ -13,15 +14,34 @@ import pytest
 
 from oxfcgi import client
 from oxfcgi.client import (
-    FCGI_BEGIN_REQUEST, FCGI_CANT_MPX_CONN, FCGI_END_REQUEST, FCGI_GET_VALUES,
-    FCGI_GET_VALUES_RESULT, FCGI_KEEP_CONN, FCGI_PARAMS, FCGI_REQUEST_COMPLETE, FCGI_RESPONDER,
-    FCGI_STDERR, FCGI_STDIN, FCGI_STDOUT, ConnectError, Connection, ProtocolError, Record,
-    Response, TruncatedRecordError, cgi_params, decode_params, encode_params, encode_record,
+    FCGI_BEGIN_REQUEST,
+    FCGI_CANT_MPX_CONN,
+    FCGI_END_REQUEST,
+    FCGI_GET_VALUES,
+    FCGI_GET_VALUES_RESULT,
+    FCGI_KEEP_CONN,
+    FCGI_PARAMS,
+    FCGI_REQUEST_COMPLETE,
+    FCGI_RESPONDER,
+    FCGI_STDERR,
+    FCGI_STDIN,
+    FCGI_STDOUT,
+    ConnectError,
+    Connection,
+    ProtocolError,
+    Record,
+    Response,
+    TruncatedRecordError,
+    cgi_params,
+    decode_params,
+    encode_params,
+    encode_record,
     parse_address,
 )
 
 
 # --- records (§3.3) ----------------------------------------------------------------------
+
 
 def test_record_header_layout():
     rec = encode_record(FCGI_STDOUT, 0x1234, b"abc")
@@ -48,8 +68,9 @@ def test_content_over_65535_is_rejected():
         encode_record(FCGI_STDOUT, 1, b"x" * 65536)
 
 
-@pytest.mark.parametrize("kwargs", [dict(request_id=65536), dict(request_id=-1), dict(padding=256),
-                                    dict(rtype=256), dict(version=-1)])
+@pytest.mark.parametrize(
+    "kwargs", [dict(request_id=65536), dict(request_id=-1), dict(padding=256), dict(rtype=256), dict(version=-1)]
+)
 def test_out_of_range_fields(kwargs):
     args = dict(rtype=1, request_id=1, content=b"", padding=None, version=1) | kwargs
     with pytest.raises(ValueError):
@@ -57,6 +78,7 @@ def test_out_of_range_fields(kwargs):
 
 
 # --- name-value pairs (§3.4) --------------------------------------------------------------
+
 
 def test_params_spec_example():
     # Appendix B: {FCGI_PARAMS, 1, "\013\002SERVER_PORT80\013\016SERVER_ADDR199.170.183.42"}
@@ -75,19 +97,24 @@ def test_params_length_boundaries():
     assert big[1:5] == struct.pack(">I", 100_000 | 0x80000000)
 
 
-@pytest.mark.parametrize("pairs", [
-    {},
-    {"A": ""},
-    {"": "empty name"},
-    {"K" * 127: "v" * 128, "K" * 128: "v" * 127},
-    [("DUP", "1"), ("DUP", "2")],
-    [(b"RAW", b"\xff\x00\x01")],
-    {"X_LATIN1": "caf\xe9", "BIG": "b" * 70_000},
-])
+@pytest.mark.parametrize(
+    "pairs",
+    [
+        {},
+        {"A": ""},
+        {"": "empty name"},
+        {"K" * 127: "v" * 128, "K" * 128: "v" * 127},
+        [("DUP", "1"), ("DUP", "2")],
+        [(b"RAW", b"\xff\x00\x01")],
+        {"X_LATIN1": "caf\xe9", "BIG": "b" * 70_000},
+    ],
+)
 def test_params_roundtrip(pairs):
     items = list(pairs.items()) if isinstance(pairs, dict) else pairs
-    expected = [(n if isinstance(n, bytes) else n.encode("latin-1"),
-                 v if isinstance(v, bytes) else v.encode("latin-1")) for n, v in items]
+    expected = [
+        (n if isinstance(n, bytes) else n.encode("latin-1"), v if isinstance(v, bytes) else v.encode("latin-1"))
+        for n, v in items
+    ]
     assert decode_params(encode_params(pairs)) == expected
 
 
@@ -99,18 +126,22 @@ def test_params_str_is_latin1():
         encode_params({"V": 3})
 
 
-@pytest.mark.parametrize("data", [
-    b"\x05",                      # value length missing
-    b"\x80\x00",                  # 4-byte name length cut short
-    b"\x03\x03ABCde",             # value cut short
-    b"\x01\x80\x00\x00\x10X",     # 4-byte value length says 16, nothing follows
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x05",  # value length missing
+        b"\x80\x00",  # 4-byte name length cut short
+        b"\x03\x03ABCde",  # value cut short
+        b"\x01\x80\x00\x00\x10X",  # 4-byte value length says 16, nothing follows
+    ],
+)
 def test_decode_truncated_params(data):
     with pytest.raises(ProtocolError):
         decode_params(data)
 
 
 # --- CGI response parsing -------------------------------------------------------------------
+
 
 def _response(stdout: bytes, end=(0, FCGI_REQUEST_COMPLETE), stderr=b"") -> Response:
     records = [Record(1, FCGI_STDOUT, 1, stdout), Record(1, FCGI_STDOUT, 1, b"")]
@@ -122,8 +153,11 @@ def _response(stdout: bytes, end=(0, FCGI_REQUEST_COMPLETE), stderr=b"") -> Resp
 
 
 def test_response_status_and_headers():
-    r = _response(b"Status: 404 Not Found\r\nContent-Type: text/plain\r\nX-A: 1\r\nx-a: 2\r\n\r\nbody\r\n\r\nmore",
-                  end=(3, 0), stderr=b"err")
+    r = _response(
+        b"Status: 404 Not Found\r\nContent-Type: text/plain\r\nX-A: 1\r\nx-a: 2\r\n\r\nbody\r\n\r\nmore",
+        end=(3, 0),
+        stderr=b"err",
+    )
     assert (r.status, r.reason) == (404, "Not Found")
     assert r.headers == [("Content-Type", "text/plain"), ("X-A", "1"), ("x-a", "2")]
     assert r.header("content-type") == "text/plain" and r.header("X-a") == "1" and r.header("nope") is None
@@ -151,20 +185,30 @@ def test_response_without_end_request():
 
 # --- cgi_params ------------------------------------------------------------------------------
 
+
 def test_cgi_params_like_nginx():
-    p = cgi_params("post", "/app/x%20y/caf\xe9?a=1", headers={"Content-Type": "text/plain", "X-Forwarded-For": "1.2.3.4",
-                                                        "Host": "example.org"},
-                   body_length=12, script_name="/app")
+    p = cgi_params(
+        "post",
+        "/app/x%20y/caf\xe9?a=1",
+        headers={"Content-Type": "text/plain", "X-Forwarded-For": "1.2.3.4", "Host": "example.org"},
+        body_length=12,
+        script_name="/app",
+    )
     assert p["REQUEST_METHOD"] == "POST"
     assert p["SCRIPT_NAME"] == "/app"
-    assert p["PATH_INFO"] == "/x y/caf\xc3\xa9"           # decoded bytes as latin-1 (PEP 3333)
+    assert p["PATH_INFO"] == "/x y/caf\xc3\xa9"  # decoded bytes as latin-1 (PEP 3333)
     assert p["REQUEST_URI"] == "/app/x%20y/caf%C3%A9?a=1"
     assert p["QUERY_STRING"] == "a=1"
     assert p["CONTENT_LENGTH"] == "12" and p["CONTENT_TYPE"] == "text/plain"
     assert p["HTTP_X_FORWARDED_FOR"] == "1.2.3.4" and p["HTTP_HOST"] == "example.org"
     assert "HTTP_CONTENT_TYPE" not in p
-    for key, value in {"SERVER_NAME": "localhost", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1",
-                       "REMOTE_ADDR": "127.0.0.1", "GATEWAY_INTERFACE": "CGI/1.1"}.items():
+    for key, value in {
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "GATEWAY_INTERFACE": "CGI/1.1",
+    }.items():
         assert p[key] == value
 
 
@@ -178,6 +222,7 @@ def test_cgi_params_get_defaults():
 
 
 # --- addresses ---------------------------------------------------------------------------------
+
 
 def test_parse_address_forms():
     assert parse_address("unix:/run/a.sock") == (socket.AF_UNIX, "/run/a.sock")
@@ -200,6 +245,7 @@ def test_connect_error_names_the_address(tmp_path):
 
 # --- Connection against a scripted peer (socketpair) ---------------------------------------------
 
+
 @pytest.fixture
 def pair():
     a, b = socket.socketpair()
@@ -218,7 +264,9 @@ def test_begin_params_stdin_on_the_wire(pair):
     conn.send_data(3, b"", end=True)
     conn.abort(3)
     got = [peer.read_record() for _ in range(1 + 3 + 1 + 3 + 1 + 1 + 1)]
-    assert got[0].type == FCGI_BEGIN_REQUEST and got[0].content == bytes([0, FCGI_RESPONDER, FCGI_KEEP_CONN, 0, 0, 0, 0, 0])
+    assert got[0].type == FCGI_BEGIN_REQUEST and got[0].content == bytes(
+        [0, FCGI_RESPONDER, FCGI_KEEP_CONN, 0, 0, 0, 0, 0]
+    )
     params = got[1:5]
     assert [r.type for r in params] == [FCGI_PARAMS] * 4 and [len(r.content) for r in params] == [3, 3, 3, 0]
     assert decode_params(b"".join(r.content for r in params)) == [(b"A", b"1"), (b"B", b"22")]
@@ -254,15 +302,19 @@ def test_read_record_clean_eof_and_header_truncation():
 def test_read_response_keeps_other_ids(pair):
     conn, peer = pair
     end = struct.pack(">IB3x", 0, FCGI_REQUEST_COMPLETE)
-    peer.send(b"".join([
-        encode_record(FCGI_STDOUT, 2, b"Status: 200 OK\r\n\r\ntwo"),
-        encode_record(FCGI_STDOUT, 1, b"Status: 500 Oops\r\n\r\none"),
-        encode_record(FCGI_END_REQUEST, 2, struct.pack(">IB3x", 0, FCGI_CANT_MPX_CONN)),
-        encode_record(FCGI_STDERR, 1, b"warn"),
-        encode_record(FCGI_STDOUT, 1, b""),
-        encode_record(FCGI_END_REQUEST, 1, end),
-        encode_record(FCGI_STDOUT, 2, b"late"),
-    ]))
+    peer.send(
+        b"".join(
+            [
+                encode_record(FCGI_STDOUT, 2, b"Status: 200 OK\r\n\r\ntwo"),
+                encode_record(FCGI_STDOUT, 1, b"Status: 500 Oops\r\n\r\none"),
+                encode_record(FCGI_END_REQUEST, 2, struct.pack(">IB3x", 0, FCGI_CANT_MPX_CONN)),
+                encode_record(FCGI_STDERR, 1, b"warn"),
+                encode_record(FCGI_STDOUT, 1, b""),
+                encode_record(FCGI_END_REQUEST, 1, end),
+                encode_record(FCGI_STDOUT, 2, b"late"),
+            ]
+        )
+    )
     r1 = conn.read_response(1)
     assert (r1.status, r1.reason, r1.body, r1.stderr) == (500, "Oops", b"one", b"warn")
     assert r1.complete and [r.type for r in r1.records][-1] == FCGI_END_REQUEST
@@ -285,7 +337,7 @@ def test_get_values_roundtrip(pair):
     t.start()
     assert conn.get_values() == {"FCGI_MAX_CONNS": "10", "FCGI_MPXS_CONNS": "0"}
     t.join()
-    assert conn.read_record().content == b"unrelated"     # kept for later
+    assert conn.read_record().content == b"unrelated"  # kept for later
 
 
 def test_get_values_eof(pair):
@@ -296,6 +348,7 @@ def test_get_values_eof(pair):
 
 
 # --- `oxfcgi request` against a scripted FastCGI responder ----------------------------------------
+
 
 class FakeResponder:
     """A tiny FastCGI responder on a Unix socket: answers by PATH_INFO, one connection at a time."""
@@ -362,14 +415,25 @@ def fake(tmp_path):
 
 def run_cli(capfdbinary, *argv):
     from oxfcgi.cli import main
+
     rc = main(list(argv))
     out, err = capfdbinary.readouterr()
     return rc, out, err
 
 
 def test_request_cli_ok(fake, capfdbinary):
-    rc, out, err = run_cli(capfdbinary, "request", f"unix:{fake.path}", "/hi?x=1", "-H", "X-Test: yes",
-                           "--param", "SCRIPT_NAME=/mnt", "--param", "REMOTE_ADDR")
+    rc, out, err = run_cli(
+        capfdbinary,
+        "request",
+        f"unix:{fake.path}",
+        "/hi?x=1",
+        "-H",
+        "X-Test: yes",
+        "--param",
+        "SCRIPT_NAME=/mnt",
+        "--param",
+        "REMOTE_ADDR",
+    )
     assert rc == 0 and out == b"hello /hi" and b"app warning" in err
     env = fake.seen[-1]
     assert env["QUERY_STRING"] == "x=1" and env["HTTP_X_TEST"] == "yes"
@@ -391,8 +455,9 @@ def test_request_cli_data(fake, capfdbinary, tmp_path):
     env = fake.seen[-1]
     assert env["REQUEST_METHOD"] == "POST" and env["CONTENT_LENGTH"] == "11"
     assert env["CONTENT_TYPE"] == "application/x-www-form-urlencoded"
-    rc, out, _ = run_cli(capfdbinary, "request", fake.path, "/echo", "-X", "PUT", "-d", "caf\xe9",
-                         "-H", "Content-Type: text/plain")
+    rc, out, _ = run_cli(
+        capfdbinary, "request", fake.path, "/echo", "-X", "PUT", "-d", "caf\xe9", "-H", "Content-Type: text/plain"
+    )
     assert out == "caf\xe9".encode() and fake.seen[-1]["CONTENT_TYPE"] == "text/plain"
 
 

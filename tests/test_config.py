@@ -5,6 +5,7 @@ That the configurations also *work* is shown by the integration tests that run t
 tests/test_nginx.py (tests/nginx.py pastes the generated locations), tests/test_lighttpd.py
 and the systemd tests of tests/test_spawners.py.
 """
+
 from __future__ import annotations
 
 import grp
@@ -36,8 +37,9 @@ def gen(target: str, **kw) -> str:
 
 def cli(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "oxfcgi", "config", *args], capture_output=True, text=True,
-                          env=env, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "oxfcgi", "config", *args], capture_output=True, text=True, env=env, timeout=60
+    )
 
 
 def code_lines(text: str) -> list[str]:
@@ -69,9 +71,13 @@ def commented_command(text: str, program_word: str) -> list[str]:
 def test_nginx_prefix_unix_socket():
     text = gen("nginx", app=FLASK_APP, socket="/run/oxfcgi/flask.sock", prefix="/app")
     lines = code_lines(text)
-    assert lines[:4] == ["upstream oxfcgi_app {", "server unix:/run/oxfcgi/flask.sock;",
-                         "keepalive 8;    # idle FastCGI connections kept open per nginx worker", "}"]
-    location = lines[lines.index("location /app/ {"):]
+    assert lines[:4] == [
+        "upstream oxfcgi_app {",
+        "server unix:/run/oxfcgi/flask.sock;",
+        "keepalive 8;    # idle FastCGI connections kept open per nginx worker",
+        "}",
+    ]
+    location = lines[lines.index("location /app/ {") :]
     assert location == [
         "location /app/ {",
         "include fastcgi_params;",
@@ -99,9 +105,13 @@ def test_nginx_root_tcp():
     text = gen("nginx", app=FLASK_APP, socket="127.0.0.1:9000", prefix="/")
     lines = code_lines(text)
     assert "server 127.0.0.1:9000;" in lines
-    location = lines[lines.index("location / {"):]
-    assert location[:4] == ["location / {", "include fastcgi_params;", 'fastcgi_param SCRIPT_NAME "";',
-                            "fastcgi_param PATH_INFO $fastcgi_script_name;"]
+    location = lines[lines.index("location / {") :]
+    assert location[:4] == [
+        "location / {",
+        "include fastcgi_params;",
+        'fastcgi_param SCRIPT_NAME "";',
+        "fastcgi_param PATH_INFO $fastcgi_script_name;",
+    ]
     assert "fastcgi_split_path_info" not in text
     assert "fastcgi_pass oxfcgi_root;" in lines and "fastcgi_keep_conn on;" in lines
     argv = commented_command(text, "oxfcgi serve")
@@ -139,8 +149,7 @@ def test_lighttpd_prefix_bin_path():
     assert lines[0] == 'server.modules += ( "mod_fastcgi" )'
     assert lines[1] == '$HTTP["url"] =~ "^/app(/|$)" {'
     assert lines[2] == 'fastcgi.server = ( "/app" => (('
-    entries = dict((k.strip().strip('"'), v.strip().rstrip(",")) for k, v in
-                   (ln.split("=>", 1) for ln in lines[3:8]))
+    entries = dict((k.strip().strip('"'), v.strip().rstrip(",")) for k, v in (ln.split("=>", 1) for ln in lines[3:8]))
     assert entries == {
         "socket": '"/tmp/x/app.sock"',
         "bin-path": f'"{PY} -m oxfcgi serve {FLASK_APP}"',
@@ -149,7 +158,7 @@ def test_lighttpd_prefix_bin_path():
         "max-procs": "2",
     }
     assert "fix-root-scriptname" not in "\n".join(lines)
-    assert "--bind" not in "\n".join(lines)            # bin-path: the socket is fd 0
+    assert "--bind" not in "\n".join(lines)  # bin-path: the socket is fd 0
 
 
 def test_lighttpd_root_and_variant_without_bin_path():
@@ -159,7 +168,7 @@ def test_lighttpd_root_and_variant_without_bin_path():
     assert '"fix-root-scriptname" => "enable",' in lines
     assert not any(ln.startswith("$HTTP") for ln in lines)
     # The standalone variant is entirely commented out and has no bin-path.
-    variant = text[text.index("# Variant"):]
+    variant = text[text.index("# Variant") :]
     assert all(ln.startswith("#") for ln in variant.strip().splitlines())
     assert '#     "socket"              => "/tmp/x/app.sock",' in variant
     assert '"bin-path"' not in variant
@@ -188,24 +197,25 @@ def test_lighttpd_default_socket_goes_where_lighttpd_can_create_it():
 
 
 def test_systemd_unix_socket_units():
-    text = gen("systemd", app=FLASK_APP, socket="/run/oxfcgi/app.sock", prefix="/app", workdir="/srv/site",
-               user="app")
+    text = gen("systemd", app=FLASK_APP, socket="/run/oxfcgi/app.sock", prefix="/app", workdir="/srv/site", user="app")
     units = systemd_config.split(text)
-    assert sorted(units) == ["/etc/systemd/system/oxfcgi-flask_app.service",
-                             "/etc/systemd/system/oxfcgi-flask_app.socket"]
+    assert sorted(units) == [
+        "/etc/systemd/system/oxfcgi-flask_app.service",
+        "/etc/systemd/system/oxfcgi-flask_app.socket",
+    ]
     sock = units["/etc/systemd/system/oxfcgi-flask_app.socket"]
     service = units["/etc/systemd/system/oxfcgi-flask_app.service"]
     v = systemd_config.unit_values
     assert v(sock, "ListenStream") == ["/run/oxfcgi/app.sock"]
     assert v(sock, "SocketUser") == ["app"] and v(sock, "SocketGroup") == ["www-data"]
     assert v(sock, "SocketMode") == ["0660"]
-    assert v(sock, "Accept") == []                     # the default, Accept=no
+    assert v(sock, "Accept") == []  # the default, Accept=no
     assert v(sock, "WantedBy") == ["sockets.target"]
     assert v(service, "Type") == ["notify"]
     assert v(service, "User") == ["app"]
     assert v(service, "WorkingDirectory") == ["/srv/site"]
     assert v(service, "KillSignal") == ["SIGTERM"]
-    assert int(v(service, "TimeoutStopSec")[0]) > 30   # longer than oxfcgi's graceful timeout
+    assert int(v(service, "TimeoutStopSec")[0]) > 30  # longer than oxfcgi's graceful timeout
     assert v(service, "Requires") == ["oxfcgi-flask_app.socket"]
     assert systemd_config.exec_start_argv(service) == [PY, "-m", "oxfcgi", "serve", FLASK_APP]
 
@@ -228,8 +238,9 @@ def test_systemd_tcp_socket_and_file_target():
 
 
 def test_cli_prints_the_same_as_generate():
-    out = cli("nginx", "--app", FLASK_APP, "--socket", "/tmp/a.sock", "--prefix", "app/", "--python", PY,
-              "--workdir", "/srv")
+    out = cli(
+        "nginx", "--app", FLASK_APP, "--socket", "/tmp/a.sock", "--prefix", "app/", "--python", PY, "--workdir", "/srv"
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout == gen("nginx", app=FLASK_APP, socket="/tmp/a.sock", prefix="/app", workdir="/srv")
     for target in ("lighttpd", "systemd"):
@@ -262,14 +273,19 @@ def nginx_test_config(tmp_path: Path, port: int, snippets: list[str]) -> Path:
         + "".join(http_parts)
         + f"    server {{\n        listen 127.0.0.1:{port};\n"
         + "".join(server_parts)
-        + "    }\n}\n")
+        + "    }\n}\n"
+    )
     return conf
 
 
 def nginx_t(conf: Path) -> subprocess.CompletedProcess:
     binary = need_binary("nginx")
-    return subprocess.run([binary, "-t", "-p", str(conf.parent), "-c", str(conf), "-e", str(conf.parent / "error.log")],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [binary, "-t", "-p", str(conf.parent), "-c", str(conf), "-e", str(conf.parent / "error.log")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_nginx_t_accepts_generated_snippets(tmp_path):
@@ -287,7 +303,9 @@ def test_nginx_t_accepts_generated_snippets(tmp_path):
 
 def test_nginx_t_catches_a_broken_snippet(tmp_path):
     """Control: the check above can fail."""
-    broken = gen("nginx", socket=str(tmp_path / "a.sock"), prefix="/app").replace("fastcgi_keep_conn on;", "fastcgi_keep_conn on")
+    broken = gen("nginx", socket=str(tmp_path / "a.sock"), prefix="/app").replace(
+        "fastcgi_keep_conn on;", "fastcgi_keep_conn on"
+    )
     out = nginx_t(nginx_test_config(tmp_path, 8089, [broken]))
     assert out.returncode != 0 and "[emerg]" in out.stderr
 
@@ -329,8 +347,9 @@ def systemd_verify(tmp_path: Path, text: str) -> subprocess.CompletedProcess:
 
 
 def test_systemd_analyze_verify_accepts_generated_units(tmp_path):
-    for i, (socket_spec, app) in enumerate(((str(tmp_path / "app.sock"), FLASK_APP),
-                                            ("127.0.0.1:9000", str(ROOT / "tests/apps/spawn_app.py")))):
+    for i, (socket_spec, app) in enumerate(
+        ((str(tmp_path / "app.sock"), FLASK_APP), ("127.0.0.1:9000", str(ROOT / "tests/apps/spawn_app.py")))
+    ):
         d = tmp_path / str(i)
         d.mkdir()
         text = gen("systemd", app=app, socket=socket_spec, python=sys.executable, workdir=str(ROOT))
@@ -361,16 +380,23 @@ def test_nginx_commented_serve_command_runs_as_written(tmp_path, start_nginx):
         pytest.skip("no www-data group on this machine")
     sock = tmp_path / "run" / "app.sock"
     # --user root: the test interpreter may live where www-data cannot read it.
-    text = gen("nginx", app=PROBE_APP, socket=str(sock), prefix="/app", python=sys.executable, workdir=str(ROOT),
-               user="root")
+    text = gen(
+        "nginx", app=PROBE_APP, socket=str(sock), prefix="/app", python=sys.executable, workdir=str(ROOT), user="root"
+    )
     argv = commented_command(text, "oxfcgi serve")
     mkdir = commented_command(text, "mkdir -p")
     assert mkdir[:2] == ["mkdir", "-p"] and mkdir[2] == str(sock.parent)
     subprocess.run(mkdir[:3], check=True)
     log = tmp_path / "serve.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, cwd=str(ROOT), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+        proc = subprocess.Popen(
+            argv,
+            cwd=str(ROOT),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        )
     try:
         deadline = time.monotonic() + 20
         while not sock.exists():

@@ -1,4 +1,5 @@
 """Process-level deployment behaviour: what a process manager hands us and how we treat it."""
+
 from __future__ import annotations
 
 import grp
@@ -47,9 +48,15 @@ def spawn_on_fd0(tmp_path: Path, *args: str, close_stdio: bool = False, env=None
             os.close(1)
             os.close(2)
 
-    proc = subprocess.Popen([sys.executable, "-m", "oxfcgi", "serve", *args], stdin=listener.fileno(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=close_fds,
-                            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}, cwd=str(tmp_path))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "oxfcgi", "serve", *args],
+        stdin=listener.fileno(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=close_fds,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        cwd=str(tmp_path),
+    )
     listener.close()
     return proc, f"unix:{path}"
 
@@ -118,22 +125,33 @@ def test_socket_group_and_mode(start_server):
 
 def test_script_name_setting(start_server):
     srv = start_server(APP, "--script-name", "/app")
-    resp = request(srv.address, "GET", "/", params={"SCRIPT_NAME": "/app/items/3", "PATH_INFO": None,
-                                                    "REQUEST_URI": "/app/items/3"})
+    resp = request(
+        srv.address,
+        "GET",
+        "/",
+        params={"SCRIPT_NAME": "/app/items/3", "PATH_INFO": None, "REQUEST_URI": "/app/items/3"},
+    )
     info = json.loads(resp.body)
     assert (info["script_name"], info["path_info"]) == ("/app", "/items/3")
 
 
 def test_start_up_failure_under_a_manager_explains_and_backs_off(tmp_path):
     script = tmp_path / "broken.fcgi"
-    script.write_text(f"import sys; sys.path.insert(0, {str(ROOT / 'python')!r})\n"
-                      "from oxfcgi import run\nimport module_that_does_not_exist\nrun(None)\n")
+    script.write_text(
+        f"import sys; sys.path.insert(0, {str(ROOT / 'python')!r})\n"
+        "from oxfcgi import run\nimport module_that_does_not_exist\nrun(None)\n"
+    )
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(str(tmp_path / "s.sock"))
     listener.listen(1)
     t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, str(script)], stdin=listener.fileno(), capture_output=True,
-                          timeout=20, env={**os.environ, "OXFCGI_LOG_FILE": str(tmp_path / "startup.log")})
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        stdin=listener.fileno(),
+        capture_output=True,
+        timeout=20,
+        env={**os.environ, "OXFCGI_LOG_FILE": str(tmp_path / "startup.log")},
+    )
     elapsed = time.monotonic() - t0
     err = proc.stderr.decode()
     assert proc.returncode == 1
@@ -148,8 +166,12 @@ def test_cli_load_error_under_a_manager_backs_off(tmp_path):
     listener.bind(str(tmp_path / "s.sock"))
     listener.listen(1)
     t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "oxfcgi", "serve", "no_such_module:app"], stdin=listener.fileno(),
-                          capture_output=True, timeout=20)
+    proc = subprocess.run(
+        [sys.executable, "-m", "oxfcgi", "serve", "no_such_module:app"],
+        stdin=listener.fileno(),
+        capture_output=True,
+        timeout=20,
+    )
     assert proc.returncode == 2
     assert b"no_such_module" in proc.stderr
     assert time.monotonic() - t0 >= 0.9
@@ -162,8 +184,7 @@ def world_readable_site():
     if os.geteuid() != 0 or not Path("/usr/bin/python3").exists():
         pytest.skip("needs root and Debian's python3")
     base = Path(tempfile.mkdtemp(prefix="oxfcgi-site-", dir="/tmp"))
-    shutil.copytree(ROOT / "python" / "oxfcgi", base / "site" / "oxfcgi",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "python" / "oxfcgi", base / "site" / "oxfcgi", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "tests" / "apps" / "deploy_app.py", base / "site" / "deploy_app.py")
     for path in [base, *base.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
@@ -174,10 +195,26 @@ def world_readable_site():
 def test_user_switch_happens_before_the_app_is_imported(world_readable_site):
     base = world_readable_site
     sock = base / "app.sock"
-    proc = subprocess.Popen(["/usr/bin/python3", "-m", "oxfcgi", "serve", "deploy_app:application",
-                             "--bind", f"unix:{sock}", "--user", "www-data", "--socket-mode", "666"],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(base / "site")}, cwd=str(base))
+    proc = subprocess.Popen(
+        [
+            "/usr/bin/python3",
+            "-m",
+            "oxfcgi",
+            "serve",
+            "deploy_app:application",
+            "--bind",
+            f"unix:{sock}",
+            "--user",
+            "www-data",
+            "--socket-mode",
+            "666",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(base / "site")},
+        cwd=str(base),
+    )
     try:
         wait_answering(f"unix:{sock}", proc)
         info = report(f"unix:{sock}")
@@ -201,9 +238,14 @@ def test_signals_inherited_as_ignored_still_stop_the_server(tmp_path):
             signal.signal(s, signal.SIG_IGN)
 
     for signum in (signal.SIGTERM, signal.SIGQUIT):
-        proc = subprocess.Popen([sys.executable, "-m", "oxfcgi", "serve", APP], stdin=listener.fileno(),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=ignore,
-                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "oxfcgi", "serve", APP],
+            stdin=listener.fileno(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            preexec_fn=ignore,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
         wait_answering(f"unix:{path}", proc)
         t0 = time.monotonic()
         proc.send_signal(signum)
@@ -218,9 +260,13 @@ def test_max_requests_under_mod_fcgid_warns(tmp_path):
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(path)
     listener.listen(8)
-    proc = subprocess.Popen([sys.executable, "-m", "oxfcgi", "serve", APP, "--max-requests", "100"],
-                            stdin=listener.fileno(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "oxfcgi", "serve", APP, "--max-requests", "100"],
+        stdin=listener.fileno(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     listener.close()
     wait_answering(f"unix:{path}", proc)
     proc.send_signal(signal.SIGTERM)

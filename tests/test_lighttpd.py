@@ -8,6 +8,7 @@ requests, and SIGTERMs them when it stops. Three mounts:
 - ``/`` (root, ``fix-root-scriptname``) and ``/app``: the Flask app (tests/apps/flask_app.py);
 - ``/probe``: the plain WSGI probe (tests/apps/spawn_app.py) that reports its process.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,7 @@ PROBE_APP = "tests.apps.spawn_app:app"
 
 def generated(target: str, **kw) -> str:
     """The configuration ``oxfcgi config TARGET`` prints for these options (the CLI itself)."""
-    args = [sys.executable, "-m", "oxfcgi", "config", target, "--python", sys.executable,
-            "--workdir", str(ROOT)]
+    args = [sys.executable, "-m", "oxfcgi", "config", target, "--python", sys.executable, "--workdir", str(ROOT)]
     for key, value in kw.items():
         args += [f"--{key}", value]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -61,7 +61,7 @@ def site(tmp_path):
     finally:
         spawned.update(server.backend_pids())
         server.stop()
-        kill_survivors(spawned)      # only processes this lighttpd started
+        kill_survivors(spawned)  # only processes this lighttpd started
 
 
 def wait_backends(server, count: int, timeout: float = 20.0) -> list[int]:
@@ -70,7 +70,8 @@ def wait_backends(server, count: int, timeout: float = 20.0) -> list[int]:
         pids = server.backend_pids()
         if len(pids) >= count or time.monotonic() >= deadline:
             assert len(pids) == count, (
-                f"lighttpd should have started {count} oxfcgi processes, found {pids}\n{server.logs()}")
+                f"lighttpd should have started {count} oxfcgi processes, found {pids}\n{server.logs()}"
+            )
             return pids
         time.sleep(0.05)
 
@@ -78,7 +79,8 @@ def wait_backends(server, count: int, timeout: float = 20.0) -> list[int]:
 def expect_json(result, status=200, server=None):
     assert result.status == status, (
         f"HTTP {result.status} {result.reason}, expected {status}; body: {result.body[:2000]!r}"
-        + (f"\n{server.logs()}" if server else ""))
+        + (f"\n{server.logs()}" if server else "")
+    )
     return json.loads(result.body)
 
 
@@ -96,8 +98,12 @@ def test_prefix_mount_routes_and_url_for(site):
 
     item = expect_json(site.get("/app/items/42"), server=site)
     assert item == {
-        "page": "item", "item_id": 42, "self_url": "/app/items/42", "index_url": "/app/",
-        "script_name": "/app", "path_info": "/items/42",
+        "page": "item",
+        "item_id": 42,
+        "self_url": "/app/items/42",
+        "index_url": "/app/",
+        "script_name": "/app",
+        "path_info": "/items/42",
     }
 
     query = expect_json(site.get("/app/query?a=1&b=two&a=3"), server=site)
@@ -131,9 +137,15 @@ def test_root_mount(site):
 
 
 def test_form_post_and_authorization(site):
-    form = expect_json(site.request("POST", "/app/form", body=b"name=Ada&lang=py&lang=rs",
-                                    headers={"Content-Type": "application/x-www-form-urlencoded"}),
-                       server=site)
+    form = expect_json(
+        site.request(
+            "POST",
+            "/app/form",
+            body=b"name=Ada&lang=py&lang=rs",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        ),
+        server=site,
+    )
     assert form["form"] == {"name": ["Ada"], "lang": ["py", "rs"]}
     assert form["content_length"] == len(b"name=Ada&lang=py&lang=rs")
 
@@ -142,9 +154,12 @@ def test_form_post_and_authorization(site):
     assert probe["environ"]["SCRIPT_NAME"] == "/probe"
     assert probe["environ"]["PATH_INFO"] == "/who"
     body = os.urandom(200_000)
-    echoed = expect_json(site.request("POST", "/probe/body", body=body,
-                                      headers={"Content-Type": "application/octet-stream"}), server=site)
+    echoed = expect_json(
+        site.request("POST", "/probe/body", body=body, headers={"Content-Type": "application/octet-stream"}),
+        server=site,
+    )
     import hashlib
+
     assert echoed["body_length"] == len(body)
     assert echoed["body_sha256"] == hashlib.sha256(body).hexdigest()
 
@@ -225,7 +240,7 @@ def test_app_exception_reaches_lighttpd_error_log(site):
     token = uuid.uuid4().hex
     result = site.get(f"/app/boom?token={token}")
     assert result.status == 500
-    assert token.encode() not in result.body          # no traceback to the client
+    assert token.encode() not in result.body  # no traceback to the client
     # FCGI_STDERR -> server.errorlog, one "FastCGI-stderr:" entry per record.
     log = site.wait_for(site.error_log, f"deliberate failure {token}")
     assert "FastCGI-stderr:" in log, site.logs()
@@ -290,7 +305,9 @@ def test_sigterm_to_lighttpd_stops_every_oxfcgi_process(site):
     while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
         time.sleep(0.05)
     alive = [p for p in pids if pid_alive(p)]
-    assert not alive, f"still running {time.monotonic() - started:.1f} s after SIGTERM to lighttpd: {alive}\n{site.logs()}"
+    assert not alive, (
+        f"still running {time.monotonic() - started:.1f} s after SIGTERM to lighttpd: {alive}\n{site.logs()}"
+    )
 
 
 # ---------------------------------------------------------------------------------
@@ -299,7 +316,7 @@ def test_sigterm_to_lighttpd_stops_every_oxfcgi_process(site):
 
 def uncomment_variant(text: str) -> str:
     """The commented-out standalone block of a generated lighttpd config, uncommented."""
-    lines = text[text.index("# Variant"):].splitlines()
+    lines = text[text.index("# Variant") :].splitlines()
     start = next(i for i, ln in enumerate(lines) if ln.startswith(("# $HTTP", "# fastcgi.server")))
     return 'server.modules += ( "mod_fastcgi" )\n' + "\n".join(ln[2:] for ln in lines[start:] if ln.startswith("# "))
 
@@ -316,7 +333,7 @@ def test_standalone_variant_connects_to_a_running_oxfcgi(tmp_path, start_server)
         assert "bin-path" not in text
     site = start_lighttpd(tmp_path / "lighttpd", snippets, binary=binary)
     try:
-        assert site.backend_pids() == []                 # lighttpd started nothing
+        assert site.backend_pids() == []  # lighttpd started nothing
         item = expect_json(site.get("/app/items/12"), server=site)
         assert item["self_url"] == "/app/items/12" and item["script_name"] == "/app"
         assert item["path_info"] == "/items/12"

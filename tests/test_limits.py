@@ -1,5 +1,6 @@
 """Bounded load and connection timeouts: over max_in_flight a request is refused at
 once (never an unbounded queue), and a peer that stalls costs nothing for long."""
+
 from __future__ import annotations
 
 import threading
@@ -31,8 +32,10 @@ def test_requests_within_max_in_flight_wait_for_a_thread(start_server):
     """max_in_flight counts queued requests too: 3 requests, 1 thread, max_in_flight 4: all succeed."""
     srv = start_server(APP, "--threads", "1", "--max-in-flight", "4")
     results = []
-    threads = [threading.Thread(target=lambda: results.append(srv.request("GET", "/sleep", query="t=0.3").status))
-               for _ in range(3)]
+    threads = [
+        threading.Thread(target=lambda: results.append(srv.request("GET", "/sleep", query="t=0.3").status))
+        for _ in range(3)
+    ]
     for t in threads:
         t.start()
     for t in threads:

@@ -7,6 +7,7 @@ CONTENT_* on GET, HTTP_HOST without the port, two HTTP_COOKIE params for two
 Cookie lines (nginx 1.22), FCGI_KEEP_CONN from an upstream keepalive pool, and
 FCGI_STDERR in nginx's error log.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -164,10 +165,13 @@ def test_form_post_multipart(site):
     server, nginx = site
     boundary = "----oxfcgi" + uuid.uuid4().hex
     parts = [("title", "hello"), ("comment", "line1\r\nline2"), ("title", "again")]
-    body = b"".join(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
-        for name, value in parts
-    ) + f"--{boundary}--\r\n".encode()
+    body = (
+        b"".join(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+            for name, value in parts
+        )
+        + f"--{boundary}--\r\n".encode()
+    )
     data = expect_json(
         nginx.request(
             "POST",
@@ -182,9 +186,7 @@ def test_form_post_multipart(site):
 def test_cookies_two_cookie_headers(site):
     """nginx 1.22 sends one HTTP_COOKIE param per Cookie line; both must reach the app."""
     server, nginx = site
-    data = expect_json(
-        nginx.get("/app/cookies", headers=[("Cookie", "a=1"), ("Cookie", "b=2; c=three")])
-    )
+    data = expect_json(nginx.get("/app/cookies", headers=[("Cookie", "a=1"), ("Cookie", "b=2; c=three")]))
     assert data["cookies"] == {"a": "1", "b": "2", "c": "three"}
     assert data["http_cookie"] == "a=1; b=2; c=three"
 
@@ -356,9 +358,7 @@ def test_app_exception_gives_500_and_traceback_in_nginx_error_log(site):
 
     log = nginx.wait_for_log(f"deliberate failure {token}")
     assert "FastCGI sent in stderr" in log, log[-4000:]
-    assert f"deliberate failure {token}" in log, (
-        "the exception message is not in nginx's error log:\n" + log[-4000:]
-    )
+    assert f"deliberate failure {token}" in log, "the exception message is not in nginx's error log:\n" + log[-4000:]
     assert "Traceback" in log or "AppBoom" in log, log[-4000:]
 
     # The server survives and keeps serving.

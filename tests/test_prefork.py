@@ -1,4 +1,5 @@
 """Prefork workers: a master that forks, respawns, recycles, reloads and stops them."""
+
 from __future__ import annotations
 
 import json
@@ -190,8 +191,9 @@ def test_sigusr1_reopens_logs_in_master_and_workers(start_server, tmp_path):
     assert wait_for(lambda: log.read_text().count("serving on") == 2)
     log.rename(tmp_path / "pool.log.1")
     srv.signal(signal.SIGUSR1)
-    assert wait_for(lambda: log.exists() and log.read_text().count("log file reopened") >= 3), \
+    assert wait_for(lambda: log.exists() and log.read_text().count("log file reopened") >= 3), (
         log.read_text() if log.exists() else "no log"
+    )
 
 
 def test_kept_open_connections_spread_over_the_workers(start_server):

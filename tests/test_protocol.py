@@ -5,6 +5,7 @@ tests/apps/protocol_apps.py and talks to it with ``oxfcgi.client``. Section numb
 refer to the FastCGI 1.0 specification. Timing checks use generous margins: they
 tell "concurrent" from "serial" and "prompt" from "never", not fast from slow.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,11 +18,32 @@ from pathlib import Path
 import pytest
 
 from oxfcgi.client import (
-    FCGI_AUTHORIZER, FCGI_BEGIN_REQUEST, FCGI_CANT_MPX_CONN,
-    FCGI_END_REQUEST, FCGI_FILTER, FCGI_GET_VALUES, FCGI_GET_VALUES_RESULT, FCGI_MAX_CONNS,
-    FCGI_MAX_REQS, FCGI_MPXS_CONNS, FCGI_OVERLOADED, FCGI_PARAMS, FCGI_REQUEST_COMPLETE, FCGI_RESPONDER,
-    FCGI_STDERR, FCGI_STDIN, FCGI_STDOUT, FCGI_UNKNOWN_ROLE, FCGI_UNKNOWN_TYPE, Connection,
-    Record, Response, cgi_params, decode_params, encode_params, encode_record,
+    FCGI_AUTHORIZER,
+    FCGI_BEGIN_REQUEST,
+    FCGI_CANT_MPX_CONN,
+    FCGI_END_REQUEST,
+    FCGI_FILTER,
+    FCGI_GET_VALUES,
+    FCGI_GET_VALUES_RESULT,
+    FCGI_MAX_CONNS,
+    FCGI_MAX_REQS,
+    FCGI_MPXS_CONNS,
+    FCGI_OVERLOADED,
+    FCGI_PARAMS,
+    FCGI_REQUEST_COMPLETE,
+    FCGI_RESPONDER,
+    FCGI_STDERR,
+    FCGI_STDIN,
+    FCGI_STDOUT,
+    FCGI_UNKNOWN_ROLE,
+    FCGI_UNKNOWN_TYPE,
+    Connection,
+    Record,
+    Response,
+    cgi_params,
+    decode_params,
+    encode_params,
+    encode_record,
 )
 from tests.apps.protocol_apps import pattern
 
@@ -29,6 +51,7 @@ APP = "tests.apps.protocol_apps:app"
 
 
 # --- helpers ------------------------------------------------------------------------------
+
 
 def wait_for(predicate, timeout: float, interval: float = 0.02) -> bool:
     deadline = time.monotonic() + timeout
@@ -50,8 +73,7 @@ def wait_for_log(server, pattern_: str, since: int = 0, timeout: float = 5.0) ->
 
 def wait_for_new_log(server, since: int, timeout: float = 5.0) -> str:
     """Wait until the server wrote something after offset ``since``."""
-    assert wait_for(lambda: server.log()[since:].strip(), timeout), \
-        f"the server logged nothing within {timeout}s"
+    assert wait_for(lambda: server.log()[since:].strip(), timeout), f"the server logged nothing within {timeout}s"
     return server.log()[since:]
 
 
@@ -63,7 +85,7 @@ def read_until_closed(conn: Connection, timeout: float = 5.0) -> list[Record]:
     while time.monotonic() < deadline:
         try:
             rec = conn.read_record()
-        except ConnectionError:          # reset or truncated record: closed as well
+        except ConnectionError:  # reset or truncated record: closed as well
             return records
         except TimeoutError:
             break
@@ -82,8 +104,9 @@ def send_all_or_closed(conn: Connection, *chunks: bytes) -> None:
         pass
 
 
-def start_request(conn: Connection, request_id: int, path: str, *, keep_conn=True, params=None,
-                  body=b"", end_stdin=True, method="GET") -> None:
+def start_request(
+    conn: Connection, request_id: int, path: str, *, keep_conn=True, params=None, body=b"", end_stdin=True, method="GET"
+) -> None:
     """Send BEGIN_REQUEST, PARAMS and STDIN without reading the answer."""
     p = cgi_params(method, path, body_length=len(body))
     p.update(params or {})
@@ -120,11 +143,13 @@ def server(start_server):
 
 # --- FCGI_GET_VALUES (§4.1) ---------------------------------------------------------------
 
+
 def test_get_values_reports_limits(start_server):
     srv = start_server(APP, "--max-conns", "9", "--max-in-flight", "7")
     with srv.connect() as conn:
-        conn.send_record(FCGI_GET_VALUES, 0, encode_params(
-            [(FCGI_MAX_CONNS, ""), (FCGI_MAX_REQS, ""), (FCGI_MPXS_CONNS, "")]))
+        conn.send_record(
+            FCGI_GET_VALUES, 0, encode_params([(FCGI_MAX_CONNS, ""), (FCGI_MAX_REQS, ""), (FCGI_MPXS_CONNS, "")])
+        )
         rec = conn.read_record()
         assert rec is not None and rec.type == FCGI_GET_VALUES_RESULT, rec
         assert rec.request_id == 0
@@ -160,8 +185,9 @@ def test_get_values_while_a_request_runs(server):
             records.append(rec)
         types = [r.type for r in records]
         assert FCGI_GET_VALUES_RESULT in types, records
-        assert types.index(FCGI_GET_VALUES_RESULT) < types.index(FCGI_STDOUT), \
+        assert types.index(FCGI_GET_VALUES_RESULT) < types.index(FCGI_STDOUT), (
             "GET_VALUES_RESULT waited for the running request"
+        )
 
 
 def test_records_for_inactive_ids_are_ignored(server):
@@ -182,6 +208,7 @@ def test_records_for_inactive_ids_are_ignored(server):
 
 # --- FCGI_UNKNOWN_TYPE (§4.2) ------------------------------------------------------------
 
+
 @pytest.mark.parametrize("rtype", [42, 0, 255])
 def test_unknown_management_type(server, rtype):
     with server.connect() as conn:
@@ -195,6 +222,7 @@ def test_unknown_management_type(server, rtype):
 
 
 # --- roles (§5.1, §6) ---------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("role", [9, FCGI_AUTHORIZER, FCGI_FILTER])
 def test_unknown_role_rejected_at_begin(server, role):
@@ -226,12 +254,17 @@ def test_roles_option_accepts_authorizer(start_server):
 
 # --- malformed input closes the connection, is logged, and the server keeps serving -------
 
+
 def test_begin_request_with_id_zero_closes(server):
     mark = len(server.log())
     with server.connect() as conn:
-        send_all_or_closed(conn, encode_record(FCGI_BEGIN_REQUEST, 0, bytes([0, FCGI_RESPONDER, 0, 0, 0, 0, 0, 0])),
-                           encode_record(FCGI_PARAMS, 0, encode_params(cgi_params("GET", "/hello"))),
-                           encode_record(FCGI_PARAMS, 0), encode_record(FCGI_STDIN, 0))
+        send_all_or_closed(
+            conn,
+            encode_record(FCGI_BEGIN_REQUEST, 0, bytes([0, FCGI_RESPONDER, 0, 0, 0, 0, 0, 0])),
+            encode_record(FCGI_PARAMS, 0, encode_params(cgi_params("GET", "/hello"))),
+            encode_record(FCGI_PARAMS, 0),
+            encode_record(FCGI_STDIN, 0),
+        )
         records = read_until_closed(conn)
         assert not [r for r in records if r.type == FCGI_STDOUT], records
     wait_for_log(server, r"id\W{0,4}0\b", since=mark)
@@ -242,19 +275,26 @@ def test_begin_request_with_id_zero_closes(server):
 def test_wrong_version_closes(server, version):
     mark = len(server.log())
     with server.connect() as conn:
-        send_all_or_closed(conn, encode_record(FCGI_BEGIN_REQUEST, 1, bytes([0, 1, 0, 0, 0, 0, 0, 0]), version=version),
-                           encode_record(FCGI_PARAMS, 1, encode_params(cgi_params("GET", "/hello"))),
-                           encode_record(FCGI_PARAMS, 1), encode_record(FCGI_STDIN, 1))
+        send_all_or_closed(
+            conn,
+            encode_record(FCGI_BEGIN_REQUEST, 1, bytes([0, 1, 0, 0, 0, 0, 0, 0]), version=version),
+            encode_record(FCGI_PARAMS, 1, encode_params(cgi_params("GET", "/hello"))),
+            encode_record(FCGI_PARAMS, 1),
+            encode_record(FCGI_STDIN, 1),
+        )
         records = read_until_closed(conn)
         assert not [r for r in records if r.type == FCGI_STDOUT], records
     wait_for_log(server, r"version", since=mark)
     assert server.request("GET", "/hello").body == b"hello"
 
 
-@pytest.mark.parametrize("garbage", [
-    b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n",          # an HTTP client on the FastCGI port
-    bytes(range(256)) * 4,
-])
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n",  # an HTTP client on the FastCGI port
+        bytes(range(256)) * 4,
+    ],
+)
 def test_garbage_then_close(server, garbage):
     mark = len(server.log())
     with server.connect() as conn:
@@ -270,7 +310,7 @@ def test_truncated_record_then_close(server, cut):
     conn = server.connect()
     conn.begin_request(1)
     record = encode_record(FCGI_PARAMS, 1, encode_params(cgi_params("GET", "/hello")))
-    conn.send(record[:cut])                 # inside the header, or inside the content
+    conn.send(record[:cut])  # inside the header, or inside the content
     conn.close()
     wait_for_new_log(server, mark)
     assert server.request("GET", "/hello").body == b"hello"
@@ -286,7 +326,7 @@ def test_params_over_limit_close_connection(start_server):
             conn.send_params(1, cgi_params("GET", "/hello", headers={"X-Big": "b" * 8000}))
             conn.send_stdin(1)
         except ConnectionError:
-            pass                              # closed while we were still sending
+            pass  # closed while we were still sending
         records = read_until_closed(conn)
         assert not [r for r in records if r.type == FCGI_STDOUT and r.content], records
     text = wait_for_log(srv, r"4096", since=mark)
@@ -295,6 +335,7 @@ def test_params_over_limit_close_connection(start_server):
 
 
 # --- multiplexing (§3.3, §5.5 FCGI_CANT_MPX_CONN) ----------------------------------------
+
 
 def test_cant_mpx_conn_when_not_multiplexed(server):
     with server.connect() as conn:
@@ -376,6 +417,7 @@ def test_overloaded_when_over_max_in_flight(start_server):
 
 # --- FCGI_KEEP_CONN (§5.1) ----------------------------------------------------------------
 
+
 def test_keep_conn_sequential_requests(server):
     with server.connect() as conn:
         for i in range(3):
@@ -408,8 +450,8 @@ SPLIT_PARAMS = {
     "SERVER_PROTOCOL": "HTTP/1.1",
     "X_EMPTY": "",
     "X_LATIN1": "caf\xe9",
-    "X_LONG": "L" * 200,                     # 4-byte value length
-    "X_" + "N" * 130: "named",              # 4-byte name length
+    "X_LONG": "L" * 200,  # 4-byte value length
+    "X_" + "N" * 130: "named",  # 4-byte name length
 }
 
 
@@ -444,8 +486,7 @@ def test_params_every_record_size(server):
 
 
 def test_params_one_byte_per_record(server):
-    params = cgi_params("POST", "/environ?x=y", headers={"Content-Type": "text/plain", "X-A": "b"},
-                        body_length=4)
+    params = cgi_params("POST", "/environ?x=y", headers={"Content-Type": "text/plain", "X-A": "b"}, body_length=4)
     with server.connect() as conn:
         conn.begin_request(1)
         conn.send_params(1, params, split=1)
@@ -456,8 +497,10 @@ def test_params_one_byte_per_record(server):
 def test_params_four_byte_lengths(start_server):
     srv = start_server(APP, "--max-params-size", "1048576")
     extra = {
-        "X_127": "a" * 127, "X_128": "b" * 128,           # 1-/4-byte value length boundary
-        "Y" * 127: "1", "Z" * 128: "2",                   # 1-/4-byte name length boundary
+        "X_127": "a" * 127,
+        "X_128": "b" * 128,  # 1-/4-byte value length boundary
+        "Y" * 127: "1",
+        "Z" * 128: "2",  # 1-/4-byte name length boundary
         "X_200": "v" * 200,
         "HTTP_" + "H" * 300: "long name",
     }
@@ -480,6 +523,7 @@ def test_padding_variants(server):
 
 # --- FCGI_ABORT_REQUEST (§5.4) -------------------------------------------------------------
 
+
 def test_abort_before_params_end(server):
     with server.connect(timeout=5) as conn:
         conn.begin_request(1, keep_conn=True)
@@ -500,7 +544,7 @@ def test_abort_mid_response_stops_app_and_calls_close(server, tmp_path):
     with server.connect(timeout=5) as conn:
         start_request(conn, 1, "/stream?n=100&delay=0.1&size=1000", params={"MARKER": str(marker)})
         got = 0
-        while got < 3000:                     # a few chunks have arrived: the app is mid-body
+        while got < 3000:  # a few chunks have arrived: the app is mid-body
             rec = conn.read_record()
             assert rec is not None and rec.type in (FCGI_STDOUT, FCGI_STDERR), rec
             got += len(rec.content)
@@ -519,10 +563,17 @@ def test_abort_while_app_blocks_reading_input(start_server, tmp_path):
     srv = start_server(APP, "--threads", "1")
     marker = tmp_path / "read.txt"
     with srv.connect(timeout=5) as conn:
-        start_request(conn, 1, "/read-block", method="POST", body=b"partial", end_stdin=False,
-                      params={"MARKER": str(marker), "CONTENT_LENGTH": "1000000"})
+        start_request(
+            conn,
+            1,
+            "/read-block",
+            method="POST",
+            body=b"partial",
+            end_stdin=False,
+            params={"MARKER": str(marker), "CONTENT_LENGTH": "1000000"},
+        )
         assert wait_for(Path(str(marker) + ".started").exists, 5), "the app did not start"
-        time.sleep(0.2)                       # now blocked inside wsgi.input.read()
+        time.sleep(0.2)  # now blocked inside wsgi.input.read()
         t0 = time.monotonic()
         conn.abort(1)
         resp = conn.read_response(1)
@@ -535,6 +586,7 @@ def test_abort_while_app_blocks_reading_input(start_server, tmp_path):
 
 
 # --- FCGI_STDIN (§5.3) --------------------------------------------------------------------
+
 
 def test_stdin_one_byte_records(server):
     body = pattern(3000)
@@ -570,8 +622,11 @@ def test_client_disconnect_mid_response(server, tmp_path):
 
 # --- FCGI_STDOUT / FCGI_STDERR / FCGI_END_REQUEST framing (§5.3, §5.5) -------------------
 
-@pytest.mark.parametrize("path", ["/bytes?n=1048576", "/bytes?n=1048576&chunk=200000",
-                                  "/write?n=1048576&chunk=100000", "/bytes?n=1048576&chunk=10"])
+
+@pytest.mark.parametrize(
+    "path",
+    ["/bytes?n=1048576", "/bytes?n=1048576&chunk=200000", "/write?n=1048576&chunk=100000", "/bytes?n=1048576&chunk=10"],
+)
 def test_one_megabyte_body(server, path):
     with server.connect(timeout=30) as conn:
         resp = conn.request("GET", path)
@@ -581,14 +636,17 @@ def test_one_megabyte_body(server, path):
     assert max(len(r.content) for r in resp.records) <= 65535
 
 
-@pytest.mark.parametrize("path,status,body", [
-    ("/hello", 200, b"hello"),
-    ("/empty", 204, b""),
-    ("/empty-first", 200, b"data"),
-    ("/stderr", 200, b"ok"),
-    ("/nowhere", 404, b"no route /nowhere"),
-    ("/error", 500, None),
-])
+@pytest.mark.parametrize(
+    "path,status,body",
+    [
+        ("/hello", 200, b"hello"),
+        ("/empty", 204, b""),
+        ("/empty-first", 200, b"data"),
+        ("/stderr", 200, b"ok"),
+        ("/nowhere", 404, b"no route /nowhere"),
+        ("/error", 500, None),
+    ],
+)
 def test_stream_framing_and_end_request(server, path, status, body):
     resp = server.request("GET", path)
     assert resp.status == status, resp
@@ -611,13 +669,12 @@ def test_stderr_stream_is_terminated(server):
     errs = [r for r in resp.records if r.type == FCGI_STDERR]
     assert not errs[-1].content, f"FCGI_STDERR stream not ended by an empty record: {errs}"
     assert [r for r in errs if not r.content] == [errs[-1]]
-    assert resp.records.index(errs[-1]) < len(resp.records) - 1   # before END_REQUEST
+    assert resp.records.index(errs[-1]) < len(resp.records) - 1  # before END_REQUEST
 
 
 def test_five_megabyte_post_echo(server):
     body = pattern(5 * 1024 * 1024)
-    resp = server.request("POST", "/echo", body=body, headers={"Content-Type": "application/octet-stream"},
-                          timeout=60)
+    resp = server.request("POST", "/echo", body=body, headers={"Content-Type": "application/octet-stream"}, timeout=60)
     assert resp.status == 200 and resp.header("Content-Length") == str(len(body))
     assert resp.body == body
     assert_well_formed(resp)
@@ -643,8 +700,8 @@ def test_slow_reader(start_server):
     size = 8 * 1024 * 1024
     with srv.connect(timeout=30) as slow:
         start_request(slow, 1, f"/bytes?n={size}&chunk=65536", keep_conn=False)
-        time.sleep(1.0)                          # read nothing: the server must wait, not fail
-        assert srv.request("GET", "/hello", timeout=5).body == b"hello"   # others are served
+        time.sleep(1.0)  # read nothing: the server must wait, not fail
+        assert srv.request("GET", "/hello", timeout=5).body == b"hello"  # others are served
         records = []
         while True:
             rec = slow.read_record()
@@ -669,7 +726,7 @@ def test_many_connections_in_parallel(server):
             with server.connect(timeout=20) as conn:
                 for _ in range(5):
                     results.append(conn.request("GET", "/hello", keep_conn=True).body)
-        except Exception as e:       # reported below, with the others
+        except Exception as e:  # reported below, with the others
             errors.append(repr(e))
 
     threads = [threading.Thread(target=worker) for _ in range(20)]
@@ -682,6 +739,7 @@ def test_many_connections_in_parallel(server):
 
 
 # --- signals and shutdown (§7 "Errors": SIGTERM) -----------------------------------------
+
 
 def test_sigterm_idle_with_kept_connection(server):
     with server.connect(timeout=5) as conn:

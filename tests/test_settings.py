@@ -57,8 +57,13 @@ def test_serve_has_one_option_per_cli_setting_and_no_other():
 
 
 def test_serve_help_prints_true_defaults_and_variables():
-    out = subprocess.run([sys.executable, "-m", "oxfcgi", "serve", "--help"], capture_output=True, text=True,
-                         check=True, env={**os.environ, "COLUMNS": "400"}).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "oxfcgi", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "COLUMNS": "400"},
+    ).stdout
     assert "default: max(16 x threads, 64)" in out, "the engine's rule, not an old copy of it"
     assert "default: 75 s" in out and "env OXFCGI_KEEPALIVE_TIMEOUT" in out
     for s in SETTINGS:
@@ -67,8 +72,9 @@ def test_serve_help_prints_true_defaults_and_variables():
 
 
 def test_cli_value_errors_are_usage_errors():
-    proc = subprocess.run([sys.executable, "-m", "oxfcgi", "serve", APP, "--threads", "0"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "oxfcgi", "serve", APP, "--threads", "0"], capture_output=True, text=True
+    )
     assert proc.returncode == 2
     assert "--threads" in proc.stderr and "between 1 and 1024" in proc.stderr
 
@@ -116,7 +122,7 @@ def test_engine_takes_exactly_the_server_group():
         oxfcgi.Server(lambda e, s: [], {**group, "bogus": 1})
     for name in group:
         partial = {k: v for k, v in group.items() if k != name}
-        with pytest.raises(TypeError, match=f"missing server setting \"{name}\""):
+        with pytest.raises(TypeError, match=f'missing server setting "{name}"'):
             oxfcgi.Server(lambda e, s: [], partial)
 
 
@@ -153,16 +159,19 @@ def test_precedence_default_code_env_cli():
     assert r.values["multithread"] is True
 
 
-@pytest.mark.parametrize(("name", "text", "value"), [
-    ("threads", "8", 8),
-    ("multiplexed", "yes", True),
-    ("max_params_size", "64k", 65536),
-    ("idle_timeout", "0", 0.0),
-    ("socket_mode", "0600", 0o600),
-    ("roles", "responder,filter", (1, 3)),
-    ("max_requests", "0", None),
-    ("log_level", "debug", "DEBUG"),
-])
+@pytest.mark.parametrize(
+    ("name", "text", "value"),
+    [
+        ("threads", "8", 8),
+        ("multiplexed", "yes", True),
+        ("max_params_size", "64k", 65536),
+        ("idle_timeout", "0", 0.0),
+        ("socket_mode", "0600", 0o600),
+        ("roles", "responder,filter", (1, 3)),
+        ("max_requests", "0", None),
+        ("log_level", "debug", "DEBUG"),
+    ],
+)
 def test_every_kind_reads_from_the_environment(name, text, value):
     assert resolve(environ={BY_NAME[name].env_var: text}).values[name] == value
 
@@ -200,7 +209,8 @@ def test_backlog_setting_is_the_listen_queue(start_server):
 
 def test_print_config_shows_each_source(tmp_path):
     script = tmp_path / "legacy.fcgi"
-    script.write_text(textwrap.dedent("""\
+    script.write_text(
+        textwrap.dedent("""\
         from flup.server.fcgi import WSGIServer
 
         def app(environ, start_response):
@@ -208,10 +218,16 @@ def test_print_config_shows_each_source(tmp_path):
             return [b"x"]
 
         WSGIServer(app, bindAddress="/nonexistent/never.sock", maxThreads=3, debug=True).run()
-    """))
+    """)
+    )
     env = {**os.environ, "OXFCGI_GRACEFUL_TIMEOUT": "5", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "oxfcgi", "serve", str(script), "--max-conns", "9", "--print-config"],
-                          capture_output=True, text=True, env=env, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "oxfcgi", "serve", str(script), "--max-conns", "9", "--print-config"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     rows = {line.split()[0]: line for line in proc.stdout.splitlines()[1:]}
     assert set(rows) == {s.name for s in SETTINGS}

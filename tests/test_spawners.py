@@ -12,6 +12,7 @@
 
 Requests go through oxfcgi's own client (``oxfcgi.client``) and, where cheap, through nginx.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,7 +54,8 @@ def wait_request(address: str, path: str = "/", timeout: float = 20.0, **kw) -> 
 
 def expect_json(resp: client.Response, status: int = 200, log: str = ""):
     assert resp.status == status, (
-        f"status {resp.status}, expected {status}; body {resp.body[:1000]!r}; stderr {resp.stderr[:2000]!r}\n{log}")
+        f"status {resp.status}, expected {status}; body {resp.body[:1000]!r}; stderr {resp.stderr[:2000]!r}\n{log}"
+    )
     return json.loads(resp.body)
 
 
@@ -86,15 +88,27 @@ def test_spawn_fcgi_no_fork_exec_in_place(tmp_path, reaper, start_nginx):
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [binary, "-s", str(sock), "-M", "0660", "-n", "--", sys.executable, "-m", "oxfcgi", "serve", FLASK_APP],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=child_env(), cwd=str(tmp_path))
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=child_env(),
+            cwd=str(tmp_path),
+        )
     reaper.append(proc.pid)
     try:
         index = expect_json(wait_request(f"unix:{sock}", "/app/", script_name="/app"), log=log.read_text())
         assert index["script_name"] == "/app" and index["item_url"] == "/app/items/3"
         item = expect_json(client.request(f"unix:{sock}", "GET", "/items/8"))
         assert item["self_url"] == "/items/8" and item["path_info"] == "/items/8"
-        form = expect_json(client.request(f"unix:{sock}", "POST", "/form", body=b"a=1&b=2",
-                                          headers={"Content-Type": "application/x-www-form-urlencoded"}))
+        form = expect_json(
+            client.request(
+                f"unix:{sock}",
+                "POST",
+                "/form",
+                body=b"a=1&b=2",
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+        )
         assert form["form"] == {"a": ["1"], "b": ["2"]}
         # Exec in place: the process spawn-fcgi became is the one serving.
         assert expect_json(client.request(f"unix:{sock}", "GET", "/pid"))["pid"] == proc.pid
@@ -127,10 +141,27 @@ def test_spawn_fcgi_forking_mode(tmp_path, reaper):
     sock = short_tmp(tmp_path) / "sf.sock"
     pidfile = tmp_path / "app.pid"
     out = subprocess.run(
-        [binary, "-s", str(sock), "-P", str(pidfile), "-d", str(ROOT), "--",
-         sys.executable, "-m", "oxfcgi", "serve", PROBE_APP],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, env=child_env(OXFCGI_PROBE_TAG="forked"),
-        timeout=30)
+        [
+            binary,
+            "-s",
+            str(sock),
+            "-P",
+            str(pidfile),
+            "-d",
+            str(ROOT),
+            "--",
+            sys.executable,
+            "-m",
+            "oxfcgi",
+            "serve",
+            PROBE_APP,
+        ],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=child_env(OXFCGI_PROBE_TAG="forked"),
+        timeout=30,
+    )
     pids = _spawned_pids(out.stdout + out.stderr)
     reaper.extend(pids)
     assert out.returncode == 0 and len(pids) == 1, (out.returncode, out.stdout, out.stderr)
@@ -139,8 +170,8 @@ def test_spawn_fcgi_forking_mode(tmp_path, reaper):
 
     info = expect_json(wait_request(f"unix:{sock}", "/x", script_name=""))
     assert info["pid"] == pid
-    assert info["cwd"] == str(ROOT)                               # -d
-    assert info["process_env"]["OXFCGI_PROBE_TAG"] == "forked"    # the caller's environment
+    assert info["cwd"] == str(ROOT)  # -d
+    assert info["process_env"]["OXFCGI_PROBE_TAG"] == "forked"  # the caller's environment
     # fd 0 was the socket: oxfcgi moved it and put /dev/null there; 1 and 2 are spawn-fcgi's /dev/null.
     assert info["fds"] == {"0": "/dev/null", "1": "/dev/null", "2": "/dev/null"}, info["fds"]
     # print() to a /dev/null stderr must not disturb anything.
@@ -155,9 +186,28 @@ def test_spawn_fcgi_two_children_share_the_socket(tmp_path, reaper):
     binary = need_binary("spawn-fcgi")
     sock = short_tmp(tmp_path) / "sf.sock"
     out = subprocess.run(
-        [binary, "-s", str(sock), "-F", "2", "--", sys.executable, "-m", "oxfcgi", "serve", FLASK_APP,
-         "--threads", "2"],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, env=child_env(), cwd=str(tmp_path), timeout=30)
+        [
+            binary,
+            "-s",
+            str(sock),
+            "-F",
+            "2",
+            "--",
+            sys.executable,
+            "-m",
+            "oxfcgi",
+            "serve",
+            FLASK_APP,
+            "--threads",
+            "2",
+        ],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        cwd=str(tmp_path),
+        timeout=30,
+    )
     pids = _spawned_pids(out.stdout + out.stderr)
     reaper.extend(pids)
     assert out.returncode == 0 and len(pids) == 2 and len(set(pids)) == 2, (out.stdout, out.stderr)
@@ -213,9 +263,16 @@ def write_fcgi_script(path: Path, app_import: str) -> Path:
 
 
 def cgi_env(**params: str) -> dict:
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "GATEWAY_INTERFACE": "CGI/1.1",
-           "SERVER_NAME": "localhost", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1",
-           "REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": "localhost", "QUERY_STRING": ""}
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "GATEWAY_INTERFACE": "CGI/1.1",
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "HTTP_HOST": "localhost",
+        "QUERY_STRING": "",
+    }
     env.update(params)
     return env
 
@@ -238,20 +295,32 @@ def test_cgi_fcgi_start_and_bind(tmp_path, reaper):
     binary = need_binary("cgi-fcgi")
     sock = short_tmp(tmp_path) / "cf.sock"
     script = write_fcgi_script(tmp_path / "flask.fcgi", FLASK_APP)
-    started = subprocess.run([binary, "-start", "-connect", str(sock), str(script)],
-                             stdin=subprocess.DEVNULL, capture_output=True, env=child_env(), cwd=str(tmp_path),
-                             timeout=30)
+    started = subprocess.run(
+        [binary, "-start", "-connect", str(sock), str(script)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        env=child_env(),
+        cwd=str(tmp_path),
+        timeout=30,
+    )
     assert started.returncode == 0, started
     pid = expect_json(wait_request(f"unix:{sock}", "/pid"))["pid"]
     reaper.append(pid)
 
     def bind(method: str, script_name: str, path_info: str, query: str = "", body: bytes = b"", **extra):
-        env = cgi_env(REQUEST_METHOD=method, SCRIPT_NAME=script_name, PATH_INFO=path_info, QUERY_STRING=query,
-                      REQUEST_URI=script_name + path_info + (f"?{query}" if query else ""), **extra)
+        env = cgi_env(
+            REQUEST_METHOD=method,
+            SCRIPT_NAME=script_name,
+            PATH_INFO=path_info,
+            QUERY_STRING=query,
+            REQUEST_URI=script_name + path_info + (f"?{query}" if query else ""),
+            **extra,
+        )
         if body:
             env["CONTENT_LENGTH"] = str(len(body))
-        done = subprocess.run([binary, "-bind", "-connect", str(sock)], input=body, capture_output=True, env=env,
-                              timeout=30)
+        done = subprocess.run(
+            [binary, "-bind", "-connect", str(sock)], input=body, capture_output=True, env=env, timeout=30
+        )
         assert done.returncode == 0, done
         return parse_cgi(done.stdout)
 
@@ -279,9 +348,14 @@ def test_cgi_fcgi_start_with_closed_stdout_and_stderr(tmp_path, reaper):
     binary = need_binary("cgi-fcgi")
     sock = short_tmp(tmp_path) / "cf.sock"
     script = write_fcgi_script(tmp_path / "probe.fcgi", PROBE_APP)
-    started = subprocess.run([binary, "-start", "-connect", str(sock), str(script)],
-                             stdin=subprocess.DEVNULL, capture_output=True, env=child_env(), cwd=str(tmp_path),
-                             timeout=30)
+    started = subprocess.run(
+        [binary, "-start", "-connect", str(sock), str(script)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        env=child_env(),
+        cwd=str(tmp_path),
+        timeout=30,
+    )
     assert started.returncode == 0, started
     info = expect_json(wait_request(f"unix:{sock}", "/stderr?token=closed-fds"))
     reaper.append(info["pid"])
@@ -302,8 +376,21 @@ def systemd_units(tmp_path: Path, app: str, sock: Path) -> tuple[list[str], str,
     """(ExecStart argv, ListenStream, WorkingDirectory) of ``oxfcgi config systemd``."""
     from oxfcgi.config import systemd as sd
 
-    args = [sys.executable, "-m", "oxfcgi", "config", "systemd", "--app", app, "--socket", str(sock),
-            "--python", sys.executable, "--workdir", str(ROOT)]
+    args = [
+        sys.executable,
+        "-m",
+        "oxfcgi",
+        "config",
+        "systemd",
+        "--app",
+        app,
+        "--socket",
+        str(sock),
+        "--python",
+        sys.executable,
+        "--workdir",
+        str(ROOT),
+    ]
     out = subprocess.run(args, capture_output=True, text=True, env=child_env(), timeout=60)
     assert out.returncode == 0, out.stderr
     units = sd.split(out.stdout)
@@ -319,8 +406,16 @@ def systemd_units(tmp_path: Path, app: str, sock: Path) -> tuple[list[str], str,
 class Activator:
     """``systemd-socket-activate -l LISTEN [-a] [-E ...] -- ExecStart...`` and its output."""
 
-    def __init__(self, tmp_path: Path, argv: list[str], listen: str, workdir: str, *, accept: bool = False,
-                 env: dict | None = None):
+    def __init__(
+        self,
+        tmp_path: Path,
+        argv: list[str],
+        listen: str,
+        workdir: str,
+        *,
+        accept: bool = False,
+        env: dict | None = None,
+    ):
         binary = need_binary("systemd-socket-activate")
         self.listen = listen
         self.log_path = tmp_path / "activate.log"
@@ -333,8 +428,14 @@ class Activator:
         with open(self.log_path, "wb") as out:
             # Like systemd: a clean environment (systemd-socket-activate passes only PATH and
             # the -E variables anyway) and WorkingDirectory= from the unit.
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                         cwd=workdir, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+            self.proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=workdir,
+                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+            )
         deadline = time.monotonic() + 10
         while not os.path.exists(listen):
             assert self.proc.poll() is None and time.monotonic() < deadline, self.log()
@@ -367,9 +468,8 @@ def test_systemd_socket_activation_generated_units(tmp_path, activators):
     time.sleep(0.3)
     assert cmdline(act.proc.pid)[0].endswith("systemd-socket-activate"), cmdline(act.proc.pid)
 
-    info = expect_json(wait_request(f"unix:{listen}", "/first", headers={"Authorization": "Basic eDp5"}),
-                       log=act.log())
-    assert info["pid"] == act.proc.pid                     # exec'd in place
+    info = expect_json(wait_request(f"unix:{listen}", "/first", headers={"Authorization": "Basic eDp5"}), log=act.log())
+    assert info["pid"] == act.proc.pid  # exec'd in place
     assert cmdline(act.proc.pid)[1:4] == ["-m", "oxfcgi", "serve"]
     assert info["cwd"] == workdir
     assert info["environ"]["PATH_INFO"] == "/first"
@@ -418,7 +518,7 @@ def test_systemd_accept_yes_is_refused_with_a_clear_message(tmp_path, activators
         time.sleep(0.05)
     log = act.log()
     assert "Accept=yes" in log, log
-    assert "Accept=no" in log, log           # and says what to use instead
+    assert "Accept=no" in log, log  # and says what to use instead
     assert "Traceback" not in log, log
 
 

@@ -4,6 +4,7 @@ A validated app raises AssertionError (→ a 500 and a traceback) on any PEP 333
 violation the validator can see, and prints a complaint if the server never calls
 close() on the iterable; so each must give 200 with no AssertionError anywhere.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -57,7 +58,9 @@ def test_validated_post_echo(validated):
     body = os.urandom(100_000)
     r = check_validated(
         validated,
-        validated.request("POST", "/", headers={"X-App": "echo", "Content-Type": "application/octet-stream"}, body=body),
+        validated.request(
+            "POST", "/", headers={"X-App": "echo", "Content-Type": "application/octet-stream"}, body=body
+        ),
     )
     assert r.body == body
     assert r.header("Content-Length") == str(len(body))
@@ -97,7 +100,9 @@ def test_validated_file_wrapper(validated, tmp_path):
     path = tmp_path / "data.bin"
     data = os.urandom(1_000_003)
     path.write_bytes(data)
-    r = check_validated(validated, validated.request("GET", "/", headers={"X-App": "file_wrapper", "X-File": str(path)}))
+    r = check_validated(
+        validated, validated.request("GET", "/", headers={"X-App": "file_wrapper", "X-File": str(path)})
+    )
     assert r.body == data
 
 
@@ -121,13 +126,20 @@ def big_file(tmp_path):
     return path
 
 
-@pytest.mark.parametrize("kind, blksize", [("real", 65536), ("real", 8192), ("real", 1000000), ("open", 65536),
-                                           ("nofileno", 65536), ("nofileno", 4096)])
+@pytest.mark.parametrize(
+    "kind, blksize",
+    [("real", 65536), ("real", 8192), ("real", 1000000), ("open", 65536), ("nofileno", 65536), ("nofileno", 4096)],
+)
 def test_file_wrapper_serves_file_intact(start_server, big_file, tmp_path, kind, blksize):
     marker = tmp_path / "closed"
     s = start_server(f"{APPS}:file_wrapper_app", "--threads", "2")
-    r = s.request("GET", "/", query=f"kind={kind}&blksize={blksize}",
-                  headers={"X-File": str(big_file), "X-Marker": str(marker)}, timeout=60)
+    r = s.request(
+        "GET",
+        "/",
+        query=f"kind={kind}&blksize={blksize}",
+        headers={"X-File": str(big_file), "X-Marker": str(marker)},
+        timeout=60,
+    )
     assert r.protocol_status == 0 and r.app_status == 0
     assert r.status == 200, (r.status, r.stderr)
     data = big_file.read_bytes()
@@ -187,8 +199,15 @@ def dj_request(server, pairs):
 
 @needs_django
 def test_django_under_script_name(django_server):
-    d = dj_request(django_server, dj_params(SCRIPT_NAME="/dj", PATH_INFO="/hello/world", QUERY_STRING="a=1&a=2&b=x",
-                                            REQUEST_URI="/dj/hello/world?a=1&a=2&b=x"))
+    d = dj_request(
+        django_server,
+        dj_params(
+            SCRIPT_NAME="/dj",
+            PATH_INFO="/hello/world",
+            QUERY_STRING="a=1&a=2&b=x",
+            REQUEST_URI="/dj/hello/world?a=1&a=2&b=x",
+        ),
+    )
     assert d["path"] == "/dj/hello/world"
     assert d["path_info"] == "/hello/world"
     assert d["script_name"] == "/dj"
@@ -202,8 +221,10 @@ def test_django_under_script_name(django_server):
 @needs_django
 def test_django_path_info_derived_from_request_uri(django_server):
     """nginx style: SCRIPT_NAME and REQUEST_URI but no PATH_INFO; HTTPS=on."""
-    d = dj_request(django_server, dj_params(SCRIPT_NAME="/dj", REQUEST_URI="/dj/hello/caf%C3%A9?q=%C3%A9t%C3%A9",
-                                            HTTPS="on", SERVER_PORT="443"))
+    d = dj_request(
+        django_server,
+        dj_params(SCRIPT_NAME="/dj", REQUEST_URI="/dj/hello/caf%C3%A9?q=%C3%A9t%C3%A9", HTTPS="on", SERVER_PORT="443"),
+    )
     assert d["path_info"] == "/hello/caf\u00e9"  # Django decodes the latin-1 environ string as UTF-8
     assert d["path"] == "/dj/hello/caf\u00e9"
     assert d["name"] == "caf\u00e9"

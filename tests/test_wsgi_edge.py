@@ -1,6 +1,7 @@
 """Edge cases of PEP 3333 apps: wrong return values, SystemExit in the app, close()
 failures, large and streamed bodies, concurrency, aborts while the app waits for input.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -3,6 +3,7 @@
 Every test runs ``tests/apps/wsgi_apps.py:environ_app`` in a real ``oxfcgi serve``
 process and looks at the JSON report of what the app saw.
 """
+
 from __future__ import annotations
 
 import json
@@ -82,8 +83,7 @@ def test_basic_environ_values(env_server):
 
 def test_params_are_latin1_str(env_server):
     """Bytes 0x80-0xFF in params reach the app as the same code points (PEP 3333)."""
-    pairs = params(PATH_INFO=b"/caf\xe9", HTTP_X_BYTES=b"\xe9\xff\x80 end", HTTP_X_UTF8="é".encode(),
-                   HTTP_X_EMPTY="")
+    pairs = params(PATH_INFO=b"/caf\xe9", HTTP_X_BYTES=b"\xe9\xff\x80 end", HTTP_X_UTF8="é".encode(), HTTP_X_EMPTY="")
     pairs.append((b"HTTP_X_N\xe9ME", b"v"))
     env = report(raw_request(env_server, pairs))["environ"]
     assert env["HTTP_X_EMPTY"] == ""
@@ -235,8 +235,9 @@ def test_no_request_uri_no_path_info(env_server):
     ],
 )
 def test_missing_required_param_defaults_with_warning(env_server, name, default):
-    pairs = params(drop=(name,), SERVER_NAME="example.org", SERVER_PORT="8080", SERVER_PROTOCOL="HTTP/1.1",
-                   REQUEST_METHOD="POST")
+    pairs = params(
+        drop=(name,), SERVER_NAME="example.org", SERVER_PORT="8080", SERVER_PROTOCOL="HTTP/1.1", REQUEST_METHOD="POST"
+    )
     pairs = [(k, v) for k, v in pairs if k != name]
     resp = raw_request(env_server, pairs)
     env = report(resp)["environ"]
@@ -261,7 +262,11 @@ def test_all_defaults_at_once(env_server):
     resp = raw_request(env_server, pairs)
     env = report(resp)["environ"]
     assert (env["REQUEST_METHOD"], env["SERVER_NAME"], env["SERVER_PORT"], env["SERVER_PROTOCOL"]) == (
-        "GET", "localhost", "80", "HTTP/1.0")
+        "GET",
+        "localhost",
+        "80",
+        "HTTP/1.0",
+    )
     stderr = resp.stderr.decode("latin-1")
     for name in ("REQUEST_METHOD", "SERVER_NAME", "SERVER_PORT", "SERVER_PROTOCOL"):
         assert name in stderr

@@ -5,6 +5,7 @@ out, a cut body after; we also log the traceback through the ``oxfcgi`` logger a
 report a non-zero appStatus when the body was cut.  Every response ends with
 END_REQUEST(protocolStatus 0).
 """
+
 from __future__ import annotations
 
 import html
@@ -125,8 +126,12 @@ def test_wsgi_errors_reach_fcgi_stderr_and_log(start_server):
     for text in ("write:m4rk3r\n", "lines1:m4rk3r\n", "lines2:m4rk3r\n", "nonascii:m4rk3r:caf\u00e9\n"):
         assert text in stderr, stderr
     # in the order written
-    assert stderr.index("write:m4rk3r") < stderr.index("lines1:m4rk3r") < stderr.index("lines2:m4rk3r") \
+    assert (
+        stderr.index("write:m4rk3r")
+        < stderr.index("lines1:m4rk3r")
+        < stderr.index("lines2:m4rk3r")
         < stderr.index("nonascii:m4rk3r")
+    )
     log = wait_for(lambda: "nonascii:m4rk3r" in s.log() and s.log())
     for text in ("write:m4rk3r", "lines1:m4rk3r", "lines2:m4rk3r"):
         assert text in log, log
@@ -186,8 +191,9 @@ def test_close_called_when_client_aborts(start_server, tmp_path):
         assert lines and lines[0].startswith("closed after "), lines
         assert int(lines[0].split()[-1]) < 200
         # the kept connection still serves requests
-        r2 = conn.request("GET", "/", headers={"X-Marker": str(tmp_path / "m2"), "X-Limit": "2"},
-                          keep_conn=True, request_id=2)
+        r2 = conn.request(
+            "GET", "/", headers={"X-Marker": str(tmp_path / "m2"), "X-Limit": "2"}, keep_conn=True, request_id=2
+        )
         assert r2.status == 200 and r2.protocol_status == 0
         assert r2.body == b"x" * 8192 * 2
         assert wait_for(lambda: read_marker(tmp_path / "m2")) == ["closed after 2", ""]

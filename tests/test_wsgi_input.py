@@ -5,6 +5,7 @@ header to wsgi.input and reports every result; the test applies the same operati
 to ``io.BytesIO(body)`` and compares.  flup's ``readline(size)`` ignored ``size``; the
 engine must not.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -93,8 +94,17 @@ CASES = {
     "readlines_hint_negative": [["readlines", -1]],
     "iteration": [["iter"], ["iter"], ["read"]],
     "next_lines": [["next"], ["next"], ["read", 2], ["next"], ["iter"], ["next"]],
-    "mix": [["read", 3], ["readline"], ["read", 4], ["readline", 2], ["readlines", 5], ["read"], ["read", 10],
-            ["readline"], ["readlines"]],
+    "mix": [
+        ["read", 3],
+        ["readline"],
+        ["read", 4],
+        ["readline", 2],
+        ["readlines", 5],
+        ["read"],
+        ["read", 10],
+        ["readline"],
+        ["readlines"],
+    ],
     "readinto": [["readinto", 4], ["readline"], ["readinto", 1000], ["readinto", 3]],
     "after_eof": [["read"], ["read"], ["read", 10], ["readline"], ["readlines"], ["next"], ["iter"]],
 }
@@ -173,7 +183,9 @@ op_strategy = st.one_of(
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    body=st.lists(st.sampled_from([b"a", b"bc", b"\n", b"\r\n", b"\xff", b"long-ish segment "]), max_size=60).map(b"".join),
+    body=st.lists(st.sampled_from([b"a", b"bc", b"\n", b"\r\n", b"\xff", b"long-ish segment "]), max_size=60).map(
+        b"".join
+    ),
     ops=st.lists(op_strategy, min_size=1, max_size=10),
     chunk=st.sampled_from([1, 3, 7, 65535]),
 )

@@ -5,6 +5,7 @@ the app's headers in order, sent with the first non-empty chunk; Content-Length 
 for one-element bodies. Invalid status/headers are rejected with a 500 always (flup
 only asserted).
 """
+
 from __future__ import annotations
 
 import pytest
@@ -113,8 +114,19 @@ def test_204_no_body(start_server):
     assert r.header("X-Status-App") == "1"
 
 
-@pytest.mark.parametrize("case", ["crlf_value", "lf_value", "cr_value", "crlf_name", "nonlatin1_value",
-                                  "nonlatin1_name", "status_crlf", "status_header"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "crlf_value",
+        "lf_value",
+        "cr_value",
+        "crlf_name",
+        "nonlatin1_value",
+        "nonlatin1_name",
+        "status_crlf",
+        "status_header",
+    ],
+)
 def test_invalid_header_gives_500(start_server, case):
     s = serve(start_server, "bad_header_app")
     r = s.request("GET", "/", query="case=" + case)
@@ -133,8 +145,17 @@ def test_bytes_status_is_accepted_like_flup(start_server):
     assert (r.status, r.reason, r.body) == (203, "From Bytes", b"ok")
 
 
-@pytest.mark.parametrize("case", ["status_words", "status_two_digits", "status_no_space", "status_only_code",
-                                  "status_letters", "status_four_digits"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "status_words",
+        "status_two_digits",
+        "status_no_space",
+        "status_only_code",
+        "status_letters",
+        "status_four_digits",
+    ],
+)
 def test_invalid_status_gives_500(start_server, case):
     s = serve(start_server, "bad_header_app")
     r = s.request("GET", "/", query="case=" + case)

@@ -107,7 +107,9 @@ def make_server(app: Callable[..., Any], **options: Any) -> Server:
         raise TypeError(f"the WSGI application must be callable, got {type(app).__name__}")
     unknown = set(options) - set(settings.names("server")) - set(settings.ALIASES)
     if unknown:
-        raise TypeError(f"unknown server option(s) {', '.join(sorted(unknown))}; known: {', '.join(settings.names('server'))}")
+        raise TypeError(
+            f"unknown server option(s) {', '.join(sorted(unknown))}; known: {', '.join(settings.names('server'))}"
+        )
     return Server(app, settings.resolve(options).group("server"))
 
 

@@ -1,4 +1,5 @@
 """Turn the bind forms users write into the engine's normalized tuple."""
+
 from __future__ import annotations
 
 import os
@@ -42,7 +43,9 @@ def parse_bind(bind) -> tuple:
     elif isinstance(bind, os.PathLike):
         return ("unix", os.fspath(bind))
     if not isinstance(bind, str):
-        raise TypeError(f"bind must be None, an int fd, a path, 'host:port' or a (host, port) tuple, not {type(bind).__name__}")
+        raise TypeError(
+            f"bind must be None, an int fd, a path, 'host:port' or a (host, port) tuple, not {type(bind).__name__}"
+        )
     text = bind.strip()
     if not text:
         raise ValueError("bind is empty; use e.g. 'unix:/run/app.sock' or '127.0.0.1:9000'")

@@ -4,6 +4,7 @@ Used when asked (flup's ``forceCGI=True`` or ``FCGI_FORCE_CGI=Y``). Built on
 the standard library's :class:`wsgiref.handlers.CGIHandler`, which gives the
 application a bytes ``wsgi.input`` (flup gave it text ``sys.stdin``).
 """
+
 from __future__ import annotations
 
 import os

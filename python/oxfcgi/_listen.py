@@ -1,4 +1,5 @@
 """Open the listening socket: explicit addresses, or what a process manager handed over."""
+
 from __future__ import annotations
 
 import grp
@@ -23,7 +24,7 @@ def _not_started_message(stdin_kind: str) -> str:
         "\n"
         "Start it under:\n"
         "  Apache mod_fcgid   AddHandler fcgid-script .fcgi       (oxfcgi config apache-fcgid)\n"
-        "  lighttpd           fastcgi.server with \"bin-path\"      (oxfcgi config lighttpd)\n"
+        '  lighttpd           fastcgi.server with "bin-path"      (oxfcgi config lighttpd)\n'
         "  systemd            a .socket + .service pair           (oxfcgi config systemd)\n"
         "  spawn-fcgi         spawn-fcgi -s /run/app.sock -n -- ./app.fcgi\n"
         "or let it listen itself (behind nginx or Apache mod_proxy_fcgi):\n"
@@ -58,7 +59,8 @@ def _auto_target() -> tuple:
             raise SystemExit(2)
         if len(_startup.SYSTEMD_FDS) > 1:
             logging.getLogger("oxfcgi").warning(
-                "systemd passed %d sockets; serving on the first (fd %d)", len(_startup.SYSTEMD_FDS), fd)
+                "systemd passed %d sockets; serving on the first (fd %d)", len(_startup.SYSTEMD_FDS), fd
+            )
         return ("fd", fd)
     if _startup.LISTEN_FD is not None:
         return ("fd", _startup.LISTEN_FD)
@@ -84,8 +86,15 @@ def _gid(group: Any) -> int | None:
         raise ValueError(f"no such group: {group!r}") from None
 
 
-def listen(bind: Any = None, *, backlog: int = 1024, socket_mode: int = 0o660, umask: int | None = None,
-           socket_owner: str | int | None = None, socket_group: str | int | None = None) -> Listener:
+def listen(
+    bind: Any = None,
+    *,
+    backlog: int = 1024,
+    socket_mode: int = 0o660,
+    umask: int | None = None,
+    socket_owner: str | int | None = None,
+    socket_group: str | int | None = None,
+) -> Listener:
     """Open the listening socket ``bind`` names (see :func:`oxfcgi.run`; a :class:`Listener`
     is returned as it is).
 
@@ -104,8 +113,14 @@ def listen(bind: Any = None, *, backlog: int = 1024, socket_mode: int = 0o660, u
     target = parse_bind(bind)
     if target == ("auto",):
         target = _auto_target()
-    return Listener(target, backlog=backlog, socket_mode=socket_mode, umask=umask,
-                    socket_owner=_uid(socket_owner), socket_group=_gid(socket_group))
+    return Listener(
+        target,
+        backlog=backlog,
+        socket_mode=socket_mode,
+        umask=umask,
+        socket_owner=_uid(socket_owner),
+        socket_group=_gid(socket_group),
+    )
 
 
 def drop_privileges(user: str | int | None, group: str | int | None) -> None:

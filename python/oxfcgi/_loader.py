@@ -54,8 +54,9 @@ class AppCaptured(BaseException):
     It derives from BaseException so a script's ``except Exception:`` does not swallow it.
     """
 
-    def __init__(self, app: object, options: Mapping[str, Any] | None = None,
-                 sources: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, app: object, options: Mapping[str, Any] | None = None, sources: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(app)
         self.app = app
         self.options: dict[str, Any] = dict(options or {})
@@ -73,8 +74,14 @@ class Loaded:
 
     __slots__ = ("app", "options", "sources", "description", "via_run")
 
-    def __init__(self, app: Any, description: str, options: Mapping[str, Any] | None = None,
-                 sources: Mapping[str, str] | None = None, via_run: bool = False) -> None:
+    def __init__(
+        self,
+        app: Any,
+        description: str,
+        options: Mapping[str, Any] | None = None,
+        sources: Mapping[str, str] | None = None,
+        via_run: bool = False,
+    ) -> None:
         self.app = app
         self.description = description
         self.via_run = via_run
@@ -87,8 +94,7 @@ def capturing() -> bool:
     return _capturing > 0
 
 
-def intercept(app: object, options: Mapping[str, Any] | None = None,
-              sources: Mapping[str, str] | None = None) -> None:
+def intercept(app: object, options: Mapping[str, Any] | None = None, sources: Mapping[str, str] | None = None) -> None:
     """Called first by ``oxfcgi.run()`` and ``WSGIServer.run()``.
 
     :raises AppCaptured: inside :func:`capture`; the caller must not serve.
@@ -122,8 +128,9 @@ class Capture:
         self._aliases.__enter__()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> bool:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
         global _capturing
         _capturing -= 1
         self._aliases.__exit__(exc_type, exc, tb)
@@ -158,7 +165,7 @@ class _FlupAliases:
         self.saved = {}
         try:
             modules = {name: importlib.import_module(target) for name, target in _FLUP_ALIASES.items()}
-        except Exception:            # the engine is missing: nothing to alias to
+        except Exception:  # the engine is missing: nothing to alias to
             return self
         for parent in ("flup", "flup.server"):
             if parent not in sys.modules:
@@ -191,8 +198,11 @@ def _split_target(target: str) -> tuple[str, str | None, bool]:
     head, sep, tail = target.rpartition(":")
     if sep and head and tail and all(part.isidentifier() for part in tail.removesuffix("()").split(".")):
         base, attr = head, tail
-    is_file = (base.endswith((".py", ".fcgi", ".wsgi")) or os.sep in base or
-               (os.path.isfile(base) and not base.replace(".", "").isidentifier()))
+    is_file = (
+        base.endswith((".py", ".fcgi", ".wsgi"))
+        or os.sep in base
+        or (os.path.isfile(base) and not base.replace(".", "").isidentifier())
+    )
     return base, attr, is_file
 
 
@@ -219,7 +229,7 @@ def _exec_file(path: str) -> types.ModuleType:
     module.__package__ = None
     module.__spec__ = None
     sys.modules[FILE_MODULE_NAME] = module
-    code = compile(source, path, "exec")   # SyntaxError is reported with the import errors
+    code = compile(source, path, "exec")  # SyntaxError is reported with the import errors
     exec(code, module.__dict__)
     return module
 
@@ -233,8 +243,9 @@ def _import_module(name: str) -> types.ModuleType:
         # Only "the target itself is missing" gets the short message; a missing dependency
         # inside the target is an import error with a traceback.
         if e.name and (name == e.name or name.startswith(e.name + ".")):
-            raise LoadError(f"oxfcgi: cannot import {name!r}: no module named {e.name!r} "
-                            f"(sys.path[0] = {sys.path[0]!r})") from e
+            raise LoadError(
+                f"oxfcgi: cannot import {name!r}: no module named {e.name!r} (sys.path[0] = {sys.path[0]!r})"
+            ) from e
         raise
 
 
@@ -243,8 +254,9 @@ def _resolve(module: types.ModuleType, attr: str | None, what: str) -> tuple[Any
         for name in _DEFAULT_ATTRS:
             if hasattr(module, name):
                 return getattr(module, name), f"{what}:{name}"
-        raise LoadError(f"oxfcgi: {what} has no 'application' or 'app' attribute; "
-                        f"name the WSGI callable as {what}:NAME")
+        raise LoadError(
+            f"oxfcgi: {what} has no 'application' or 'app' attribute; name the WSGI callable as {what}:NAME"
+        )
     call = attr.endswith("()")
     obj: Any = module
     for part in attr.removesuffix("()").split("."):
@@ -278,10 +290,12 @@ def load_target(target: str) -> Loaded:
         raise
     except (Exception, SystemExit) as e:
         tb_obj = e.__traceback__
-        while tb_obj is not None and (tb_obj.tb_frame.f_code.co_filename == __file__ or
-                                      tb_obj.tb_frame.f_code.co_filename == importlib.__file__ or
-                                      tb_obj.tb_frame.f_code.co_filename.startswith("<frozen ")):
-            tb_obj = tb_obj.tb_next       # hide the loader's and importlib's own frames
+        while tb_obj is not None and (
+            tb_obj.tb_frame.f_code.co_filename == __file__
+            or tb_obj.tb_frame.f_code.co_filename == importlib.__file__
+            or tb_obj.tb_frame.f_code.co_filename.startswith("<frozen ")
+        ):
+            tb_obj = tb_obj.tb_next  # hide the loader's and importlib's own frames
         import traceback
 
         tb = "".join(traceback.format_exception(type(e), e, tb_obj))
@@ -297,8 +311,10 @@ def load_target(target: str) -> Loaded:
             if file_module is not None and hasattr(file_module, attr.removesuffix("()").split(".")[0]):
                 app, source = _resolve(file_module, attr, what)
     if not callable(app):
-        raise LoadError(f"oxfcgi: {source} is not callable (got {type(app).__name__}); "
-                        "a WSGI application is a callable app(environ, start_response)")
+        raise LoadError(
+            f"oxfcgi: {source} is not callable (got {type(app).__name__}); "
+            "a WSGI application is a callable app(environ, start_response)"
+        )
     return Loaded(app, source, options, sources, via_run=captured is not None)
 
 

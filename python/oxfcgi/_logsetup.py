@@ -1,4 +1,5 @@
 """Where the ``oxfcgi`` logger writes: stderr by default, or a log file (reopened on SIGUSR1)."""
+
 from __future__ import annotations
 
 import logging

@@ -15,6 +15,7 @@
   hints, also to ``$OXFCGI_LOG_FILE`` if set, and waits a moment before the
   process exits, so a respawning manager does not flood its log.
 """
+
 from __future__ import annotations
 
 import os

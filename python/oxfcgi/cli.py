@@ -7,6 +7,7 @@ Exit status: ``serve`` 0 after a normal stop (SIGTERM/SIGINT/SIGHUP), 2 if the a
 be loaded; ``request`` 0 for a 1xx-3xx response, 1 for 4xx/5xx, 2 on a connection or
 protocol error.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,11 +27,13 @@ ROLE_NAMES = tuple(settings.ROLE_NUMBERS)
 def _version() -> str:
     try:
         from oxfcgi import __version__
+
         return str(__version__)
     except Exception:
         pass
     try:
         from importlib.metadata import version
+
         return version("oxfcgi")
     except Exception:
         return "unknown"
@@ -49,6 +52,7 @@ class _VersionAction(argparse.Action):
 
 # --- argument types ---------------------------------------------------------------------
 
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -64,17 +68,20 @@ def _roles(text: str) -> tuple[str, ...]:
     bad = [n for n in names if n not in ROLE_NAMES]
     if bad or not names:
         raise argparse.ArgumentTypeError(
-            f"unknown role(s) {', '.join(bad) or '(none)'}; choose from {','.join(ROLE_NAMES)}")
+            f"unknown role(s) {', '.join(bad) or '(none)'}; choose from {','.join(ROLE_NAMES)}"
+        )
     return tuple(dict.fromkeys(names))
 
 
 def _setting_type(setting: Setting) -> Callable[[str], Any]:
     """argparse's ``type`` for a setting: the table's parser, its errors as usage errors."""
+
     def parse(text: str) -> Any:
         try:
             return setting.parse(text)
         except ValueError as e:
             raise argparse.ArgumentTypeError(str(e)) from None
+
     parse.__name__ = setting.name
     return parse
 
@@ -102,14 +109,30 @@ def add_setting_options(parser: argparse.ArgumentParser) -> None:
         flags = [setting.flag] + ([setting.short] if setting.short else [])
         group = groups[setting.group]
         if setting.kind.name == "bool":
-            group.add_argument(*flags, dest=setting.name, action=argparse.BooleanOptionalAction, default=None,
-                               help=_setting_help(setting))
+            group.add_argument(
+                *flags,
+                dest=setting.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=_setting_help(setting),
+            )
         else:
-            group.add_argument(*flags, dest=setting.name, type=_setting_type(setting), default=None,
-                               metavar=setting.kind.metavar, help=_setting_help(setting))
+            group.add_argument(
+                *flags,
+                dest=setting.name,
+                type=_setting_type(setting),
+                default=None,
+                metavar=setting.kind.metavar,
+                help=_setting_help(setting),
+            )
     for old, (new, _) in ALIASES.items():
-        parser.add_argument("--" + old.replace("_", "-"), dest=old, type=_setting_type(BY_NAME[new]),
-                            default=None, help=argparse.SUPPRESS)
+        parser.add_argument(
+            "--" + old.replace("_", "-"),
+            dest=old,
+            type=_setting_type(BY_NAME[new]),
+            default=None,
+            help=argparse.SUPPRESS,
+        )
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -129,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     # -- serve --
     serve = sub.add_parser(
-        "serve", formatter_class=_Formatter,
+        "serve",
+        formatter_class=_Formatter,
         help="serve a WSGI application over FastCGI",
         description="Serve a WSGI application over FastCGI until SIGTERM, SIGINT or SIGHUP.",
         epilog=(
@@ -149,15 +173,19 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     serve.add_argument("target", metavar="TARGET", help="the WSGI application (forms below)")
-    serve.add_argument("--print-config", action="store_true",
-                       help="print the effective settings and where each came from (default, env, "
-                            "an option, the script's run()/flup arguments), then exit")
+    serve.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the effective settings and where each came from (default, env, "
+        "an option, the script's run()/flup arguments), then exit",
+    )
     add_setting_options(serve)
     serve.set_defaults(func=cmd_serve)
 
     # -- request --
     req = sub.add_parser(
-        "request", formatter_class=_Formatter,
+        "request",
+        formatter_class=_Formatter,
         help="send one FastCGI request and print the response (like cgi-fcgi)",
         description="Send one request to a FastCGI server and print the response body.",
         epilog=(
@@ -171,37 +199,77 @@ def build_parser() -> argparse.ArgumentParser:
             "Exit status: 0 for status 1xx-3xx, 1 for 4xx/5xx, 2 on a connection or protocol error."
         ),
     )
-    req.add_argument("address", metavar="ADDR",
-                     help="unix:/path, /abs/path, host:port or [::1]:port")
-    req.add_argument("path", metavar="PATH", nargs="?", default="/",
-                     help="request path, may include ?query (default: /)")
-    req.add_argument("-X", "--method", metavar="METHOD",
-                     help="request method (default: GET, or POST with --data)")
-    req.add_argument("-H", "--header", action="append", default=[], metavar="'Name: value'",
-                     help="add a request header (sent as HTTP_NAME); repeatable")
-    req.add_argument("-d", "--data", metavar="DATA",
-                     help="request body: text, @FILE to read a file, @- to read stdin; "
-                          "sets Content-Type: application/x-www-form-urlencoded unless -H gives one")
-    req.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                     help="set or override a FastCGI param (e.g. SCRIPT_NAME=/app); "
-                          "NAME without '=' removes it; repeatable")
-    req.add_argument("--script-name", default="", metavar="PREFIX",
-                     help="mount point: sent as SCRIPT_NAME and cut from PATH_INFO (default: empty)")
-    req.add_argument("--role", type=lambda t: _roles(t)[0], default="responder", metavar="ROLE",
-                     help="responder, authorizer or filter (default: responder)")
-    req.add_argument("--keep-conn", action="store_true",
-                     help="set FCGI_KEEP_CONN in BEGIN_REQUEST (the connection is closed afterwards anyway)")
-    req.add_argument("-i", "--include", action="store_true",
-                     help="print the status line and response headers before the body")
-    req.add_argument("--stderr", action=argparse.BooleanOptionalAction, default=True,
-                     help="copy the app's FCGI_STDERR stream to stderr (default: on)")
-    req.add_argument("-v", "--verbose", action="store_true",
-                     help="describe every record received, and the END_REQUEST statuses, on stderr")
-    req.add_argument("--timeout", type=_seconds, default=30.0, metavar="SECONDS",
-                     help="connect and read timeout in seconds (default: 30)")
+    req.add_argument("address", metavar="ADDR", help="unix:/path, /abs/path, host:port or [::1]:port")
+    req.add_argument(
+        "path", metavar="PATH", nargs="?", default="/", help="request path, may include ?query (default: /)"
+    )
+    req.add_argument("-X", "--method", metavar="METHOD", help="request method (default: GET, or POST with --data)")
+    req.add_argument(
+        "-H",
+        "--header",
+        action="append",
+        default=[],
+        metavar="'Name: value'",
+        help="add a request header (sent as HTTP_NAME); repeatable",
+    )
+    req.add_argument(
+        "-d",
+        "--data",
+        metavar="DATA",
+        help="request body: text, @FILE to read a file, @- to read stdin; "
+        "sets Content-Type: application/x-www-form-urlencoded unless -H gives one",
+    )
+    req.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set or override a FastCGI param (e.g. SCRIPT_NAME=/app); NAME without '=' removes it; repeatable",
+    )
+    req.add_argument(
+        "--script-name",
+        default="",
+        metavar="PREFIX",
+        help="mount point: sent as SCRIPT_NAME and cut from PATH_INFO (default: empty)",
+    )
+    req.add_argument(
+        "--role",
+        type=lambda t: _roles(t)[0],
+        default="responder",
+        metavar="ROLE",
+        help="responder, authorizer or filter (default: responder)",
+    )
+    req.add_argument(
+        "--keep-conn",
+        action="store_true",
+        help="set FCGI_KEEP_CONN in BEGIN_REQUEST (the connection is closed afterwards anyway)",
+    )
+    req.add_argument(
+        "-i", "--include", action="store_true", help="print the status line and response headers before the body"
+    )
+    req.add_argument(
+        "--stderr",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="copy the app's FCGI_STDERR stream to stderr (default: on)",
+    )
+    req.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="describe every record received, and the END_REQUEST statuses, on stderr",
+    )
+    req.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="connect and read timeout in seconds (default: 30)",
+    )
     req.set_defaults(func=cmd_request)
 
     from oxfcgi import config as config_command
+
     config_command.add_parser(sub)
     try:
         from oxfcgi import check as check_command
@@ -214,11 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 # --- serve ------------------------------------------------------------------------------
 
+
 def _setup_logging(level: str) -> None:
     """stderr handler on the root logger (so the app's own warnings show too); the
     ``oxfcgi`` logger at ``level``."""
-    logging.basicConfig(stream=sys.stderr,
-                        format="%(asctime)s %(name)s[%(process)d] %(levelname)s: %(message)s")
+    logging.basicConfig(stream=sys.stderr, format="%(asctime)s %(name)s[%(process)d] %(levelname)s: %(message)s")
     logging.getLogger("oxfcgi").setLevel(level)
 
 
@@ -236,6 +304,7 @@ def _cli_settings(args: argparse.Namespace) -> dict[str, Any]:
 def _finalize(cli: dict[str, Any]) -> Callable[[Any], Resolved]:
     """The effective settings once TARGET is loaded: its script's own run()/WSGIServer()
     arguments count for the server settings (below the environment and the options)."""
+
     def finalize(loaded: Any) -> Resolved:
         server = set(settings.names("server")) | set(ALIASES)
         own = {k: v for k, v in loaded.options.items() if k in server}
@@ -243,8 +312,12 @@ def _finalize(cli: dict[str, Any]) -> Callable[[Any], Resolved]:
         if ignored:
             logging.getLogger("oxfcgi").info(
                 "%s passes %s to run(); under oxfcgi serve the socket and process settings come from its "
-                "options and OXFCGI_* variables instead", loaded.description, ", ".join(ignored))
+                "options and OXFCGI_* variables instead",
+                loaded.description,
+                ", ".join(ignored),
+            )
         return settings.resolve(own, sources=loaded.sources, cli=cli)
+
     return finalize
 
 
@@ -260,8 +333,7 @@ def _print_config(args: argparse.Namespace, cli: dict[str, Any], base: Resolved)
         _listen.drop_privileges(base.values["user"], base.values["group"])
         resolved = _finalize(cli)(load_target(args.target))
     except (LoadError, OSError, ValueError, TypeError) as e:
-        print(f"oxfcgi: {args.target} was not loaded, so its own run() arguments are not shown:\n{e}",
-              file=sys.stderr)
+        print(f"oxfcgi: {args.target} was not loaded, so its own run() arguments are not shown:\n{e}", file=sys.stderr)
         status = 2
     sys.stdout.write(resolved.report())
     return status
@@ -300,21 +372,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except LoadError as e:
         print(e, file=sys.stderr)
         from oxfcgi import _startup
+
         if _startup.SPAWNED_BY_MANAGER:
             import time
+
             time.sleep(_startup.STARTUP_FAILURE_BACKOFF)  # don't let a respawning manager flood its log
         return 2
-    except OSError as e:           # BindError included
+    except OSError as e:  # BindError included
         message = str(e) if e.strerror is None else e.strerror
         if bind and str(bind) not in message:
             message = f"cannot serve on {bind}: {message}"
         return _fail(message, 1)
-    except (ValueError, TypeError) as e:   # a bad --bind form, or a value the engine rejects
+    except (ValueError, TypeError) as e:  # a bad --bind form, or a value the engine rejects
         return _fail(str(e), 2)
     return 0
 
 
 # --- request ----------------------------------------------------------------------------
+
 
 def _read_data(spec: str) -> bytes:
     if spec == "@-":
@@ -350,8 +425,9 @@ def cmd_request(args: argparse.Namespace) -> int:
     for p in args.param:
         name, eq, value = p.partition("=")
         params.append((name, value if eq else None))
-    role = {"responder": client.FCGI_RESPONDER, "authorizer": client.FCGI_AUTHORIZER,
-            "filter": client.FCGI_FILTER}[args.role]
+    role = {"responder": client.FCGI_RESPONDER, "authorizer": client.FCGI_AUTHORIZER, "filter": client.FCGI_FILTER}[
+        args.role
+    ]
 
     try:
         conn = client.Connection(args.address, timeout=args.timeout)
@@ -363,8 +439,16 @@ def cmd_request(args: argparse.Namespace) -> int:
         return 2
     try:
         with conn:
-            resp = conn.request(method, args.path, headers=headers, body=body, params=params,
-                                keep_conn=args.keep_conn, role=role, script_name=args.script_name)
+            resp = conn.request(
+                method,
+                args.path,
+                headers=headers,
+                body=body,
+                params=params,
+                keep_conn=args.keep_conn,
+                role=role,
+                script_name=args.script_name,
+            )
     except TimeoutError:
         print(f"oxfcgi request: no answer from {args.address} within {args.timeout:g} s", file=err)
         return 2
@@ -397,8 +481,11 @@ def cmd_request(args: argparse.Namespace) -> int:
     out.write(resp.body)
     out.flush()
     if args.verbose:
-        print(f"oxfcgi request: appStatus={resp.app_status} "
-              f"protocolStatus={client.PROTOCOL_STATUS_NAMES.get(resp.protocol_status)}", file=err)
+        print(
+            f"oxfcgi request: appStatus={resp.app_status} "
+            f"protocolStatus={client.PROTOCOL_STATUS_NAMES.get(resp.protocol_status)}",
+            file=err,
+        )
     return 0 if resp.status < 400 else 1
 
 
@@ -411,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except BrokenPipeError:        # `oxfcgi request ... | head`
+    except BrokenPipeError:  # `oxfcgi request ... | head`
         try:
             sys.stdout = None
         finally:

@@ -20,6 +20,7 @@ Record level::
 
 Only the standard library is used.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,17 +33,47 @@ from typing import Iterable, Mapping, Union
 from urllib.parse import quote, unquote_to_bytes
 
 __all__ = [
-    "FCGI_VERSION_1", "FCGI_HEADER_LEN", "FCGI_MAX_CONTENT_LEN", "FCGI_NULL_REQUEST_ID",
-    "FCGI_BEGIN_REQUEST", "FCGI_ABORT_REQUEST", "FCGI_END_REQUEST", "FCGI_PARAMS",
-    "FCGI_STDIN", "FCGI_STDOUT", "FCGI_STDERR", "FCGI_DATA", "FCGI_GET_VALUES",
-    "FCGI_GET_VALUES_RESULT", "FCGI_UNKNOWN_TYPE", "FCGI_MAXTYPE",
-    "FCGI_RESPONDER", "FCGI_AUTHORIZER", "FCGI_FILTER", "FCGI_KEEP_CONN",
-    "FCGI_REQUEST_COMPLETE", "FCGI_CANT_MPX_CONN", "FCGI_OVERLOADED", "FCGI_UNKNOWN_ROLE",
-    "FCGI_MAX_CONNS", "FCGI_MAX_REQS", "FCGI_MPXS_CONNS",
-    "TYPE_NAMES", "PROTOCOL_STATUS_NAMES",
-    "ProtocolError", "TruncatedRecordError", "ConnectError",
-    "encode_record", "encode_params", "decode_params", "parse_address",
-    "Record", "Response", "Connection", "cgi_params", "request",
+    "FCGI_VERSION_1",
+    "FCGI_HEADER_LEN",
+    "FCGI_MAX_CONTENT_LEN",
+    "FCGI_NULL_REQUEST_ID",
+    "FCGI_BEGIN_REQUEST",
+    "FCGI_ABORT_REQUEST",
+    "FCGI_END_REQUEST",
+    "FCGI_PARAMS",
+    "FCGI_STDIN",
+    "FCGI_STDOUT",
+    "FCGI_STDERR",
+    "FCGI_DATA",
+    "FCGI_GET_VALUES",
+    "FCGI_GET_VALUES_RESULT",
+    "FCGI_UNKNOWN_TYPE",
+    "FCGI_MAXTYPE",
+    "FCGI_RESPONDER",
+    "FCGI_AUTHORIZER",
+    "FCGI_FILTER",
+    "FCGI_KEEP_CONN",
+    "FCGI_REQUEST_COMPLETE",
+    "FCGI_CANT_MPX_CONN",
+    "FCGI_OVERLOADED",
+    "FCGI_UNKNOWN_ROLE",
+    "FCGI_MAX_CONNS",
+    "FCGI_MAX_REQS",
+    "FCGI_MPXS_CONNS",
+    "TYPE_NAMES",
+    "PROTOCOL_STATUS_NAMES",
+    "ProtocolError",
+    "TruncatedRecordError",
+    "ConnectError",
+    "encode_record",
+    "encode_params",
+    "decode_params",
+    "parse_address",
+    "Record",
+    "Response",
+    "Connection",
+    "cgi_params",
+    "request",
 ]
 
 # --- Constants, named as in the spec (§8 "Types and constants") -------------------------
@@ -108,15 +139,16 @@ PROTOCOL_STATUS_NAMES = {
     FCGI_UNKNOWN_ROLE: "FCGI_UNKNOWN_ROLE",
 }
 
-_HEADER = struct.Struct(">BBHHBx")        # version, type, requestId, contentLength, paddingLength, reserved
-_BEGIN_BODY = struct.Struct(">HB5x")      # role, flags, reserved[5]
-_END_BODY = struct.Struct(">IB3x")        # appStatus, protocolStatus, reserved[3]
+_HEADER = struct.Struct(">BBHHBx")  # version, type, requestId, contentLength, paddingLength, reserved
+_BEGIN_BODY = struct.Struct(">HB5x")  # role, flags, reserved[5]
+_END_BODY = struct.Struct(">IB3x")  # appStatus, protocolStatus, reserved[3]
 
 Address = Union[str, "os.PathLike[str]", tuple, socket.socket]
 Pairs = Union[Mapping, Iterable]
 
 
 # --- Errors ---------------------------------------------------------------------------
+
 
 class ProtocolError(Exception):
     """The peer sent bytes that are not valid FastCGI 1.0 (or not what this client expects)."""
@@ -136,8 +168,10 @@ class ConnectError(ConnectionError):
 
 # --- Encoding / decoding ----------------------------------------------------------------
 
-def encode_record(rtype: int, request_id: int, content: bytes = b"", padding: int | None = None,
-                  version: int = FCGI_VERSION_1) -> bytes:
+
+def encode_record(
+    rtype: int, request_id: int, content: bytes = b"", padding: int | None = None, version: int = FCGI_VERSION_1
+) -> bytes:
     """Encode one record (spec §3.3): the 8-byte header, ``content``, then ``padding`` zero bytes.
 
     :param rtype: record type, 0..255 (e.g. :data:`FCGI_STDIN`); any value is allowed so tests
@@ -154,8 +188,12 @@ def encode_record(rtype: int, request_id: int, content: bytes = b"", padding: in
         raise ValueError(f"record content is {len(content)} bytes; a FastCGI record holds at most 65535")
     if padding is None:
         padding = -len(content) % 8
-    for name, value, limit in (("rtype", rtype, 0xFF), ("request_id", request_id, 0xFFFF),
-                               ("padding", padding, 0xFF), ("version", version, 0xFF)):
+    for name, value, limit in (
+        ("rtype", rtype, 0xFF),
+        ("request_id", request_id, 0xFFFF),
+        ("padding", padding, 0xFF),
+        ("version", version, 0xFF),
+    ):
         if not 0 <= value <= limit:
             raise ValueError(f"{name}={value} is out of range 0..{limit}")
     return _HEADER.pack(version, rtype, request_id, len(content), padding) + content + bytes(padding)
@@ -228,13 +266,15 @@ def decode_params(data: bytes) -> list[tuple[bytes, bytes]]:
         vlen = length()
         if pos + nlen + vlen > end:
             raise ProtocolError(
-                f"name-value pairs truncated: pair needs {nlen}+{vlen} bytes at byte {pos}, {end - pos} left")
-        pairs.append((data[pos:pos + nlen], data[pos + nlen:pos + nlen + vlen]))
+                f"name-value pairs truncated: pair needs {nlen}+{vlen} bytes at byte {pos}, {end - pos} left"
+            )
+        pairs.append((data[pos : pos + nlen], data[pos + nlen : pos + nlen + vlen]))
         pos += nlen + vlen
     return pairs
 
 
 # --- Records and responses --------------------------------------------------------------
+
 
 @dataclass
 class Record:
@@ -263,8 +303,10 @@ class Record:
 
     def __repr__(self) -> str:
         body = self.content if len(self.content) <= 40 else self.content[:40] + b"..."
-        return (f"Record({self.type_name}, id={self.request_id}, len={len(self.content)}, "
-                f"pad={self.padding}, v={self.version}, {body!r})")
+        return (
+            f"Record({self.type_name}, id={self.request_id}, len={len(self.content)}, "
+            f"pad={self.padding}, v={self.version}, {body!r})"
+        )
 
 
 @dataclass
@@ -334,7 +376,7 @@ def _parse_cgi_response(stdout: bytes) -> tuple[int, str, list[tuple[str, str]],
     if not candidates:
         return 0, "", [], stdout
     end, sep_len = min(candidates)
-    block, body = stdout[:end], stdout[end + sep_len:]
+    block, body = stdout[:end], stdout[end + sep_len :]
     status, reason, headers = None, "", []
     for raw in block.split(b"\n"):
         line = raw[:-1] if raw.endswith(b"\r") else raw
@@ -342,7 +384,7 @@ def _parse_cgi_response(stdout: bytes) -> tuple[int, str, list[tuple[str, str]],
             continue
         name, colon, value = line.decode("latin-1").partition(":")
         if not colon:
-            return 0, "", [], stdout          # not a header block after all
+            return 0, "", [], stdout  # not a header block after all
         name, value = name.strip(), value.strip()
         if name.lower() == "status" and status is None:
             code, _, reason = value.partition(" ")
@@ -364,6 +406,7 @@ def _parse_cgi_response(stdout: bytes) -> tuple[int, str, list[tuple[str, str]],
 
 
 # --- Addresses and connections ---------------------------------------------------------
+
 
 def parse_address(address: Address) -> tuple[int, object]:
     """Turn an address into ``(family, sockaddr)`` for :func:`socket.socket.connect`.
@@ -482,8 +525,14 @@ class Connection:
         """Send raw bytes as they are (use it for malformed input)."""
         self.sock.sendall(data)
 
-    def send_record(self, rtype: int, request_id: int, content: bytes = b"", padding: int | None = None,
-                    version: int = FCGI_VERSION_1) -> None:
+    def send_record(
+        self,
+        rtype: int,
+        request_id: int,
+        content: bytes = b"",
+        padding: int | None = None,
+        version: int = FCGI_VERSION_1,
+    ) -> None:
         """Encode (see :func:`encode_record`) and send one record."""
         self.sock.sendall(encode_record(rtype, request_id, content, padding, version))
 
@@ -498,7 +547,7 @@ class Connection:
         view = memoryview(bytes(data))
         out = bytearray()
         for start in range(0, len(view), chunk):
-            out += encode_record(rtype, request_id, view[start:start + chunk])
+            out += encode_record(rtype, request_id, view[start : start + chunk])
             if len(out) >= 1 << 20:
                 self.sock.sendall(out)
                 out.clear()
@@ -513,14 +562,16 @@ class Connection:
         straddle records), then the empty PARAMS record that ends the stream."""
         self._send_stream(FCGI_PARAMS, request_id, encode_params(params), split or FCGI_MAX_CONTENT_LEN, True)
 
-    def send_stdin(self, request_id: int, body: bytes = b"", chunk: int = FCGI_MAX_CONTENT_LEN,
-                   end: bool = True) -> None:
+    def send_stdin(
+        self, request_id: int, body: bytes = b"", chunk: int = FCGI_MAX_CONTENT_LEN, end: bool = True
+    ) -> None:
         """Send ``body`` as FCGI_STDIN records of at most ``chunk`` bytes (spec §5.3), then the
         empty STDIN record if ``end``."""
         self._send_stream(FCGI_STDIN, request_id, body, chunk, end)
 
-    def send_data(self, request_id: int, data: bytes = b"", chunk: int = FCGI_MAX_CONTENT_LEN,
-                  end: bool = True) -> None:
+    def send_data(
+        self, request_id: int, data: bytes = b"", chunk: int = FCGI_MAX_CONTENT_LEN, end: bool = True
+    ) -> None:
         """Send ``data`` as FCGI_DATA records (Filter role, spec §6.4), then the empty one if ``end``."""
         self._send_stream(FCGI_DATA, request_id, data, chunk, end)
 
@@ -544,8 +595,7 @@ class Connection:
     def _read_wire_record(self) -> Record | None:
         if not self._fill(FCGI_HEADER_LEN):
             if self._buf:
-                raise TruncatedRecordError(
-                    f"connection closed inside a record header ({len(self._buf)} of 8 bytes)")
+                raise TruncatedRecordError(f"connection closed inside a record header ({len(self._buf)} of 8 bytes)")
             return None
         version, rtype, request_id, clen, plen = _HEADER.unpack_from(self._buf)
         total = FCGI_HEADER_LEN + clen + plen
@@ -553,8 +603,9 @@ class Connection:
             raise TruncatedRecordError(
                 f"connection closed inside a {TYPE_NAMES.get(rtype, f'type {rtype}')} record "
                 f"(id {request_id}): got {len(self._buf) - FCGI_HEADER_LEN} of {clen}+{plen} "
-                "content+padding bytes")
-        content = bytes(self._buf[FCGI_HEADER_LEN:FCGI_HEADER_LEN + clen])
+                "content+padding bytes"
+            )
+        content = bytes(self._buf[FCGI_HEADER_LEN : FCGI_HEADER_LEN + clen])
         del self._buf[:total]
         return Record(version, rtype, request_id, content, plen)
 
@@ -599,9 +650,20 @@ class Connection:
                 break
         return Response.from_records(records)
 
-    def request(self, method: str = "GET", path: str = "/", *, query: str = "", headers=None,
-                body: bytes = b"", params: Pairs | None = None, request_id: int = 1,
-                keep_conn: bool = False, role: int = FCGI_RESPONDER, script_name: str = "") -> Response:
+    def request(
+        self,
+        method: str = "GET",
+        path: str = "/",
+        *,
+        query: str = "",
+        headers=None,
+        body: bytes = b"",
+        params: Pairs | None = None,
+        request_id: int = 1,
+        keep_conn: bool = False,
+        role: int = FCGI_RESPONDER,
+        script_name: str = "",
+    ) -> Response:
         """Send a whole request and return its :class:`Response`.
 
         Sends BEGIN_REQUEST, the params of :func:`cgi_params` (``path`` may carry ``?query``)
@@ -612,7 +674,7 @@ class Connection:
             body = body.encode("utf-8")
         all_params = cgi_params(method, path, query, headers, len(body), script_name)
         if params:
-            for name, value in (params.items() if isinstance(params, Mapping) else params):
+            for name, value in params.items() if isinstance(params, Mapping) else params:
                 if value is None:
                     all_params.pop(name, None)
                 else:
@@ -630,8 +692,7 @@ class Connection:
         :raises ProtocolError: the connection closed before the answer, or the answer is malformed.
         """
         self.send_record(FCGI_GET_VALUES, FCGI_NULL_REQUEST_ID, encode_params((n, b"") for n in names))
-        rec = self._next_record_for(
-            lambda r: r.request_id == FCGI_NULL_REQUEST_ID and r.type == FCGI_GET_VALUES_RESULT)
+        rec = self._next_record_for(lambda r: r.request_id == FCGI_NULL_REQUEST_ID and r.type == FCGI_GET_VALUES_RESULT)
         if rec is None:
             raise ProtocolError("connection closed before FCGI_GET_VALUES_RESULT")
         return {n.decode("latin-1"): v.decode("latin-1") for n, v in decode_params(rec.content)}
@@ -639,13 +700,15 @@ class Connection:
 
 # --- CGI params like a web server sends -------------------------------------------------
 
+
 def _encode_path(path: str) -> str:
     """Percent-encode what a browser would (non-ASCII as UTF-8, spaces, controls); keep '%'."""
     return quote(path, safe="/%:@!$&'()*+,;=-._~")
 
 
-def cgi_params(method: str = "GET", path: str = "/", query: str = "", headers=None,
-               body_length: int = 0, script_name: str = "") -> dict[str, str]:
+def cgi_params(
+    method: str = "GET", path: str = "/", query: str = "", headers=None, body_length: int = 0, script_name: str = ""
+) -> dict[str, str]:
     """The params nginx sends for this request with a correct WSGI config (SCRIPT_NAME = mount
     point, PATH_INFO = the decoded rest of the path).
 
@@ -671,7 +734,7 @@ def cgi_params(method: str = "GET", path: str = "/", query: str = "", headers=No
     raw_path = _encode_path(path or "/")
     decoded = unquote_to_bytes(raw_path).decode("latin-1")
     script_name = unquote_to_bytes(_encode_path(script_name.rstrip("/"))).decode("latin-1")
-    path_info = decoded[len(script_name):] if script_name and decoded.startswith(script_name) else decoded
+    path_info = decoded[len(script_name) :] if script_name and decoded.startswith(script_name) else decoded
     params = {
         "GATEWAY_INTERFACE": "CGI/1.1",
         "REQUEST_METHOD": method.upper(),
@@ -702,8 +765,9 @@ def cgi_params(method: str = "GET", path: str = "/", query: str = "", headers=No
     return params
 
 
-def request(address: Address, method: str = "GET", path: str = "/", *, timeout: float | None = 10.0,
-            **kwargs) -> Response:
+def request(
+    address: Address, method: str = "GET", path: str = "/", *, timeout: float | None = 10.0, **kwargs
+) -> Response:
     """Open a connection, send one request (see :meth:`Connection.request` for ``kwargs``),
     return the :class:`Response` and close the connection.
 

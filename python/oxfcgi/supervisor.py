@@ -19,6 +19,7 @@ Workers tell the master when they are ready and when they stop accepting
 (``READY=1``/``STOPPING=1``, systemd's notify protocol, on a datagram socket
 whose peer credentials say which worker spoke).
 """
+
 from __future__ import annotations
 
 import errno
@@ -91,8 +92,15 @@ class Master:
     """Runs the pool; :meth:`run` returns when it stops (always False: a
     SIGHUP reloads the workers instead of returning)."""
 
-    def __init__(self, load: Callable[[], Loaded], finalize: Callable[[Loaded], Resolved], listener: Listener,
-                 workers: int, recycle: Recycle, graceful_timeout: float) -> None:
+    def __init__(
+        self,
+        load: Callable[[], Loaded],
+        finalize: Callable[[Loaded], Resolved],
+        listener: Listener,
+        workers: int,
+        recycle: Recycle,
+        graceful_timeout: float,
+    ) -> None:
         self.load = load
         self.finalize = finalize
         self.listener = listener
@@ -170,8 +178,9 @@ class Master:
 
         final = self.finalize(loaded)
         server = Server(loaded.app, _serve.worker_settings(final), scoreboard=self.board, worker_row=row)
-        _watchdog.start(server, final.values["request_slowlog_timeout"], final.values["request_terminate_timeout"],
-                        replace=True)
+        _watchdog.start(
+            server, final.values["request_slowlog_timeout"], final.values["request_terminate_timeout"], replace=True
+        )
         server.serve(self.listener)
         return 0
 
@@ -229,8 +238,15 @@ class Master:
             self.crashes = [t for t in self.crashes if now - t < CRASH_WINDOW] + [now]
             if len(self.crashes) >= CRASH_LOOP:
                 delay = min(MAX_BACKOFF, 2.0 ** (len(self.crashes) - CRASH_LOOP))
-                log.error("worker %d %s%s: crash loop (%d crashes within %.0fs); next respawn in %.0fs",
-                          pid, how, reason, len(self.crashes), CRASH_WINDOW, delay)
+                log.error(
+                    "worker %d %s%s: crash loop (%d crashes within %.0fs); next respawn in %.0fs",
+                    pid,
+                    how,
+                    reason,
+                    len(self.crashes),
+                    CRASH_WINDOW,
+                    delay,
+                )
                 self.respawn_at = max(self.respawn_at, now + delay)
             else:
                 log.error("worker %d %s%s; starting a new one", pid, how, reason)
@@ -269,7 +285,7 @@ class Master:
         if len(live) < self.size and now >= self.respawn_at:
             for _ in range(self.size - len(live)):
                 self.spawn()
-        for extra in sorted(live, key=lambda w: w.started)[self.size:]:
+        for extra in sorted(live, key=lambda w: w.started)[self.size :]:
             extra.retiring = True
             self._kill(extra, signal.SIGTERM)
         for worker in list(self.workers.values()):
@@ -289,8 +305,12 @@ class Master:
                     for worker in list(self.workers.values()):
                         self._kill(worker, signal.SIGKILL)
                 else:
-                    log.info("%s received: stopping %d worker(s) (graceful_timeout %.0fs)",
-                             signal.Signals(signum).name, len(self.workers), self.graceful_timeout)
+                    log.info(
+                        "%s received: stopping %d worker(s) (graceful_timeout %.0fs)",
+                        signal.Signals(signum).name,
+                        len(self.workers),
+                        self.graceful_timeout,
+                    )
                     self.stopping = True
                     self._notify_systemd("STOPPING=1")
                     for worker in list(self.workers.values()):
@@ -317,8 +337,10 @@ class Master:
         self.notify_sock.bind("\0" + self.notify_name[1:])
         self.notify_sock.setblocking(False)
         self.wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        previous = {s: signal.signal(s, self._on_signal) for s in
-                    (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD)}
+        previous = {
+            s: signal.signal(s, self._on_signal)
+            for s in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD)
+        }
         old_wakeup = signal.set_wakeup_fd(wakeup_w)
         log.info("oxfcgi master %d: %d worker(s) on %s", os.getpid(), self.size, self.listener.address)
         try:
@@ -336,8 +358,9 @@ class Master:
                 if self.stopping:
                     deadline = deadline or time.monotonic() + self.graceful_timeout + 5
                     if time.monotonic() > deadline and self.workers:
-                        log.warning("%d worker(s) still running after graceful_timeout: killing them",
-                                    len(self.workers))
+                        log.warning(
+                            "%d worker(s) still running after graceful_timeout: killing them", len(self.workers)
+                        )
                         for worker in list(self.workers.values()):
                             self._kill(worker, signal.SIGKILL)
                         deadline = time.monotonic() + 5

@@ -12,6 +12,7 @@ Under Apache it runs as www-data from a copy next to flask_app.py (see
 tests/apache.py), so it imports ``flask_app`` directly there; from the
 repository it imports ``tests.apps.flask_app``.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,11 +43,9 @@ def _describe_fd(fd: int) -> str:
 def application(environ, start_response):
     if environ.get("PATH_INFO") == "/_environ":
         data = {k: v for k, v in environ.items() if isinstance(v, str)}
-        data.update(_pid=os.getpid(), _uid=os.getuid(), _executable=sys.executable,
-                    _fd0=_describe_fd(0))
+        data.update(_pid=os.getpid(), _uid=os.getuid(), _executable=sys.executable, _fd0=_describe_fd(0))
         body = json.dumps(data).encode()
-        start_response("200 OK", [("Content-Type", "application/json"),
-                                  ("Content-Length", str(len(body)))])
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
         return [body]
     return flask_app(environ, start_response)
 

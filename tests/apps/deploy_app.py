@@ -1,4 +1,5 @@
 """An app that reports its process's view of fds, ids and environment (deployment tests)."""
+
 import json
 import os
 import sys

@@ -4,6 +4,7 @@ Serve it with ``oxfcgi serve tests.apps.django_app:application``.  The ``hello``
 answers JSON with what Django derived from the WSGI environ, including a
 ``reverse()``d link, so a test can check that SCRIPT_NAME becomes the URL prefix.
 """
+
 from __future__ import annotations
 
 import sys

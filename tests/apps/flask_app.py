@@ -4,6 +4,7 @@ Every view answers with JSON (or a plain streamed body) that the tests check,
 so a wrong SCRIPT_NAME/PATH_INFO split, a lost cookie or a truncated body is
 visible in the response.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -23,6 +23,7 @@ Routes:
   /stderr                  write b"to stderr\n" to wsgi.errors, body b"ok"
   /stuck?t=30              write MARKER.started, sleep t seconds
 """
+
 from __future__ import annotations
 
 import json
@@ -88,7 +89,7 @@ def app(environ, start_response):
     if path in ("/bytes", "/write"):
         n, chunk = int(q.get("n", "1000")), int(q.get("chunk", "0"))
         data = pattern(n)
-        pieces = [data] if chunk <= 0 else [data[i:i + chunk] for i in range(0, n, chunk)]
+        pieces = [data] if chunk <= 0 else [data[i : i + chunk] for i in range(0, n, chunk)]
         if path == "/bytes":
             start_response("200 OK", binary)
             return pieces
@@ -112,12 +113,12 @@ def app(environ, start_response):
                 if not piece:
                     return
                 yield piece
+
         return pieces()
 
     if path == "/stream":
         start_response("200 OK", text)
-        return _Stream(environ, int(q.get("n", "100")), float(q.get("delay", "0.1")),
-                       int(q.get("size", "1000")))
+        return _Stream(environ, int(q.get("n", "100")), float(q.get("delay", "0.1")), int(q.get("size", "1000")))
 
     if path == "/read-block":
         _write_marker(environ, "reading", ".started")
@@ -140,6 +141,7 @@ def app(environ, start_response):
         def gen():
             yield b""
             yield b"data"
+
         return gen()
 
     if path == "/error":
@@ -151,6 +153,7 @@ def app(environ, start_response):
         def gen():
             yield b"partial"
             raise RuntimeError("late boom (raised on purpose by protocol_apps)")
+
         return gen()
 
     if path == "/stderr":

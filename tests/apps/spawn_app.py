@@ -14,6 +14,7 @@ process a spawner started and what it inherited:
 ``/body``
     echoes the request body's length and sha256.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -22,8 +23,15 @@ import os
 import sys
 from urllib.parse import parse_qs
 
-PROCESS_ENV = ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "NOTIFY_SOCKET", "PHP_FCGI_CHILDREN",
-               "PYTHONPATH", "OXFCGI_PROBE_TAG")
+PROCESS_ENV = (
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "NOTIFY_SOCKET",
+    "PHP_FCGI_CHILDREN",
+    "PYTHONPATH",
+    "OXFCGI_PROBE_TAG",
+)
 
 
 def _fd_kind(fd: int) -> str:
@@ -44,8 +52,18 @@ def application(environ, start_response):
         "pid": os.getpid(),
         "ppid": os.getppid(),
         "cwd": os.getcwd(),
-        "environ": {k: environ.get(k) for k in ("SCRIPT_NAME", "PATH_INFO", "QUERY_STRING", "REQUEST_METHOD",
-                                                "HTTP_AUTHORIZATION", "REQUEST_URI", "CONTENT_LENGTH")},
+        "environ": {
+            k: environ.get(k)
+            for k in (
+                "SCRIPT_NAME",
+                "PATH_INFO",
+                "QUERY_STRING",
+                "REQUEST_METHOD",
+                "HTTP_AUTHORIZATION",
+                "REQUEST_URI",
+                "CONTENT_LENGTH",
+            )
+        },
         "process_env": {k: os.environ.get(k) for k in PROCESS_ENV},
         "fds": {str(fd): _fd_kind(fd) for fd in (0, 1, 2)},
     }

@@ -8,6 +8,7 @@ query string, and most apps answer with a JSON document so the test can look at
 exactly what the app saw.  Files the apps write (close() markers) live at paths the
 test passes in, inside the test's tmp_path.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,8 +27,7 @@ def _json(start_response, obj, status="200 OK", extra_headers=()):
     body = json.dumps(obj, sort_keys=True).encode("ascii")
     start_response(
         status,
-        [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
-        + list(extra_headers),
+        [("Content-Type", "application/json"), ("Content-Length", str(len(body)))] + list(extra_headers),
     )
     return [body]
 
@@ -76,9 +76,7 @@ def environ_app(environ, start_response):
             "has_file_wrapper": "wsgi.file_wrapper" in environ,
             "file_wrapper_callable": callable(fw),
         },
-        "input_methods": sorted(
-            m for m in ("read", "readline", "readlines", "__iter__") if hasattr(inp, m)
-        ),
+        "input_methods": sorted(m for m in ("read", "readline", "readlines", "__iter__") if hasattr(inp, m)),
         "errors_methods": sorted(m for m in ("write", "writelines", "flush") if hasattr(err, m)),
     }
     return _json(start_response, report)

@@ -31,6 +31,7 @@ lists what could not be checked.
 Exit status: 0 when nothing would fail (warnings allowed), 1 when something would fail,
 2 for a usage error (unknown user, ``--python`` not found).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,8 +58,13 @@ def _is_script_target(target: str) -> bool:
     return os.path.isfile(base) and ":" not in target
 
 
-def run_checks(target: str, user: str | None = None, socket_path: str | None = None,
-               python: str | None = None, environ: dict | None = None) -> Report:
+def run_checks(
+    target: str,
+    user: str | None = None,
+    socket_path: str | None = None,
+    python: str | None = None,
+    environ: dict | None = None,
+) -> Report:
     """Run every check for ``target`` and return the :class:`Report`.
 
     :param target: a script path (``.fcgi``, ``.py``, any path with ``/``) or ``module:attr``.
@@ -95,7 +101,7 @@ def add_parser(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         help="find what would make a deployment fail (shebang, CRLF, permissions, imports, socket)",
         description="Check a .fcgi script or module:app the way the web server will run it: "
-                    "as USER, with mod_fcgid's minimal environment (PATH only).",
+        "as USER, with mod_fcgid's minimal environment (PATH only).",
         epilog=(
             "Examples:\n"
             "  oxfcgi check /srv/app/app.fcgi --user www-data\n"
@@ -110,18 +116,27 @@ def add_parser(subparsers) -> None:
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("target", metavar="TARGET",
-                        help="a .fcgi/.py script the web server runs, or module:app")
-    parser.add_argument("--user", "-u", metavar="USER",
-                        help="the user the app (or, for --socket, the web server) runs as, e.g. www-data "
-                             "(default: the current user). Checking another user needs root for the "
-                             "import and the socket connection")
-    parser.add_argument("--socket", metavar="PATH",
-                        help="a unix socket the web server connects to: check it exists, answers, "
-                             "and USER may connect (default: no socket check)")
-    parser.add_argument("--python", metavar="PATH",
-                        help="the interpreter that runs the app instead of the #! line (FcgidWrapper, "
-                             "oxfcgi serve); default: the #! line, or this interpreter for module:app")
+    parser.add_argument("target", metavar="TARGET", help="a .fcgi/.py script the web server runs, or module:app")
+    parser.add_argument(
+        "--user",
+        "-u",
+        metavar="USER",
+        help="the user the app (or, for --socket, the web server) runs as, e.g. www-data "
+        "(default: the current user). Checking another user needs root for the "
+        "import and the socket connection",
+    )
+    parser.add_argument(
+        "--socket",
+        metavar="PATH",
+        help="a unix socket the web server connects to: check it exists, answers, "
+        "and USER may connect (default: no socket check)",
+    )
+    parser.add_argument(
+        "--python",
+        metavar="PATH",
+        help="the interpreter that runs the app instead of the #! line (FcgidWrapper, "
+        "oxfcgi serve); default: the #! line, or this interpreter for module:app",
+    )
 
 
 def _cmd(args: argparse.Namespace, out: TextIO | None = None) -> int:
@@ -153,8 +168,9 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     :param out: where the report goes (default ``sys.stdout``).
     :returns: 0 nothing would fail, 1 something would, 2 usage error.
     """
-    parser = argparse.ArgumentParser(prog="oxfcgi check",
-                                     description="Check a FastCGI deployment the way the web server runs it.")
+    parser = argparse.ArgumentParser(
+        prog="oxfcgi check", description="Check a FastCGI deployment the way the web server runs it."
+    )
     _add_arguments(parser)
     try:
         args = parser.parse_args(argv)

@@ -62,9 +62,11 @@ def ls(path: str, st: os.stat_result | None = None) -> str:
     return f"{stat.filemode(st.st_mode)} {user_name(st.st_uid)}:{group_name(st.st_gid)} {path}"
 
 
-_BITS = {"r": (stat.S_IRUSR, stat.S_IRGRP, stat.S_IROTH),
-         "w": (stat.S_IWUSR, stat.S_IWGRP, stat.S_IWOTH),
-         "x": (stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH)}
+_BITS = {
+    "r": (stat.S_IRUSR, stat.S_IRGRP, stat.S_IROTH),
+    "w": (stat.S_IWUSR, stat.S_IWGRP, stat.S_IWOTH),
+    "x": (stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH),
+}
 
 
 def allowed(st: os.stat_result, who: Account, want: str) -> bool:
@@ -90,6 +92,7 @@ def chmod_fix(path: str, st: os.stat_result, who: Account, want: str) -> str:
 @dataclass
 class Blocked:
     """Why ``who`` cannot reach a path: the component, its stat, what was missing."""
+
     path: str
     st: os.stat_result
     want: str
@@ -143,5 +146,3 @@ def path_blocked(path: str, who: Account, want: str) -> Blocked | None:
 
 def blocked_fix(b: Blocked, who: Account) -> str:
     return chmod_fix(b.path, b.st, who, b.want)
-
-

@@ -15,8 +15,17 @@ from .report import Report
 MOD_FCGID_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 #: Variables a shell often has that mod_fcgid (and suEXEC) do not pass to the app.
-SHELL_ONLY_VARS = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "CONDA_PREFIX", "HOME", "LANG",
-                   "LC_ALL", "LC_CTYPE", "PYTHONUSERBASE")
+SHELL_ONLY_VARS = (
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "VIRTUAL_ENV",
+    "CONDA_PREFIX",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "PYTHONUSERBASE",
+)
 
 
 @dataclass
@@ -25,12 +34,12 @@ class Context:
     user: Account
     me: Account
     python: str | None
-    env: dict            # the current process environment
-    script: str | None = None                 # absolute path of a script target
-    env_diff: tuple | None = None             # (prog, found on mod_fcgid's PATH, found on yours)
-    not_python: bool = False                  # the #! line runs something else (a wrapper)
-    calls_run: bool | None = None             # _static_run_call() of the script
-    env_python_reported: bool = False         # "the #! line picks another python" was said
+    env: dict  # the current process environment
+    script: str | None = None  # absolute path of a script target
+    env_diff: tuple | None = None  # (prog, found on mod_fcgid's PATH, found on yours)
+    not_python: bool = False  # the #! line runs something else (a wrapper)
+    calls_run: bool | None = None  # _static_run_call() of the script
+    env_python_reported: bool = False  # "the #! line picks another python" was said
 
     @property
     def is_root(self) -> bool:
@@ -48,17 +57,17 @@ class Context:
         return {"PATH": MOD_FCGID_PATH}
 
 
-
 def env_diff_note(ctx: Context) -> None:
     present = [f"{k}={ctx.env[k]}" for k in SHELL_ONLY_VARS if ctx.env.get(k)]
-    saw = [f"mod_fcgid passes only PATH={MOD_FCGID_PATH} (plus FcgidInitialEnv; suEXEC strips those "
-           "and resets PATH); the import check runs with that environment"]
+    saw = [
+        f"mod_fcgid passes only PATH={MOD_FCGID_PATH} (plus FcgidInitialEnv; suEXEC strips those "
+        "and resets PATH); the import check runs with that environment"
+    ]
     if present:
         saw.append("your shell also has, and the web server will not pass: " + ", ".join(present))
-    extra_path = [p for p in ctx.env.get("PATH", "").split(os.pathsep)
-                  if p and p not in MOD_FCGID_PATH.split(os.pathsep)]
+    extra_path = [
+        p for p in ctx.env.get("PATH", "").split(os.pathsep) if p and p not in MOD_FCGID_PATH.split(os.pathsep)
+    ]
     if extra_path:
         saw.append("your PATH also has: " + os.pathsep.join(dict.fromkeys(extra_path)))
     ctx.report.note("environment", saw)
-
-

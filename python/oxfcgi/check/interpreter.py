@@ -9,6 +9,7 @@ import sys
 from .access import Unknown, blocked_fix, ls, path_blocked
 from .context import Context, Account
 
+
 def which(name: str, path: str, who: Account) -> tuple[str | None, list[str]]:
     """execvp's search: the first ``path`` entry holding ``name`` that ``who`` may execute.
     Returns (found, [candidates skipped because not executable])."""
@@ -47,11 +48,18 @@ def check_interpreter_access(ctx: Context, interp: str, origin: str) -> bool:
     r = ctx.report
     suggestion = suggest_interp(ctx)
     if not os.path.exists(interp):
-        r.fail(f"The interpreter {interp} does not exist",
-               [f"{origin} names {interp}: no such file",
-                "(fcgiwrap: \"Cannot execute script\"; lighttpd: \"spawning gw failed\"; mod_fcgid: \"can't run\")"],
-               [replace_shebang_cmd(ctx.script, suggestion) if origin == "the #! line"
-                else f"give the interpreter that has oxfcgi, e.g. --python {suggestion}"])
+        r.fail(
+            f"The interpreter {interp} does not exist",
+            [
+                f"{origin} names {interp}: no such file",
+                '(fcgiwrap: "Cannot execute script"; lighttpd: "spawning gw failed"; mod_fcgid: "can\'t run")',
+            ],
+            [
+                replace_shebang_cmd(ctx.script, suggestion)
+                if origin == "the #! line"
+                else f"give the interpreter that has oxfcgi, e.g. --python {suggestion}"
+            ],
+        )
         return False
     try:
         b = path_blocked(interp, ctx.user, "x")
@@ -66,19 +74,25 @@ def check_interpreter_access(ctx: Context, interp: str, origin: str) -> bool:
         fixes = []
         if b.is_dir and b.path != os.path.realpath(interp):
             venv_py = "/srv/venv/bin/python3"
-            then = (replace_shebang_cmd(ctx.script, venv_py) if origin == "the #! line"
-                    else f"start the app with {venv_py} (--python {venv_py})")
-            fixes.append(f"use an interpreter {ctx.user.name} can reach, with oxfcgi installed, e.g. a venv "
-                         f"outside {b.path}: python3 -m venv /srv/venv && /srv/venv/bin/pip install oxfcgi")
+            then = (
+                replace_shebang_cmd(ctx.script, venv_py)
+                if origin == "the #! line"
+                else f"start the app with {venv_py} (--python {venv_py})"
+            )
+            fixes.append(
+                f"use an interpreter {ctx.user.name} can reach, with oxfcgi installed, e.g. a venv "
+                f"outside {b.path}: python3 -m venv /srv/venv && /srv/venv/bin/pip install oxfcgi"
+            )
             fixes.append(f"  then: {then}")
             fixes.append(f"or open the directory: {blocked_fix(b, ctx.user)}")
         else:
             fixes.append(blocked_fix(b, ctx.user))
-        r.fail(f"{ctx.user.name} cannot execute the interpreter {interp}",
-               [f"{origin}: {interp}", why, ls(b.path, b.st)], fixes)
+        r.fail(
+            f"{ctx.user.name} cannot execute the interpreter {interp}",
+            [f"{origin}: {interp}", why, ls(b.path, b.st)],
+            fixes,
+        )
         return False
     real = os.path.realpath(interp)
     r.ok(f"interpreter {interp}" + (f" (-> {real})" if real != interp else "") + f" is executable by {ctx.user.name}")
     return True
-
-

@@ -10,6 +10,7 @@ from .context import Context
 from .imports import probe, report_import
 from .interpreter import check_interpreter_access
 
+
 def check_module(ctx: Context, target: str) -> None:
     r = ctx.report
     interp = ctx.python or sys.executable
@@ -20,9 +21,11 @@ def check_module(ctx: Context, target: str) -> None:
     try:
         b = path_blocked(cwd, ctx.user, "x")
         if b is not None:
-            r.fail(f"{ctx.user.name} cannot enter the working directory {cwd}",
-                   [ls(b.path, b.st), "module targets are imported from the working directory"],
-                   [blocked_fix(b, ctx.user), "or start it from the app's directory (systemd WorkingDirectory=)"])
+            r.fail(
+                f"{ctx.user.name} cannot enter the working directory {cwd}",
+                [ls(b.path, b.st), "module targets are imported from the working directory"],
+                [blocked_fix(b, ctx.user), "or start it from the app's directory (systemd WorkingDirectory=)"],
+            )
             return
     except (Unknown, OSError):
         pass
@@ -32,7 +35,10 @@ def check_module(ctx: Context, target: str) -> None:
     report_import(ctx, res, interp, target, None, cwd)
     d = res.data
     if res.ran and d.get("prefix") != d.get("base_prefix"):
-        r.note("virtualenv", [f"{interp} is the python of the venv {d.get('prefix')}: start the server with it "
-                              f"({d.get('prefix')}/bin/oxfcgi serve {target}); activation is not needed"])
-
-
+        r.note(
+            "virtualenv",
+            [
+                f"{interp} is the python of the venv {d.get('prefix')}: start the server with it "
+                f"({d.get('prefix')}/bin/oxfcgi serve {target}); activation is not needed"
+            ],
+        )

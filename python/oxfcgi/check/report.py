@@ -11,6 +11,7 @@ FAIL, WARN, OK, NOTE, SKIP = "FAIL", "WARN", "ok", "note", "skip"
 @dataclass
 class Finding:
     """One line of the report. ``level`` is FAIL, WARN, ok, note or skip."""
+
     level: str
     title: str
     saw: list = field(default_factory=list)
@@ -25,8 +26,9 @@ class Report:
         self.findings: list[Finding] = []
 
     def add(self, level: str, title: str, saw: Iterable[str] | str = (), fix: Iterable[str] | str = ()) -> Finding:
-        f = Finding(level, title, [saw] if isinstance(saw, str) else list(saw),
-                    [fix] if isinstance(fix, str) else list(fix))
+        f = Finding(
+            level, title, [saw] if isinstance(saw, str) else list(saw), [fix] if isinstance(fix, str) else list(fix)
+        )
         self.findings.append(f)
         return f
 
@@ -87,5 +89,3 @@ class Report:
             verdict += f", {n_warn} warning{'s' if n_warn != 1 else ''}"
         lines.append(f"Result: {verdict} (exit status {self.exit_status}).")
         return "\n".join(lines) + "\n"
-
-

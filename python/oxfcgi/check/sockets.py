@@ -47,10 +47,13 @@ def _connect_as(path: str, who: Account) -> int:
 
 def _socket_perm_fix(ctx: Context, path: str, st: os.stat_result) -> list[str]:
     user, group = ctx.user.name, group_name(ctx.user.gid)
-    fixes = [f"start the app with --socket-mode 0660 --socket-group {group} "
-             f"(the group of the nginx/Apache user {user})"]
-    fixes.append(f"for now: chgrp {group} {shlex.quote(path)} && chmod 660 {shlex.quote(path)} "
-                 "(lost when the app re-creates the socket)")
+    fixes = [
+        f"start the app with --socket-mode 0660 --socket-group {group} (the group of the nginx/Apache user {user})"
+    ]
+    fixes.append(
+        f"for now: chgrp {group} {shlex.quote(path)} && chmod 660 {shlex.quote(path)} "
+        "(lost when the app re-creates the socket)"
+    )
     return fixes
 
 
@@ -60,18 +63,27 @@ def check_socket(ctx: Context, path: str) -> None:
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        r.fail("No socket at the --socket path",
-               [f"{path}: no such file (nginx: connect() to unix:{path} failed (2: No such file or directory))"],
-               [f"start the app listening there: oxfcgi serve APP --bind unix:{path}",
-                f"and make the web server use the same path (nginx: fastcgi_pass unix:{path};)"])
+        r.fail(
+            "No socket at the --socket path",
+            [f"{path}: no such file (nginx: connect() to unix:{path} failed (2: No such file or directory))"],
+            [
+                f"start the app listening there: oxfcgi serve APP --bind unix:{path}",
+                f"and make the web server use the same path (nginx: fastcgi_pass unix:{path};)",
+            ],
+        )
         return
     except PermissionError:
         r.skip(f"the socket {path}", [f"{ctx.me.name} cannot stat it"])
         return
     if not stat.S_ISSOCK(st.st_mode):
-        r.fail("The --socket path is not a socket", [ls(path, st)],
-               [f"remove it and let the app create the socket: rm {shlex.quote(path)} && "
-                f"oxfcgi serve APP --bind unix:{path}"])
+        r.fail(
+            "The --socket path is not a socket",
+            [ls(path, st)],
+            [
+                f"remove it and let the app create the socket: rm {shlex.quote(path)} && "
+                f"oxfcgi serve APP --bind unix:{path}"
+            ],
+        )
         return
     # something answers?
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -79,15 +91,23 @@ def check_socket(ctx: Context, path: str) -> None:
     try:
         s.connect(path)
     except ConnectionRefusedError:
-        r.fail("Nothing listens on the socket (a stale socket file)",
-               [ls(path, st), "connect(): Connection refused "
-                               f"(nginx: connect() to unix:{path} failed (111: Connection refused), 502)"],
-               [f"start the app: oxfcgi serve APP --bind unix:{path}  (it replaces a stale file)"])
+        r.fail(
+            "Nothing listens on the socket (a stale socket file)",
+            [
+                ls(path, st),
+                "connect(): Connection refused "
+                f"(nginx: connect() to unix:{path} failed (111: Connection refused), 502)",
+            ],
+            [f"start the app: oxfcgi serve APP --bind unix:{path}  (it replaces a stale file)"],
+        )
         s.close()
         return
     except OSError as e:
-        r.fail("Cannot connect to the socket", [ls(path, st), f"connect(): {e.strerror or e}"],
-               [f"check that the app is running and listening on {path}"])
+        r.fail(
+            "Cannot connect to the socket",
+            [ls(path, st), f"connect(): {e.strerror or e}"],
+            [f"check that the app is running and listening on {path}"],
+        )
         s.close()
         return
     answer = b""
@@ -100,8 +120,11 @@ def check_socket(ctx: Context, path: str) -> None:
     finally:
         s.close()
     if answer.startswith(b"HTTP/"):
-        r.fail("The socket answers HTTP, not FastCGI", [f"reply: {answer[:40]!r}"],
-               ["point fastcgi_pass at the FastCGI server, or use proxy_pass for an HTTP server"])
+        r.fail(
+            "The socket answers HTTP, not FastCGI",
+            [f"reply: {answer[:40]!r}"],
+            ["point fastcgi_pass at the FastCGI server, or use proxy_pass for an HTTP server"],
+        )
     elif len(answer) >= 8 and answer[0] == 1 and answer[1] == 10:
         r.ok(f"{path} accepts connections and answers FCGI_GET_VALUES")
     else:
@@ -117,23 +140,29 @@ def check_socket(ctx: Context, path: str) -> None:
     if ctx.other_user and ctx.is_root:
         code = _connect_as(path, ctx.user)
         real = code == 0
-        tried = (f"connect() as {ctx.user.name} (tried): "
-                 + ("ok" if real else os.strerror(code) if 0 < code < 255 else "failed"))
+        tried = f"connect() as {ctx.user.name} (tried): " + (
+            "ok" if real else os.strerror(code) if 0 < code < 255 else "failed"
+        )
     elif ctx.other_user:
         r.skip(f"connecting as {ctx.user.name}", ["needs root; judged from the modes only"])
     if b is not None and b.is_dir:
-        r.fail(f"{ctx.user.name} cannot reach the socket: a directory is not traversable",
-               [ls(b.path, b.st), f"(nginx: connect() to unix:{path} failed (13: Permission denied), 502)"]
-               + ([tried] if tried else []),
-               [blocked_fix(b, ctx.user)])
+        r.fail(
+            f"{ctx.user.name} cannot reach the socket: a directory is not traversable",
+            [ls(b.path, b.st), f"(nginx: connect() to unix:{path} failed (13: Permission denied), 502)"]
+            + ([tried] if tried else []),
+            [blocked_fix(b, ctx.user)],
+        )
     elif b is not None or real is False:
         st = os.stat(path)
-        r.fail(f"{ctx.user.name} cannot connect to the socket (no write permission)",
-               [ls(path, st), f"{ctx.user.describe()} needs w on the socket file "
-                               f"(nginx: connect() to unix:{path} failed (13: Permission denied), 502)"]
-               + ([tried] if tried else []),
-               _socket_perm_fix(ctx, path, st))
+        r.fail(
+            f"{ctx.user.name} cannot connect to the socket (no write permission)",
+            [
+                ls(path, st),
+                f"{ctx.user.describe()} needs w on the socket file "
+                f"(nginx: connect() to unix:{path} failed (13: Permission denied), 502)",
+            ]
+            + ([tried] if tried else []),
+            _socket_perm_fix(ctx, path, st),
+        )
     else:
         r.ok(f"{ctx.user.name} can connect to {path}" + (" (tried: connect() as it succeeded)" if real else ""))
-
-

@@ -4,6 +4,7 @@ Each target is a module here with ``generate(options: ConfigOptions) -> str``.
 The integration tests run the real servers with these generated snippets, so
 they cannot rot.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -78,14 +79,21 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "config",
         help="print a working web server / process manager configuration",
-        description="Print a configuration for TARGET that works as written (PATH_INFO right, "
-                    "Authorization passed).",
+        description="Print a configuration for TARGET that works as written (PATH_INFO right, Authorization passed).",
     )
     parser.add_argument("target", choices=sorted(TARGETS), help="what to configure")
-    parser.add_argument("--app", default="app:application", help="module:attr or path to a .fcgi/.py file (default: %(default)s)")
-    parser.add_argument("--socket", default="/run/oxfcgi/app.sock", help="unix socket path or host:port oxfcgi listens on (default: %(default)s)")
+    parser.add_argument(
+        "--app", default="app:application", help="module:attr or path to a .fcgi/.py file (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--socket",
+        default="/run/oxfcgi/app.sock",
+        help="unix socket path or host:port oxfcgi listens on (default: %(default)s)",
+    )
     parser.add_argument("--prefix", default="/", help="URL path the app is mounted at (default: %(default)s)")
-    parser.add_argument("--python", default=sys.executable, help="interpreter with oxfcgi installed (default: %(default)s)")
+    parser.add_argument(
+        "--python", default=sys.executable, help="interpreter with oxfcgi installed (default: %(default)s)"
+    )
     parser.add_argument("--user", help="account the app runs as")
     parser.add_argument("--group", help="group the app runs as")
     parser.add_argument("--workdir", help="the app's working directory")
@@ -94,8 +102,16 @@ def add_parser(subparsers) -> None:
 
 def _main(args: argparse.Namespace) -> int:
     prefix = "/" + args.prefix.strip("/") if args.prefix.strip("/") else "/"
-    options = ConfigOptions(target=args.target, app=args.app, socket=args.socket, prefix=prefix,
-                            python=args.python, user=args.user, group=args.group, workdir=args.workdir)
+    options = ConfigOptions(
+        target=args.target,
+        app=args.app,
+        socket=args.socket,
+        prefix=prefix,
+        python=args.python,
+        user=args.user,
+        group=args.group,
+        workdir=args.workdir,
+    )
     try:
         sys.stdout.write(generate(options))
     except ValueError as e:

@@ -27,19 +27,27 @@ is commented out), meant for a ``<VirtualHost>`` or the server config. The
 integration tests (tests/test_apache.py) run Debian's Apache with exactly this
 text.
 """
+
 from __future__ import annotations
 
 import os
 import re
 
 __all__ = [
-    "LAUNCHER_BEGIN", "LAUNCHER_END", "extract_launcher", "generate", "launcher_path", "launcher_text",
-    "parse_app", "serve_args",
+    "LAUNCHER_BEGIN",
+    "LAUNCHER_END",
+    "extract_launcher",
+    "generate",
+    "launcher_path",
+    "launcher_text",
+    "parse_app",
+    "serve_args",
 ]
 
 #: Marker lines around the commented launcher in the ``apache-fcgid`` output.
 LAUNCHER_BEGIN = "# ----- BEGIN launcher"
 LAUNCHER_END = "# ----- END launcher"
+
 
 def _norm_prefix(prefix: str) -> str:
     prefix = (prefix or "/").strip()
@@ -109,14 +117,14 @@ def launcher_text(options) -> str:
     elif attr is None:
         load = (
             f"_module = importlib.import_module({module!r})\n"
-            "app = getattr(_module, \"application\", None) or getattr(_module, \"app\")\n"
+            'app = getattr(_module, "application", None) or getattr(_module, "app")\n'
         )
     else:
         call = attr.endswith("()")
         name = attr[:-2] if call else attr
         load = (
             f"app = importlib.import_module({module!r})\n"
-            f"for _name in {name!r}.split(\".\"):\n"
+            f'for _name in {name!r}.split("."):\n'
             "    app = getattr(app, _name)\n"
         )
         if call:
@@ -137,7 +145,7 @@ def launcher_text(options) -> str:
         "\n"
         f"{load}"
         "\n"
-        "if __name__ == \"__main__\":\n"
+        'if __name__ == "__main__":\n'
         "    run(app)\n"
     )
 
@@ -236,7 +244,7 @@ def extract_launcher(config_text: str) -> str:
     except StopIteration:
         raise ValueError("no launcher block in this configuration") from None
     body = []
-    for line in lines[start + 1:end]:
+    for line in lines[start + 1 : end]:
         body.append(line[2:] if line.startswith("# ") else line[1:])
     return "\n".join(body) + "\n"
 
@@ -299,10 +307,10 @@ def _generate_proxy(options) -> str:
     ]
     text = "\n".join(lines) + "\n"
     if prefix == "/":
-        text += f"ProxyPass \"/\" \"{backend}/\" enablereuse=on\n"
-        text += "<Location \"/\">\n"
+        text += f'ProxyPass "/" "{backend}/" enablereuse=on\n'
+        text += '<Location "/">\n'
     else:
-        text += f"ProxyPass {_quote(prefix)} \"{backend}{prefix}\" enablereuse=on\n"
+        text += f'ProxyPass {_quote(prefix)} "{backend}{prefix}" enablereuse=on\n'
         text += f"<Location {_quote(prefix)}>\n"
     text += (
         "    # Plain FastCGI, not PHP-FPM's SCRIPT_FILENAME conventions.\n"
@@ -314,15 +322,15 @@ def _generate_proxy(options) -> str:
     )
     if prefix == "/":
         text += (
-            "    ProxyFCGISetEnvIf \"true\" PATH_INFO \"%{reqenv:SCRIPT_NAME}\"\n"
-            "    ProxyFCGISetEnvIf \"true\" SCRIPT_NAME \"\"\n"
+            '    ProxyFCGISetEnvIf "true" PATH_INFO "%{reqenv:SCRIPT_NAME}"\n'
+            '    ProxyFCGISetEnvIf "true" SCRIPT_NAME ""\n'
         )
     else:
         rx = _pcre_escape(prefix)
         text += (
-            f"    ProxyFCGISetEnvIf \"reqenv('SCRIPT_NAME') =~ m#^{rx}(/.*)#\" PATH_INFO \"$1\"\n"
-            f"    ProxyFCGISetEnvIf \"reqenv('SCRIPT_NAME') =~ m#^{rx}$#\" PATH_INFO \"\"\n"
-            f"    ProxyFCGISetEnvIf \"true\" SCRIPT_NAME {_quote(prefix)}\n"
+            f'    ProxyFCGISetEnvIf "reqenv(\'SCRIPT_NAME\') =~ m#^{rx}(/.*)#" PATH_INFO "$1"\n'
+            f'    ProxyFCGISetEnvIf "reqenv(\'SCRIPT_NAME\') =~ m#^{rx}$#" PATH_INFO ""\n'
+            f'    ProxyFCGISetEnvIf "true" SCRIPT_NAME {_quote(prefix)}\n'
         )
     text += "</Location>\n"
     return text

@@ -20,6 +20,7 @@ under ``server.document-root``.
 A commented variant at the end connects to an oxfcgi started separately (systemd units
 from ``oxfcgi config systemd``, or ``oxfcgi serve --bind``) instead.
 """
+
 from __future__ import annotations
 
 import os
@@ -60,7 +61,7 @@ def _regex_literal(text: str) -> str:
     for ch in text:
         if ch.isalnum() or ch in "/_-~":
             out.append(ch)
-        elif ch in "]\\^\"":
+        elif ch in ']\\^"':
             raise ValueError(f"unsupported character {ch!r} in the prefix {text!r}")
         else:
             out.append(f"[{ch}]")
@@ -93,10 +94,10 @@ def _bin_path(options: ConfigOptions) -> tuple[str, list[tuple[str, str]]]:
     # is the normalized path (dot segments removed), which REQUEST_URI is not.
     file = app_file(options.app)
     if file:
-        base = options.app[len(file):]          # ":attr" or ""
+        base = options.app[len(file) :]  # ":attr" or ""
         absolute = os.path.abspath(os.path.join(options.workdir or os.getcwd(), file))
         if absolute.endswith(".fcgi") and not base:
-            return absolute, []                  # the .fcgi runs itself (shebang + run(app))
+            return absolute, []  # the .fcgi runs itself (shebang + run(app))
         command = f"{options.python} -m oxfcgi serve {absolute}{base}"
         env: list[tuple[str, str]] = []
     else:
@@ -164,8 +165,7 @@ def generate(options: ConfigOptions) -> str:
             out += ["))", ")"]
         else:
             regex = _regex_literal(prefix)
-            out = [f'$HTTP["url"] =~ "^{regex}(/|$)" {{',
-                   f"    fastcgi.server = ( {key} => (("]
+            out = [f'$HTTP["url"] =~ "^{regex}(/|$)" {{', f"    fastcgi.server = ( {key} => (("]
             out += _block(body, "        ")
             out += ["    ))", "    )", "}"]
         return [comment + line for line in out]

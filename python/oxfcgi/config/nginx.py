@@ -16,6 +16,7 @@ between requests (idle ones cost oxfcgi no thread). nginx passes every request h
 The output has two parts, each introduced by a ``# --- in the http { } block`` or
 ``# --- in a server { } block`` comment line; :func:`split` separates them.
 """
+
 from __future__ import annotations
 
 import os
@@ -55,7 +56,9 @@ def _server_address(socket: str) -> tuple[str, str]:
     if kind[0] == "unix":
         path = kind[1]
         if path.startswith("@"):
-            raise ValueError("nginx cannot connect to an abstract unix socket; give a path such as /run/oxfcgi/app.sock")
+            raise ValueError(
+                "nginx cannot connect to an abstract unix socket; give a path such as /run/oxfcgi/app.sock"
+            )
         path = os.path.abspath(path)
         return f"unix:{path}", f"unix:{path}"
     if kind[0] == "tcp":

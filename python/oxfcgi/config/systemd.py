@@ -14,6 +14,7 @@ its ``--graceful-timeout``, 30 s by default), so ``TimeoutStopSec`` is a bit lon
 The two units are separated by ``# --- file: /etc/systemd/system/NAME.socket ---`` header
 lines; :func:`split` returns ``{path: text}``.
 """
+
 from __future__ import annotations
 
 import os
@@ -56,7 +57,7 @@ def generate(options: ConfigOptions) -> str:
     workdir = options.workdir
     app = options.app
     if file:
-        base = app[len(file):]
+        base = app[len(file) :]
         absolute = os.path.abspath(os.path.join(workdir or os.getcwd(), file))
         app = absolute + base
         workdir = workdir or os.path.dirname(absolute)
@@ -140,7 +141,7 @@ def split(text: str) -> dict[str, str]:
     matches = list(FILE_HEADER.finditer(text))
     for i, m in enumerate(matches):
         end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
-        parts[m.group(1)] = text[m.end():end].lstrip("\n")
+        parts[m.group(1)] = text[m.end() : end].lstrip("\n")
     return parts
 
 

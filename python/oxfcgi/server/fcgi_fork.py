@@ -1,4 +1,5 @@
 """``flup.server.fcgi_fork`` on the oxfcgi engine: prefork workers."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
@@ -35,10 +36,19 @@ class WSGIServer(_Threaded):
 
     _flup_name = "flup.server.fcgi_fork.WSGIServer"
 
-    def __init__(self, application: Callable, environ: Mapping | None = None, bindAddress: Any = None,
-                 umask: int | None = None, multiplexed: bool = False, debug: bool = False,
-                 roles: Iterable[int] = (FCGI_RESPONDER,), forceCGI: bool = False, timeout: float | None = None,
-                 **kw: Any):
+    def __init__(
+        self,
+        application: Callable,
+        environ: Mapping | None = None,
+        bindAddress: Any = None,
+        umask: int | None = None,
+        multiplexed: bool = False,
+        debug: bool = False,
+        roles: Iterable[int] = (FCGI_RESPONDER,),
+        forceCGI: bool = False,
+        timeout: float | None = None,
+        **kw: Any,
+    ):
         prefork = {k: kw.get(k, v) for k, v in _PREFORK_KW.items()}
         if prefork["minSpare"] < 1:
             raise ValueError("minSpare must be at least 1")
@@ -57,9 +67,19 @@ class WSGIServer(_Threaded):
             mapped["request_terminate_timeout"] = (float(timeout), "timeout")
         for name, (value, _) in mapped.items():
             passed.setdefault(name, value)
-        super().__init__(application, environ=environ, multithreaded=False, multiprocess=True,
-                         bindAddress=bindAddress, umask=umask, multiplexed=multiplexed, debug=debug,
-                         roles=roles, forceCGI=forceCGI, **passed)
+        super().__init__(
+            application,
+            environ=environ,
+            multithreaded=False,
+            multiprocess=True,
+            bindAddress=bindAddress,
+            umask=umask,
+            multiplexed=multiplexed,
+            debug=debug,
+            roles=roles,
+            forceCGI=forceCGI,
+            **passed,
+        )
         for name, (value, flup_name) in mapped.items():
             if name not in kw:
                 self._set(self.options, name, value, flup_name)

@@ -1,4 +1,5 @@
 """``flup.server.fcgi_single`` on the oxfcgi engine: one request at a time."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
@@ -18,9 +19,27 @@ class WSGIServer(_Threaded):
 
     _flup_name = "flup.server.fcgi_single.WSGIServer"
 
-    def __init__(self, application: Callable, environ: Mapping | None = None, bindAddress: Any = None,
-                 umask: int | None = None, multiplexed: bool = False, debug: bool = False,
-                 roles: Iterable[int] = (FCGI_RESPONDER,), forceCGI: bool = False, **kw: Any):
-        super().__init__(application, environ=environ, multithreaded=False, multiprocess=False,
-                         bindAddress=bindAddress, umask=umask, multiplexed=multiplexed, debug=debug,
-                         roles=roles, forceCGI=forceCGI)
+    def __init__(
+        self,
+        application: Callable,
+        environ: Mapping | None = None,
+        bindAddress: Any = None,
+        umask: int | None = None,
+        multiplexed: bool = False,
+        debug: bool = False,
+        roles: Iterable[int] = (FCGI_RESPONDER,),
+        forceCGI: bool = False,
+        **kw: Any,
+    ):
+        super().__init__(
+            application,
+            environ=environ,
+            multithreaded=False,
+            multiprocess=False,
+            bindAddress=bindAddress,
+            umask=umask,
+            multiplexed=multiplexed,
+            debug=debug,
+            roles=roles,
+            forceCGI=forceCGI,
+        )
