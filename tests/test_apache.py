@@ -12,7 +12,7 @@
   with ``FCGI_FORCE_CGI=Y``).
 
 Apache runs the apps as www-data, with Debian's /usr/bin/python3, from the
-world-readable site directory that tests/apache.py prepares (oxfcgi copied fresh
+world-readable site directory that tests/support/apache.py prepares (oxfcgi copied fresh
 from python/oxfcgi, Flask installed with pip --target). Without apache2 +
 libapache2-mod-fcgid installed these tests are skipped, or fail when CI=true.
 """
@@ -31,10 +31,10 @@ import uuid
 from pathlib import Path
 
 import pytest
+
 from oxfcgi.config import ConfigOptions, generate
 from oxfcgi.config import apache as apache_config
-
-from tests.conftest import need_binary
+from tests.support.fixtures import need_binary
 
 BASIC_AUTH = "Basic YWxhZGRpbjpvcGVuc2VzYW1l"  # aladdin:opensesame
 
@@ -59,9 +59,9 @@ def apache_binary() -> str:
 
 @pytest.fixture(scope="session")
 def apache_site():
-    """The world-readable site (tests/apache.py make_site), rebuilt every session so the
+    """The world-readable site (tests/support/apache.py make_site), rebuilt every session so the
     freshly built engine is the one that runs."""
-    from tests.apache import check_site, make_site
+    from tests.support.apache import check_site, make_site
 
     site = make_site()
     try:
@@ -74,7 +74,7 @@ def apache_site():
 @pytest.fixture
 def apache(apache_binary, apache_site):
     """Factory: ``apache(config_text)`` starts a private httpd with that configuration."""
-    from tests.apache import start_apache
+    from tests.support.apache import start_apache
 
     instances = []
 
@@ -235,7 +235,7 @@ def test_generate_fcgid_launcher_for_module_app(tmp_path):
     namespace = {"RESULT": [], "__name__": "__main__"}
     cwd = os.getcwd()
     try:
-        exec(compile(code, "launcher", "exec"), namespace)  # noqa: S102 - the generated launcher
+        exec(compile(code, "launcher", "exec"), namespace)
     finally:
         os.chdir(cwd)
         sys.path.remove(str(tmp_path))
@@ -277,8 +277,8 @@ def test_generate_fcgid_for_a_py_file():
 
 
 def test_fcgid_addhandler_serves_flask_under_prefix(apache, apache_site):
-    from tests.apache import socket_inodes, unix_sockets
-    from tests.servers import cmdline
+    from tests.support.apache import socket_inodes, unix_sockets
+    from tests.support.servers import cmdline
 
     script = write_fcgi(apache_site, "fcgid-basic")
     server = apache(fcgid_config(apache_site, str(script), "/app"))
@@ -356,7 +356,7 @@ def test_fcgid_passes_authorization(apache, apache_site):
 def test_fcgid_wrapper_runs_generated_launcher(apache, apache_site):
     """``--app module:attr``: the generated launcher (not executable, to show the wrapper
     does not need it) run by ``FcgidWrapper "/usr/bin/python3 LAUNCHER"``."""
-    from tests.servers import cmdline
+    from tests.support.servers import cmdline
 
     options = ConfigOptions(
         target="apache-fcgid",
@@ -410,7 +410,7 @@ def test_fcgid_wrapper_runs_generated_launcher(apache, apache_site):
 def test_fcgid_processes_exit_when_apache_stops(apache, apache_site):
     """httpd stop: mod_fcgid's process manager sends SIGTERM (again at 1 s, SIGKILL at 8 s).
     The oxfcgi processes must exit on the first SIGTERM, well before the SIGKILL."""
-    from tests.servers import pid_alive as process_alive
+    from tests.support.servers import pid_alive as process_alive
 
     script = write_fcgi(apache_site, "fcgid-stop")
     server = apache(fcgid_config(apache_site, str(script), "/app"))
@@ -458,7 +458,7 @@ def test_fcgid_processes_exit_when_apache_stops(apache, apache_site):
 def test_proxy_fcgi_enablereuse_no_starvation(apache, apache_site, start_server):
     """enablereuse=on pools FCGI_KEEP_CONN connections in every httpd child; with only two
     oxfcgi threads, idle pooled connections must not starve new requests (504)."""
-    from tests.apache import send, unix_sockets
+    from tests.support.apache import send, unix_sockets
 
     sock = apache_site.base / f"px-{uuid.uuid4().hex[:6]}.sock"
     options = ConfigOptions(
@@ -500,7 +500,7 @@ def test_proxy_fcgi_enablereuse_no_starvation(apache, apache_site, start_server)
                 if r.header("Connection") == "close":
                     conn.close()
                     conn = server.connection(timeout=40)
-        except Exception as e:  # noqa: BLE001 - reported below
+        except Exception as e:
             failures.append(f"client {n}: {type(e).__name__}: {e}")
         finally:
             conn.close()
@@ -542,7 +542,7 @@ def test_proxy_fcgi_rules_split_path_without_script_name(apache, apache_site, st
 
 
 def test_proxy_fcgi_tcp_root_mount(apache, apache_site, start_server):
-    from tests.servers import free_port
+    from tests.support.servers import free_port
 
     port = free_port()
     start_server("tests.apps.apache_app:application", "--bind", f"127.0.0.1:{port}")

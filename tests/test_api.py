@@ -19,8 +19,8 @@ import pytest
 
 from oxfcgi import _bind
 from oxfcgi.client import Connection, request
-
-from tests.servers import free_port, wait_for_text
+from tests.support import addresses
+from tests.support.servers import free_port, wait_for_text
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,31 +68,12 @@ def wait_connectable(address: str, proc: subprocess.Popen, timeout: float = 15.0
 # --- bind forms ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "given, expected",
-    [
-        (None, ("auto",)),
-        (0, ("fd", 0)),
-        ("fd:3", ("fd", 3)),
-        ("unix:/run/a.sock", ("unix", "/run/a.sock")),
-        ("/run/a.sock", ("unix", "/run/a.sock")),
-        ("./a.sock", ("unix", "./a.sock")),
-        ("a.sock", ("unix", "a.sock")),
-        ("@abstract", ("unix", "@abstract")),
-        (Path("/run/b.sock"), ("unix", "/run/b.sock")),
-        (b"/run/c.sock", ("unix", "/run/c.sock")),
-        ("127.0.0.1:9000", ("tcp", "127.0.0.1", 9000)),
-        ("localhost:9000", ("tcp", "localhost", 9000)),
-        ("[::1]:9000", ("tcp", "::1", 9000)),
-        (("127.0.0.1", 9000), ("tcp", "127.0.0.1", 9000)),
-        (("::1", 9000, 0, 0), ("tcp", "::1", 9000)),
-    ],
-)
+@pytest.mark.parametrize(("given", "expected"), addresses.FORMS + addresses.SERVER_ONLY)
 def test_bind_forms(given, expected):
     assert _bind.parse_bind(given) == expected
 
 
-@pytest.mark.parametrize("bad", ["9000", "::1:9000", "host:port", "unix:", "fd:x", ("h",), "h:70000", -1])
+@pytest.mark.parametrize("bad", addresses.BAD)
 def test_bad_bind_forms_are_value_errors(bad):
     with pytest.raises(ValueError):
         _bind.parse_bind(bad)

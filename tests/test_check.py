@@ -21,8 +21,9 @@ import tempfile
 import threading
 from pathlib import Path
 
-import oxfcgi
 import pytest
+
+import oxfcgi
 from oxfcgi import check
 from oxfcgi.check import MOD_FCGID_PATH, main
 

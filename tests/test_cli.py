@@ -187,7 +187,7 @@ def test_serve_load_errors_exit_2(tmp_path, target, source, message):
     result = oxfcgi("serve", target, "--bind", f"unix:{tmp_path}/s.sock", cwd=tmp_path, timeout=20)
     assert result.returncode == 2, result
     assert message in result.stderr, result.stderr
-    if source and "import" in source or target == "broken.py":
+    if (source and "import" in source) or target == "broken.py":
         assert b"Traceback" in result.stderr
 
 

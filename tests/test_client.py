@@ -6,9 +6,13 @@ Spec references are to FastCGI 1.0 (§3.3 records, §3.4 name-value pairs, Appen
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
+import subprocess
+import sys
 import threading
+import time
 
 import pytest
 
@@ -37,8 +41,9 @@ from oxfcgi.client import (
     encode_params,
     encode_record,
     parse_address,
+    request,
 )
-
+from tests.support import addresses
 
 # --- records (§3.3) ----------------------------------------------------------------------
 
@@ -224,15 +229,55 @@ def test_cgi_params_get_defaults():
 # --- addresses ---------------------------------------------------------------------------------
 
 
-def test_parse_address_forms():
-    assert parse_address("unix:/run/a.sock") == (socket.AF_UNIX, "/run/a.sock")
-    assert parse_address("/run/a.sock") == (socket.AF_UNIX, "/run/a.sock")
-    assert parse_address("127.0.0.1:9000") == (socket.AF_INET, ("127.0.0.1", 9000))
-    assert parse_address("[::1]:9000") == (socket.AF_INET6, ("::1", 9000))
-    assert parse_address(("localhost", 9000)) == (socket.AF_INET, ("localhost", 9000))
-    for bad in ("nowhere", "host:port", "[::1]9000", "unix:"):
-        with pytest.raises(ValueError):
-            parse_address(bad)
+@pytest.mark.parametrize(("given", "bound"), addresses.FORMS)
+def test_parse_address_takes_every_bind_form(given, bound):
+    family, sockaddr = parse_address(given)
+    if bound[0] == "unix":
+        path = bound[1]
+        assert (family, sockaddr) == (socket.AF_UNIX, "\0" + path[1:] if path.startswith("@") else path)
+    else:
+        assert family == (socket.AF_INET6 if ":" in bound[1] else socket.AF_INET)
+        assert sockaddr == (bound[1], bound[2])
+
+
+@pytest.mark.parametrize("bad", addresses.BAD + [given for given, _ in addresses.SERVER_ONLY])
+def test_parse_address_refuses_what_it_cannot_connect_to(bad):
+    with pytest.raises(ValueError):
+        parse_address(bad)
+
+
+def test_client_imports_without_the_engine():
+    """A broken or missing native module must not take the client (and oxfcgi request's
+    parsing of addresses) with it."""
+    code = (
+        "import sys, importlib.abc\n"
+        "class NoEngine(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'oxfcgi._oxfcgi':\n"
+        "            raise ImportError('no engine here')\n"
+        "sys.meta_path.insert(0, NoEngine())\n"
+        "import oxfcgi.client, oxfcgi.settings\n"
+        "assert 'oxfcgi._oxfcgi' not in sys.modules\n"
+        "print(oxfcgi.client.parse_address('[::1]:9000'))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert "('::1', 9000)" in proc.stdout
+
+
+def test_client_reaches_an_abstract_socket(start_server):
+    name = f"@oxfcgi-test-{os.getpid()}"
+    srv = start_server("tests.apps.protocol_apps:app", "--bind", name, wait=False)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            assert request(name, "GET", "/hello").body == b"hello"
+            break
+        except ConnectError:
+            assert time.monotonic() < deadline and srv.proc.poll() is None, srv.log()
+            time.sleep(0.05)
+    proc = subprocess.run([sys.executable, "-m", "oxfcgi", "request", name, "/hello"], capture_output=True, timeout=30)
+    assert proc.returncode == 0 and proc.stdout == b"hello", proc.stderr
 
 
 def test_connect_error_names_the_address(tmp_path):
@@ -472,5 +517,5 @@ def test_request_cli_cannot_connect(tmp_path, capfdbinary):
     assert rc == 2
     assert b"cannot connect to unix:" in err and b"No such file or directory" in err
     assert b"is oxfcgi serve running" in err
-    rc, _, err = run_cli(capfdbinary, "request", "not-an-address")
-    assert rc == 2 and b"bad address" in err
+    rc, _, err = run_cli(capfdbinary, "request", "host:port")
+    assert rc == 2 and b"'port' is not a port number" in err

@@ -2,7 +2,7 @@
 that the real tools accept them (``nginx -t``, ``lighttpd -tt``, ``systemd-analyze verify``).
 
 That the configurations also *work* is shown by the integration tests that run them:
-tests/test_nginx.py (tests/nginx.py pastes the generated locations), tests/test_lighttpd.py
+tests/test_nginx.py (tests/support/nginx.py pastes the generated locations), tests/test_lighttpd.py
 and the systemd tests of tests/test_spawners.py.
 """
 
@@ -19,11 +19,12 @@ import time
 from pathlib import Path
 
 import pytest
+
 from oxfcgi.config import ConfigOptions, generate
 from oxfcgi.config import nginx as nginx_config
 from oxfcgi.config import systemd as systemd_config
-
-from tests.conftest import ROOT, need_binary
+from tests.support.fixtures import need_binary
+from tests.support.servers import ROOT
 
 FLASK_APP = "tests.apps.flask_app:app"
 PROBE_APP = "tests.apps.spawn_app:app"
@@ -263,7 +264,7 @@ def nginx_test_config(tmp_path: Path, port: int, snippets: list[str]) -> Path:
     base = tmp_path / "nginx"
     (base / "tmp").mkdir(parents=True)
     shutil.copyfile("/etc/nginx/fastcgi_params", base / "fastcgi_params")
-    http_parts, server_parts = zip(*(nginx_config.split(s) for s in snippets))
+    http_parts, server_parts = zip(*(nginx_config.split(s) for s in snippets), strict=True)
     conf = base / "nginx.conf"
     conf.write_text(
         f"pid {base}/nginx.pid;\nerror_log {base}/error.log;\nevents {{}}\nhttp {{\n"
@@ -311,7 +312,7 @@ def test_nginx_t_catches_a_broken_snippet(tmp_path):
 
 
 def lighttpd_tt(tmp_path: Path, snippets: list[str]) -> subprocess.CompletedProcess:
-    from tests.lighttpd import write_config
+    from tests.support.lighttpd import write_config
 
     binary = need_binary("lighttpd")
     conf = write_config(tmp_path / "lighttpd", snippets)

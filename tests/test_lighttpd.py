@@ -1,7 +1,7 @@
 """Debian's real lighttpd starting oxfcgi itself (mod_fastcgi ``bin-path``).
 
 The lighttpd configuration is what ``oxfcgi config lighttpd`` prints (included unchanged
-into a test-private lighttpd.conf, tests/lighttpd.py): lighttpd creates the sockets, starts
+into a test-private lighttpd.conf, tests/support/lighttpd.py): lighttpd creates the sockets, starts
 ``max-procs`` = 2 oxfcgi processes per mount with the listening socket as fd 0, sends them
 requests, and SIGTERMs them when it stops. Three mounts:
 
@@ -23,9 +23,9 @@ import uuid
 
 import pytest
 
-from tests.conftest import ROOT, need_binary
-from tests.lighttpd import start_lighttpd
-from tests.servers import cmdline, kill_survivors, pid_alive
+from tests.support.fixtures import need_binary
+from tests.support.lighttpd import start_lighttpd
+from tests.support.servers import ROOT, cmdline, kill_survivors, pid_alive
 
 FLASK_APP = "tests.apps.flask_app:app"
 PROBE_APP = "tests.apps.spawn_app:app"
@@ -204,7 +204,7 @@ def test_max_procs_two_distinct_workers_serve(site):
                 data = expect_json(site.get(f"/app/sleep?ms=300&n={n}&i={i}"))
                 with lock:
                     seen.add(data["pid"])
-        except Exception as e:  # noqa: BLE001 - reported below
+        except Exception as e:
             with lock:
                 errors.append(repr(e))
 

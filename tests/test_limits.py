@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
-from oxfcgi.client import FCGI_PARAMS, encode_params, encode_record, cgi_params
+from oxfcgi.client import FCGI_PARAMS, cgi_params, encode_params, encode_record
 
 APP = "tests.apps.protocol_apps:app"
 

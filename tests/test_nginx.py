@@ -1,6 +1,6 @@
 """A real Flask app served by oxfcgi behind Debian's real nginx.
 
-nginx runs with its own config (tests/nginx.py) and Debian's
+nginx runs with its own config (tests/support/nginx.py) and Debian's
 /etc/nginx/fastcgi_params, so the app sees exactly what production sees:
 SCRIPT_NAME/PATH_INFO from Flask's ``fastcgi_split_path_info`` recipe, empty
 CONTENT_* on GET, HTTP_HOST without the port, two HTTP_COOKIE params for two
@@ -426,7 +426,7 @@ def test_keepalive_pool_with_more_clients_than_threads(start_server, start_nginx
                     statuses.append(resp.status)
                     if resp.status != 200:
                         failures.append(f"client {n} request {i}: {resp.status} {body[:200]!r}")
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:
             with lock:
                 failures.append(f"client {n}: {exc!r}")
         finally:

@@ -8,8 +8,6 @@ import signal
 import threading
 import time
 
-from oxfcgi.client import request
-
 APP = "tests.apps.deploy_app:pool_app"
 
 

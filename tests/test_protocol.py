@@ -1,6 +1,6 @@
 """FastCGI 1.0 protocol conformance of ``oxfcgi serve``, record by record.
 
-Every test starts a real server process (``start_server`` in conftest.py) running
+Every test starts a real server process (``start_server`` in tests/support/fixtures.py) running
 tests/apps/protocol_apps.py and talks to it with ``oxfcgi.client``. Section numbers
 refer to the FastCGI 1.0 specification. Timing checks use generous margins: they
 tell "concurrent" from "serial" and "prompt" from "never", not fast from slow.

@@ -118,7 +118,7 @@ def test_stub_server_settings_are_the_server_group():
 def test_engine_takes_exactly_the_server_group():
     group = resolve().group("server")
     oxfcgi.Server(lambda e, s: [], group)
-    with pytest.raises(TypeError, match="unknown server setting.*bogus"):
+    with pytest.raises(TypeError, match=r"unknown server setting.*bogus"):
         oxfcgi.Server(lambda e, s: [], {**group, "bogus": 1})
     for name in group:
         partial = {k: v for k, v in group.items() if k != name}

@@ -27,10 +27,10 @@ import time
 from pathlib import Path
 
 import pytest
-from oxfcgi import client
 
-from tests.conftest import ROOT, need_binary
-from tests.servers import child_env, cmdline, kill_survivors, stop_process, wait_gone
+from oxfcgi import client
+from tests.support.fixtures import need_binary
+from tests.support.servers import ROOT, child_env, cmdline, kill_survivors, stop_process, wait_gone
 
 FLASK_APP = "tests.apps.flask_app:app"
 PROBE_APP = "tests.apps.spawn_app:app"
@@ -115,7 +115,7 @@ def test_spawn_fcgi_no_fork_exec_in_place(tmp_path, reaper, start_nginx):
         assert cmdline(proc.pid)[1:4] == ["-m", "oxfcgi", "serve"]
         assert (os.stat(sock).st_mode & 0o777) == 0o660
 
-        # The same socket behind Debian's nginx (tests/nginx.py, generated app locations).
+        # The same socket behind Debian's nginx (tests/support/nginx.py, generated app locations).
         nginx = start_nginx(str(sock))
         result = nginx.get("/app/items/5")
         assert result.status == 200, (result.status, result.body[:500], nginx.error_log())
@@ -223,7 +223,7 @@ def test_spawn_fcgi_two_children_share_the_socket(tmp_path, reaper):
                 data = expect_json(client.request(f"unix:{sock}", "GET", f"/sleep?ms=150&n={n}&i={i}", timeout=30))
                 with lock:
                     seen.add(data["pid"])
-        except Exception as e:  # noqa: BLE001 - reported below
+        except Exception as e:
             with lock:
                 errors.append(repr(e))
 

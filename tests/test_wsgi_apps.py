@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from tests.servers import wait_for
+from tests.support.servers import wait_for
 
 IN_CI = os.environ.get("CI") == "true"
 

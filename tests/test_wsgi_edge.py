@@ -9,9 +9,9 @@ import threading
 import time
 
 import pytest
-from oxfcgi.client import FCGI_END_REQUEST, FCGI_STDERR, FCGI_STDOUT, cgi_params
 
-from tests.servers import wait_for
+from oxfcgi.client import FCGI_END_REQUEST, FCGI_STDERR, FCGI_STDOUT, cgi_params
+from tests.support.servers import wait_for
 
 APPS = "tests.apps.wsgi_apps"
 

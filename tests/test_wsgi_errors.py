@@ -12,8 +12,7 @@ import html
 import time
 
 from oxfcgi.client import FCGI_END_REQUEST, FCGI_STDOUT
-
-from tests.servers import wait_for
+from tests.support.servers import wait_for
 
 APPS = "tests.apps.wsgi_apps"
 

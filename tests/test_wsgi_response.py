@@ -9,6 +9,7 @@ only asserted).
 from __future__ import annotations
 
 import pytest
+
 from oxfcgi.client import FCGI_END_REQUEST, FCGI_STDOUT
 
 APPS = "tests.apps.wsgi_apps"

@@ -29,18 +29,19 @@ from ._loader import Loaded  # noqa: E402
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-    from ._listen import drop_privileges, listen, remove_pidfile, write_pidfile
+    from ._listen import drop_privileges as drop_privileges
+    from ._listen import listen as listen
+    from ._listen import remove_pidfile as remove_pidfile
+    from ._listen import write_pidfile as write_pidfile
     from ._options import RunOptions
-    from ._oxfcgi import (
-        BindError,
-        FileWrapper,
-        InputStream,
-        Listener,
-        RequestTerminated,
-        Scoreboard,
-        Server,
-        __version__,
-    )
+    from ._oxfcgi import BindError as BindError
+    from ._oxfcgi import FileWrapper as FileWrapper
+    from ._oxfcgi import InputStream as InputStream
+    from ._oxfcgi import Listener as Listener
+    from ._oxfcgi import RequestTerminated as RequestTerminated
+    from ._oxfcgi import Scoreboard as Scoreboard
+    from ._oxfcgi import Server as Server
+    from ._oxfcgi import __version__ as __version__
 
 __all__ = [
     "run",
@@ -88,9 +89,8 @@ def _check_run_options(options: Mapping[str, Any], where: str) -> None:
     known = set(settings.names(surface="run")) | set(settings.ALIASES)
     unknown = set(options) - known
     if unknown:
-        raise TypeError(
-            f"{where} got unknown option(s) {', '.join(sorted(unknown))}; known: {', '.join(settings.names(surface='run'))}"
-        )
+        listed = ", ".join(settings.names(surface="run"))
+        raise TypeError(f"{where} got unknown option(s) {', '.join(sorted(unknown))}; known: {listed}")
 
 
 def make_server(app: Callable[..., Any], **options: Any) -> Server:
@@ -215,7 +215,7 @@ class WSGIServer:
         #: Where each option came from, for ``oxfcgi serve --print-config``.
         self.sources: dict[str, str] = {}
         options = self._options(kw)
-        flup_args = {
+        flup_args: dict[str, tuple[str, Any]] = {
             "multithread": ("multithreaded", bool(multithreaded)),
             "multiprocess": ("multiprocess", bool(multiprocess)),
             "umask": ("umask", umask),

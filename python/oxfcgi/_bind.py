@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Any
 
 _PORT = re.compile(r"^\d{1,5}$")
 
 
-def parse_bind(bind) -> tuple:
+def parse_bind(bind: Any) -> tuple[Any, ...]:
     """Normalize a bind address.
 
     Accepted forms (flup's ``bindAddress`` forms included):
@@ -78,7 +79,7 @@ def parse_bind(bind) -> tuple:
     return ("tcp", host or "0.0.0.0", _port(int(port), bind))
 
 
-def _port(port: int, bind) -> int:
+def _port(port: int, bind: Any) -> int:
     if not 0 <= port <= 65535:
         raise ValueError(f"bind {bind!r}: port {port} is out of range")
     return port

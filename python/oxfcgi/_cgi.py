@@ -8,6 +8,8 @@ application a bytes ``wsgi.input`` (flup gave it text ``sys.stdin``).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
+from typing import Any
 
 
 def force_cgi_requested(force_cgi: bool) -> bool:
@@ -15,7 +17,7 @@ def force_cgi_requested(force_cgi: bool) -> bool:
     return bool(force_cgi) or os.environ.get("FCGI_FORCE_CGI", "").upper().startswith("Y")
 
 
-def serve_cgi(app, environ: dict | None = None) -> None:
+def serve_cgi(app: Callable[..., Any], environ: Mapping[str, Any] | None = None) -> None:
     """Serve exactly one CGI request with ``app``."""
     from wsgiref.handlers import CGIHandler
 

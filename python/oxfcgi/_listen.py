@@ -46,7 +46,7 @@ def _stdin_kind() -> str:
     return "not a socket"
 
 
-def _auto_target() -> tuple:
+def _auto_target() -> tuple[Any, ...]:
     if _startup.SYSTEMD_FDS:
         fd = _startup.SYSTEMD_FDS[0]
         state = _startup.socket_state(fd)
@@ -132,10 +132,12 @@ def drop_privileges(user: str | int | None, group: str | int | None) -> None:
         return
     if os.geteuid() != 0:
         raise PermissionError("user=/group= need the server to start as root (it then switches after binding)")
-    entry = pwd.getpwuid(user) if isinstance(user, int) else (pwd.getpwnam(user) if user is not None else None)
-    if user is not None and entry is None:
-        raise ValueError(f"no such user: {user!r}")
-    gid = _gid(group) if group is not None else (entry.pw_gid if entry else os.getgid())
+    try:
+        entry = pwd.getpwuid(user) if isinstance(user, int) else (pwd.getpwnam(user) if user is not None else None)
+    except KeyError:
+        raise ValueError(f"no such user: {user!r}") from None
+    chosen = _gid(group) if group is not None else None
+    gid = chosen if chosen is not None else (entry.pw_gid if entry else os.getgid())
     if entry is not None:
         os.setgroups(os.getgrouplist(entry.pw_name, gid))
     else:

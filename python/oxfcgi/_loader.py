@@ -183,13 +183,12 @@ class _FlupAliases:
         self.saved[name] = sys.modules.get(name)
         sys.modules[name] = module
 
-    def __exit__(self, *exc: object) -> bool:
+    def __exit__(self, *exc: object) -> None:
         for name, previous in reversed(list(self.saved.items())):
             if previous is None:
                 sys.modules.pop(name, None)
             else:
                 sys.modules[name] = previous
-        return False
 
 
 def _split_target(target: str) -> tuple[str, str | None, bool]:
@@ -224,7 +223,7 @@ def _exec_file(path: str) -> types.ModuleType:
         sys.path.insert(0, directory)
     module = types.ModuleType(FILE_MODULE_NAME)
     module.__file__ = path
-    module.__builtins__ = __builtins__
+    module.__dict__["__builtins__"] = __builtins__
     module.__loader__ = None
     module.__package__ = None
     module.__spec__ = None

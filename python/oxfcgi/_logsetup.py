@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO
 
 FORMAT = "%(asctime)s oxfcgi[%(process)d] %(levelname)s: %(message)s"
 
-_file_handler: "ReopenableFileHandler | None" = None
+_file_handler: ReopenableFileHandler | None = None
 
 
 class ReopenableFileHandler(logging.FileHandler):
@@ -87,7 +88,7 @@ def use_log_file(path: str) -> None:
     _file_handler = handler
 
 
-def make_print_safe():
+def make_print_safe() -> TextIO:
     """While serving, print() goes to the log file or stderr, never to fd 1
     (which a manager may have pointed at a socket or at nowhere). Returns the
     previous ``sys.stdout``, to restore when serving ends.

@@ -81,8 +81,8 @@ def serve(load: Callable[[], Loaded], base: Resolved, finalize: Finalize) -> boo
     """
     values = base.values
     if force_cgi_requested(values["force_cgi"]):
-        loaded = load()
-        serve_cgi(loaded.app, finalize(loaded).values["environ"])
+        once = load()
+        serve_cgi(once.app, finalize(once).values["environ"])
         return False
     Server(_noop_app, base.group("server"))  # the engine checks every setting before we bind
     workers = supervisor.workers_setting(values["workers"])

@@ -22,6 +22,7 @@ import os
 import socket
 import sys
 import time
+import types
 
 #: The inherited listening socket, moved off fd 0 (None if there was none).
 LISTEN_FD: int | None = None
@@ -81,7 +82,9 @@ def _take_systemd_fds() -> None:
     SPAWNED_BY_MANAGER = bool(SYSTEMD_FDS)
 
 
-def _startup_failure_hook(exc_type, exc, tb) -> None:
+def _startup_failure_hook(
+    exc_type: type[BaseException], exc: BaseException, tb: types.TracebackType | None
+) -> None:
     import traceback
 
     text = "".join(traceback.format_exception(exc_type, exc, tb))

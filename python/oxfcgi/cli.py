@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -42,10 +43,16 @@ def _version() -> str:
 class _VersionAction(argparse.Action):
     """--version without importing the engine until asked."""
 
-    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+    def __init__(
+        self, option_strings: list[str], dest: str = argparse.SUPPRESS, default: Any = argparse.SUPPRESS,
+        help: str | None = None,
+    ) -> None:
         super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
 
-    def __call__(self, parser, namespace, values, option_string=None):
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+        option_string: str | None = None,
+    ) -> None:
         print(f"oxfcgi {_version()} (Python {sys.version.split()[0]})")
         parser.exit()
 
@@ -271,12 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     from oxfcgi import config as config_command
 
     config_command.add_parser(sub)
-    try:
-        from oxfcgi import check as check_command
-    except ImportError:  # the doctor is optional in a stripped install
-        check_command = None
-    if check_command is not None and hasattr(check_command, "add_parser"):
-        check_command.add_parser(sub)
+    from oxfcgi import check as check_command
+
+    check_command.add_parser(sub)
     return parser
 
 
@@ -352,7 +356,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _fail(str(e), 2)
     _setup_logging(base.values["log_level"])
     try:
-        import oxfcgi  # noqa: F401 - the engine must be importable
+        import oxfcgi
         from oxfcgi import _serve
         from oxfcgi._loader import LoadError, load_target
     except ImportError as e:
@@ -497,12 +501,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        status: int = args.func(args)
+        return status
     except BrokenPipeError:  # `oxfcgi request ... | head`
-        try:
-            sys.stdout = None
-        finally:
-            return 1
+        # Python flushes stdout again at exit: point fd 1 at /dev/null so that cannot fail
+        # too (the recipe of Python's signal module documentation).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

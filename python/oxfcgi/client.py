@@ -18,7 +18,8 @@ Record level::
         c.send_stdin(1)
         r = c.read_response(1)
 
-Only the standard library is used.
+Only the standard library is used (and oxfcgi's own address parser, which needs no engine):
+``import oxfcgi.client`` works without the native module.
 """
 
 from __future__ import annotations
@@ -27,10 +28,13 @@ import os
 import socket
 import struct
 from collections import deque
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Iterable, Mapping, Union
+from typing import Any, Union
 from urllib.parse import quote, unquote_to_bytes
+
+from ._bind import parse_bind
 
 __all__ = [
     "FCGI_VERSION_1",
@@ -143,8 +147,8 @@ _HEADER = struct.Struct(">BBHHBx")  # version, type, requestId, contentLength, p
 _BEGIN_BODY = struct.Struct(">HB5x")  # role, flags, reserved[5]
 _END_BODY = struct.Struct(">IB3x")  # appStatus, protocolStatus, reserved[3]
 
-Address = Union[str, "os.PathLike[str]", tuple, socket.socket]
-Pairs = Union[Mapping, Iterable]
+Address = Union[str, "os.PathLike[str]", tuple[Any, ...], socket.socket]
+Pairs = Union[Mapping[Any, Any], Iterable[Any]]  # noqa: UP007
 
 
 # --- Errors ---------------------------------------------------------------------------
@@ -358,7 +362,7 @@ class Response:
         return self.body.decode("utf-8", "replace")
 
     @classmethod
-    def from_records(cls, records: list[Record]) -> "Response":
+    def from_records(cls, records: list[Record]) -> Response:
         """Build a Response from the records of one request id (the END_REQUEST one last, if any)."""
         stdout = b"".join(r.content for r in records if r.type == FCGI_STDOUT)
         stderr = b"".join(r.content for r in records if r.type == FCGI_STDERR)
@@ -408,38 +412,30 @@ def _parse_cgi_response(stdout: bytes) -> tuple[int, str, list[tuple[str, str]],
 # --- Addresses and connections ---------------------------------------------------------
 
 
-def parse_address(address: Address) -> tuple[int, object]:
+def parse_address(address: Address) -> tuple[int, str | tuple[str, int]]:
     """Turn an address into ``(family, sockaddr)`` for :func:`socket.socket.connect`.
 
-    Accepted forms: ``"unix:/path"``, ``"/abs/path"`` or an ``os.PathLike`` (Unix socket),
-    ``"host:port"``, ``"[v6addr]:port"``, ``("host", port)``.
+    The forms ``oxfcgi serve --bind`` accepts (one parser, :func:`oxfcgi._bind.parse_bind`):
+    ``"unix:/path"``, ``"/path"``, ``"./rel.sock"``, an ``os.PathLike`` (Unix socket),
+    ``"@name"``/``"unix:@name"`` (a Linux abstract socket), ``"host:port"``,
+    ``"tcp:host:port"``, ``"[v6addr]:port"``, ``("host", port)``.
 
-    :raises ValueError: an address in none of these forms.
+    :raises ValueError: an address in none of these forms, or one a client cannot connect
+        to (``fd:N``, or none).
     """
-    if isinstance(address, os.PathLike):
-        return socket.AF_UNIX, os.fspath(address)
-    if isinstance(address, tuple):
-        if len(address) < 2:
-            raise ValueError(f"address tuple must be (host, port), got {address!r}")
-        return (socket.AF_INET6 if ":" in str(address[0]) else socket.AF_INET), address
-    if not isinstance(address, str):
-        raise ValueError(f"unsupported address {address!r}")
-    if address.startswith("unix:"):
-        path = address[5:]
-        if not path:
-            raise ValueError("empty Unix socket path in 'unix:'")
-        return socket.AF_UNIX, path
-    if address.startswith("/"):
-        return socket.AF_UNIX, address
-    if address.startswith("["):
-        host, sep, port = address[1:].partition("]:")
-        if not sep or not port.isdigit():
-            raise ValueError(f"bad IPv6 address {address!r}; expected '[::1]:9000'")
-        return socket.AF_INET6, (host, int(port))
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ValueError(f"bad address {address!r}; expected 'unix:/path', '/path', 'host:port' or '[::1]:port'")
-    return socket.AF_INET, (host, int(port))
+    try:
+        target = parse_bind(address)
+    except TypeError as e:
+        raise ValueError(str(e)) from None
+    if target[0] == "unix":
+        path: str = target[1]
+        return socket.AF_UNIX, "\0" + path[1:] if path.startswith("@") else path
+    if target[0] == "tcp":
+        host, port = target[1], target[2]
+        return (socket.AF_INET6 if ":" in host else socket.AF_INET), (host, port)
+    raise ValueError(
+        f"cannot connect to {address!r}; give 'unix:/path', '/path', '@name', 'host:port' or '[::1]:port'"
+    )
 
 
 def _describe(address: Address) -> str:
@@ -476,7 +472,7 @@ class Connection:
             self.sock.settimeout(timeout)
             return
         family, sockaddr = parse_address(address)
-        if family == socket.AF_UNIX:
+        if isinstance(sockaddr, str):
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.settimeout(timeout)
             try:
@@ -486,9 +482,8 @@ class Connection:
                 raise self._connect_error(e) from e
             self.sock = sock
         else:
-            host, port = sockaddr[0], sockaddr[1]
             try:
-                self.sock = socket.create_connection((host, port), timeout=timeout)
+                self.sock = socket.create_connection(sockaddr, timeout=timeout)
             except OSError as e:
                 raise self._connect_error(e) from e
 
@@ -499,7 +494,7 @@ class Connection:
         return err
 
     # -- context manager --
-    def __enter__(self) -> "Connection":
+    def __enter__(self) -> Connection:
         return self
 
     def __exit__(self, *exc) -> None:

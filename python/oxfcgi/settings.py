@@ -95,21 +95,21 @@ def _check_bool(value: Any) -> bool:
 def _check_str(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"expected a string, got {type(value).__name__}")
-    return value
+    return str(value)
 
 
 def _check_path_prefix(value: Any) -> str:
-    value = _check_str(value)
-    if value and not value.startswith("/"):
-        raise ValueError(f"must be empty or start with '/', got {value!r}")
-    return value
+    text = _check_str(value)
+    if text and not text.startswith("/"):
+        raise ValueError(f"must be empty or start with '/', got {text!r}")
+    return text
 
 
 def _check_url_path(value: Any) -> str:
-    value = _check_str(value)
-    if not value.startswith("/"):
-        raise ValueError(f"must start with '/', got {value!r}")
-    return value
+    text = _check_str(value)
+    if not text.startswith("/"):
+        raise ValueError(f"must start with '/', got {text!r}")
+    return text
 
 
 def _check_mode(value: Any) -> int:

@@ -22,7 +22,6 @@ whose peer credentials say which worker spoke).
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import random
@@ -30,7 +29,6 @@ import select
 import signal
 import socket
 import struct
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -128,7 +126,7 @@ class Master:
         retiring = sorted((w for w in self.workers.values() if w.retiring), key=lambda w: w.started)
         return retiring[0].row if retiring else len(self.workers) % len(self.board)
 
-    def _on_signal(self, signum, frame) -> None:
+    def _on_signal(self, signum: int, frame: object) -> None:
         self.signals.append(signum)
 
     def _notify_systemd(self, state: str) -> None:
@@ -148,7 +146,7 @@ class Master:
             code = 1
             try:
                 code = self._worker_main(row)
-            except BaseException:  # noqa: BLE001 - the worker must never return into the master's code
+            except BaseException:
                 import traceback
 
                 traceback.print_exc()
@@ -169,7 +167,7 @@ class Master:
         self.listener.disown()
         try:
             loaded = self.load()
-        except BaseException:  # noqa: BLE001
+        except BaseException:
             import traceback
 
             log.error("worker %d cannot load the application:\n%s", os.getpid(), traceback.format_exc())
@@ -194,7 +192,7 @@ class Master:
             for level, kind, payload in ancdata:
                 if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
                     pid = struct.unpack("3i", payload[:12])[0]
-            worker = self.workers.get(pid)
+            worker = self.workers.get(pid) if pid is not None else None
             if worker is None:
                 continue
             lines = data.decode(errors="replace").splitlines()
@@ -270,7 +268,7 @@ class Master:
 
     def _wait(self, timeout: float) -> None:
         try:
-            select.select([self.wakeup_r, self.notify_sock], [], [], timeout)
+            select.select([self.wakeup_r, self.notify_sock.fileno()], [], [], timeout)
         except InterruptedError:
             pass
         try:
@@ -353,7 +351,7 @@ class Master:
                     self._read_notifications()
                     self._handle_signals()
                     self._reap()
-                except Exception:  # noqa: BLE001 - the master must outlive its own bugs
+                except Exception:
                     log.exception("internal error in the prefork master (continuing)")
                 if self.stopping:
                     deadline = deadline or time.monotonic() + self.graceful_timeout + 5

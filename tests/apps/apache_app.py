@@ -9,7 +9,7 @@ It is tests/apps/flask_app.py (routes ``/``, ``/items/<n>``, ``/query``,
     ``_uid``, ``_executable`` and ``_fd0`` (what fd 0 is now).
 
 Under Apache it runs as www-data from a copy next to flask_app.py (see
-tests/apache.py), so it imports ``flask_app`` directly there; from the
+tests/support/apache.py), so it imports ``flask_app`` directly there; from the
 repository it imports ``tests.apps.flask_app``.
 """
 

@@ -28,9 +28,9 @@ import django
 
 django.setup()
 
-from django.core.wsgi import get_wsgi_application
-from django.http import JsonResponse
-from django.urls import path, reverse
+from django.core.wsgi import get_wsgi_application  # noqa: E402 - after django.setup()
+from django.http import JsonResponse  # noqa: E402
+from django.urls import path, reverse  # noqa: E402
 
 
 def hello(request, name):

@@ -38,7 +38,7 @@ import argparse
 import os
 import shutil
 import sys
-from typing import Any, TextIO
+from typing import TextIO
 
 from .access import Account, allowed
 from .context import MOD_FCGID_PATH, Context, env_diff_note

@@ -7,7 +7,7 @@ import shlex
 import sys
 
 from .access import Unknown, blocked_fix, ls, path_blocked
-from .context import Context, Account
+from .context import Account, Context
 
 
 def which(name: str, path: str, who: Account) -> tuple[str | None, list[str]]:

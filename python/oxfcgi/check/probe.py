@@ -96,7 +96,7 @@ def main(mode: str, target: str) -> dict[str, Any]:
         import oxfcgi._loader as loader
 
         out["oxfcgi"] = os.path.dirname(getattr(oxfcgi, "__file__", "") or "")
-    except BaseException as e:  # noqa: BLE001 - any failure is the answer
+    except BaseException as e:
         out["oxfcgi_error"] = "".join(traceback.format_exception_only(type(e), e)).strip()
     if mode == "interp":
         return out
@@ -120,7 +120,7 @@ def main(mode: str, target: str) -> dict[str, Any]:
             elif "oxfcgi" not in out:
                 _arm_when_imported(blocks)
             found, app = _run_script(target, out)
-    except BaseException as e:  # noqa: BLE001 - the app's own failure is the answer
+    except BaseException as e:
         name = type(e).__name__
         if name == "AppCaptured":
             found, app = True, getattr(e, "app", None)

@@ -71,10 +71,11 @@ def generate(options: ConfigOptions) -> str:
     if options.target not in TARGETS:
         raise ValueError(f"unknown target {options.target!r}; choose from {', '.join(TARGETS)}")
     module = importlib.import_module(f"{__name__}.{TARGETS[options.target]}")
-    return module.generate(options)
+    text: str = module.generate(options)
+    return text
 
 
-def add_parser(subparsers) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``config`` subcommand to the ``oxfcgi`` CLI."""
     parser = subparsers.add_parser(
         "config",

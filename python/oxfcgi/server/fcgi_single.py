@@ -21,8 +21,8 @@ class WSGIServer(_Threaded):
 
     def __init__(
         self,
-        application: Callable,
-        environ: Mapping | None = None,
+        application: Callable[..., Any],
+        environ: Mapping[str, Any] | None = None,
         bindAddress: Any = None,
         umask: int | None = None,
         multiplexed: bool = False,

@@ -1,7 +1,7 @@
 """Helpers shared by the tests that run real server processes.
 
-The oxfcgi fixtures (tests/conftest.py), the web-server drivers (tests/nginx.py,
-tests/apache.py, tests/lighttpd.py) and the spawner tests (tests/test_spawners.py)
+The oxfcgi fixtures (tests/conftest.py), the web-server drivers (tests/support/nginx.py,
+tests/support/apache.py, tests/support/lighttpd.py) and the spawner tests (tests/test_spawners.py)
 all need the same few things: a free loopback port, waiting until a server accepts
 connections, stopping a process, reading /proc about the processes a server
 started, polling a log, and a small HTTP response record. One copy of each lives
@@ -17,11 +17,11 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK = "127.0.0.1"
 #: How often the waiting helpers look again, in seconds.
 POLL_INTERVAL = 0.05
