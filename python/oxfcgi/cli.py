@@ -113,7 +113,7 @@ def add_setting_options(parser: argparse.ArgumentParser) -> None:
     for setting in SETTINGS:
         if not setting.cli:
             continue
-        flags = [setting.flag] + ([setting.short] if setting.short else [])
+        flags = [setting.flag, *setting.extra_flags]
         group = groups[setting.group]
         if setting.kind.name == "bool":
             group.add_argument(

@@ -280,7 +280,7 @@ class Setting:
     - ``optional``: ``None`` is a valid value (off / unset), besides the kind's values.
     - ``off_zero``: ``0`` turns it off (timeouts and counts that are optional).
     - ``cli``/``run``/``env``: on which surfaces it appears.
-    - ``short``: a short CLI flag (``-t``).
+    - ``extra_flags``: more CLI flags for it (``-t``, an older spelling such as ``--cgi``).
     - ``choices``: the allowed values, listed in ``--help``.
     """
 
@@ -299,7 +299,7 @@ class Setting:
         "cli",
         "run",
         "env",
-        "short",
+        "extra_flags",
         "choices",
     )
 
@@ -320,7 +320,7 @@ class Setting:
         cli: bool = True,
         run: bool = True,
         env: bool = True,
-        short: str = "",
+        extra_flags: tuple[str, ...] = (),
         choices: tuple[str, ...] = (),
     ) -> None:
         if group not in GROUPS:
@@ -339,7 +339,7 @@ class Setting:
         self.cli = cli
         self.run = run
         self.env = env
-        self.short = short
+        self.extra_flags = extra_flags
         self.choices = choices
 
     @property
@@ -426,7 +426,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Python threads running requests; an idle kept-open connection holds none",
         equivalent="flup maxThreads",
         flup="maxThreads",
-        short="-t",
+        extra_flags=("-t",),
     ),
     S(
         "multiplexed",
@@ -617,7 +617,7 @@ SETTINGS: tuple[Setting, ...] = (
         default_text="inherited: systemd LISTEN_FDS, else fd 0 (FCGI_LISTENSOCK_FILENO)",
         equivalent="flup bindAddress; php-fpm listen",
         flup="bindAddress",
-        short="-b",
+        extra_flags=("-b",),
         run=False,
     ),
     S(
@@ -710,7 +710,7 @@ SETTINGS: tuple[Setting, ...] = (
         "serve one CGI request from the environment and stdin/stdout, then exit (Apache mod_cgi, fcgiwrap)",
         equivalent="flup forceCGI, FCGI_FORCE_CGI=Y",
         flup="forceCGI",
-        short="",
+        extra_flags=("--cgi",),
     ),
     S(
         "workers",
@@ -720,7 +720,7 @@ SETTINGS: tuple[Setting, ...] = (
         "worker processes sharing the socket, run by a prefork master that respawns, recycles and reloads them",
         default_text="one process, or PHP_FCGI_CHILDREN workers when it is above 1",
         equivalent="php-fpm pm.max_children, PHP_FCGI_CHILDREN",
-        short="-w",
+        extra_flags=("-w",),
     ),
     S(
         "preload",
