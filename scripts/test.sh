@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Run every test of oxfcgi: the Rust unit/property tests, then the Python test
-# suite (protocol, WSGI conformance, real nginx in front of the server).
+# Run every test of oxfcgi: the lint gate, the Rust unit/property tests, then
+# the Python test suite (protocol, WSGI conformance, real web servers in front
+# of the server).
 #
 #   bash scripts/test.sh [extra pytest args...]
 #
@@ -9,9 +10,11 @@
 #   1. installs the Debian packages the tests drive (nginx, curl) if missing;
 #   2. installs the Python test dependencies with pip;
 #   3. builds the engine and installs the package (see "Package install" below);
-#   4. runs `cargo test`, then `python -m pytest -q -ra`.
-# It exits non-zero if either test run fails; pytest's "no tests collected"
-# (exit status 5) counts as a failure.
+#   5. runs `cargo test`, a fuzz smoke run (scripts/fuzz.sh: each target for
+#      OXFCGI_FUZZ_SECONDS, default 20; any crash, hang or OOM fails), then
+#      `python -m pytest -q -ra`.
+# It exits non-zero if the lint gate or either test run fails; pytest's "no
+# tests collected" (exit status 5) counts as a failure.
 #
 # Package install: `pip install --no-deps --force-reinstall -e .` (an editable
 # install) builds the engine with maturin (release profile; cargo reuses
@@ -128,7 +131,8 @@ if problems:
 install_python_packages() {
     log "installing Python test dependencies"
     "$PYTHON" -m pip install -q \
-        "pytest>=8" "pytest-timeout>=2.3" "flask>=3" "django>=4.2" "hypothesis>=6" "psutil>=5.9" "mypy>=1.10"
+        "pytest>=8" "pytest-timeout>=2.3" "flask>=3" "django>=4.2" "hypothesis>=6" "psutil>=5.9" "mypy>=1.10" \
+        "ruff>=0.6" "typing-extensions>=4.7"
 
     log "building the engine and installing oxfcgi (pip install --no-deps --force-reinstall -e .)"
     local isolation=()
@@ -154,7 +158,7 @@ fi
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
 # --------------------------------------------------------------------------------
-# 4. Tests: both always run; either failing fails the script.
+# 4. Tests: all run; any failing fails the script.
 status=0
 
 log "cargo test"
@@ -162,6 +166,14 @@ cargo_status=0
 cargo test || cargo_status=$?
 if [ "$cargo_status" -ne 0 ]; then
     echo "cargo test failed (exit $cargo_status)" >&2
+    status=1
+fi
+
+log "fuzz smoke run (scripts/fuzz.sh ${OXFCGI_FUZZ_SECONDS:-20})"
+fuzz_status=0
+bash "$ROOT/scripts/fuzz.sh" "${OXFCGI_FUZZ_SECONDS:-20}" || fuzz_status=$?
+if [ "$fuzz_status" -ne 0 ]; then
+    echo "fuzzing failed (exit $fuzz_status)" >&2
     status=1
 fi
 
@@ -177,6 +189,6 @@ esac
 if [ "$status" -eq 0 ]; then
     log "all tests passed"
 else
-    log "FAILED: cargo test exit $cargo_status, pytest exit $pytest_status"
+    log "FAILED: cargo test exit $cargo_status, fuzz exit $fuzz_status, pytest exit $pytest_status"
 fi
 exit "$status"

@@ -63,7 +63,9 @@ def _answers_with_new_pid(srv, old) -> bool:
 
 
 def test_crash_loop_backs_off(start_server):
-    srv = start_server("tests.apps.broken_app:application", "--workers", "2", wait=False)
+    # boot_attempts high: the master keeps respawning (by default it gives up after 3
+    # load failures, see test_bounds.py), with a growing delay.
+    srv = start_server("tests.apps.broken_app:application", "--workers", "2", "--boot-attempts", "100", wait=False)
     assert wait_for(lambda: "crash loop" in srv.log(), timeout=20), srv.log()
     assert "this application cannot start" in srv.log()
     started = srv.log().count("started worker")

@@ -130,6 +130,12 @@ def drop_privileges(user: str | int | None, group: str | int | None) -> None:
     """
     if user is None and group is None:
         return
+    if user is None:
+        raise ValueError(
+            f"group={group!r} without user: the app would still run as uid {os.geteuid()}"
+            f"{' (root)' if os.geteuid() == 0 else ''}; give the user too (--user, run(user=...)), "
+            "e.g. --user www-data --group www-data"
+        )
     if os.geteuid() != 0:
         raise PermissionError("user=/group= need the server to start as root (it then switches after binding)")
     try:

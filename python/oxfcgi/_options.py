@@ -18,10 +18,13 @@ class RunOptions(TypedDict, total=False):
     max_in_flight: int | None
     roles: Iterable[int | str] | int | str
     max_params_size: int
+    max_params: int
     graceful_timeout: float
     idle_timeout: float | None
     keepalive_timeout: float | None
     read_timeout: float | None
+    params_timeout: float | None
+    send_timeout: float | None
     script_name: str | None
     environ: Mapping[str, Any] | None
     multithread: bool | None
@@ -44,6 +47,7 @@ class RunOptions(TypedDict, total=False):
     log_level: str
     force_cgi: bool
     workers: int | None
+    boot_attempts: int
     max_requests_jitter: int
     max_lifetime: float | None
     max_rss: int | None

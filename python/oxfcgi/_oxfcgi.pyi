@@ -34,10 +34,13 @@ class _ServerSettings(TypedDict):
     max_in_flight: int
     roles: tuple[int, ...]
     max_params_size: int
+    max_params: int
     graceful_timeout: float
     idle_timeout: float
     keepalive_timeout: float
     read_timeout: float
+    params_timeout: float
+    send_timeout: float
     script_name: str | None
     environ: dict[str, Any] | None
     multithread: bool

@@ -71,6 +71,15 @@ def warn_max_requests_under_mod_fcgid(max_requests: int | None) -> None:
         )
 
 
+def warn_if_root() -> None:
+    """Serving as root is allowed but never silent (uWSGI's "you are running as root")."""
+    if os.geteuid() == 0:
+        log.warning(
+            "serving as root (uid 0): the application can do anything on this machine. Start oxfcgi as root "
+            "with user=/--user (e.g. --user www-data) so it binds as root and then serves as that user"
+        )
+
+
 def serve(load: Callable[[], Loaded], base: Resolved, finalize: Finalize) -> bool:
     """Serve what ``load()`` returns until stopped; returns what :func:`oxfcgi.run` returns.
 
@@ -100,13 +109,16 @@ def serve(load: Callable[[], Loaded], base: Resolved, finalize: Finalize) -> boo
         if pidfile:
             write_pidfile(pidfile)
         drop_privileges(values["user"], values["group"])
+        warn_if_root()
         stdout = make_print_safe()
         if workers is not None:
             if values["preload"]:
                 preloaded = loaded or load()
                 load = lambda: preloaded  # noqa: E731
             recycle = supervisor.Recycle(max_lifetime=values["max_lifetime"], max_rss=values["max_rss"] or 0)
-            master = supervisor.Master(load, finalize, listener, workers, recycle, values["graceful_timeout"])
+            master = supervisor.Master(
+                load, finalize, listener, workers, recycle, values["graceful_timeout"], values["boot_attempts"]
+            )
             return master.run()
         loaded = loaded or load()
         final = finalize(loaded)

@@ -82,9 +82,7 @@ def _take_systemd_fds() -> None:
     SPAWNED_BY_MANAGER = bool(SYSTEMD_FDS)
 
 
-def _startup_failure_hook(
-    exc_type: type[BaseException], exc: BaseException, tb: types.TracebackType | None
-) -> None:
+def _startup_failure_hook(exc_type: type[BaseException], exc: BaseException, tb: types.TracebackType | None) -> None:
     import traceback
 
     text = "".join(traceback.format_exception(exc_type, exc, tb))

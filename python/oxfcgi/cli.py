@@ -44,13 +44,19 @@ class _VersionAction(argparse.Action):
     """--version without importing the engine until asked."""
 
     def __init__(
-        self, option_strings: list[str], dest: str = argparse.SUPPRESS, default: Any = argparse.SUPPRESS,
+        self,
+        option_strings: list[str],
+        dest: str = argparse.SUPPRESS,
+        default: Any = argparse.SUPPRESS,
         help: str | None = None,
     ) -> None:
         super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
 
     def __call__(
-        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
         option_string: str | None = None,
     ) -> None:
         print(f"oxfcgi {_version()} (Python {sys.version.split()[0]})")
@@ -357,7 +363,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _setup_logging(base.values["log_level"])
     try:
         import oxfcgi
-        from oxfcgi import _serve
+        from oxfcgi import _serve, supervisor
         from oxfcgi._loader import LoadError, load_target
     except ImportError as e:
         return _fail(f"the engine cannot be imported ({e}); reinstall oxfcgi", 2)
@@ -373,6 +379,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _serve.serve(lambda: load_target(args.target), base, _finalize(cli))
     except KeyboardInterrupt:
         pass
+    except supervisor.BootFailed as e:
+        return _fail(str(e), supervisor.EXIT_LOAD_FAILED)
     except LoadError as e:
         print(e, file=sys.stderr)
         from oxfcgi import _startup

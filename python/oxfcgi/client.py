@@ -433,9 +433,7 @@ def parse_address(address: Address) -> tuple[int, str | tuple[str, int]]:
     if target[0] == "tcp":
         host, port = target[1], target[2]
         return (socket.AF_INET6 if ":" in host else socket.AF_INET), (host, port)
-    raise ValueError(
-        f"cannot connect to {address!r}; give 'unix:/path', '/path', '@name', 'host:port' or '[::1]:port'"
-    )
+    raise ValueError(f"cannot connect to {address!r}; give 'unix:/path', '/path', '@name', 'host:port' or '[::1]:port'")
 
 
 def _describe(address: Address) -> str:

@@ -474,6 +474,13 @@ SETTINGS: tuple[Setting, ...] = (
         unit="bytes",
     ),
     S(
+        "max_params",
+        COUNT,
+        10_000,
+        "server",
+        "name-value pairs in one request's FCGI_PARAMS; more closes the connection (nginx sends under a thousand)",
+    ),
+    S(
         "graceful_timeout",
         SECONDS,
         30.0,
@@ -511,6 +518,28 @@ SETTINGS: tuple[Setting, ...] = (
         unit="s",
         off_zero=True,
         equivalent="nginx client_body_timeout",
+    ),
+    S(
+        "params_timeout",
+        SECONDS,
+        10.0,
+        "server",
+        "a request's head, from FCGI_BEGIN_REQUEST (or its first byte) to the end of FCGI_PARAMS, must arrive "
+        "within this time, however slowly it trickles",
+        unit="s",
+        off_zero=True,
+        equivalent="nginx client_header_timeout",
+    ),
+    S(
+        "send_timeout",
+        SECONDS,
+        60.0,
+        "server",
+        "when the web server accepts no output for this long, the request is aborted (as by FCGI_ABORT_REQUEST) "
+        "and the connection closed",
+        unit="s",
+        off_zero=True,
+        equivalent="nginx send_timeout",
     ),
     S(
         "script_name",
@@ -721,6 +750,15 @@ SETTINGS: tuple[Setting, ...] = (
         default_text="one process, or PHP_FCGI_CHILDREN workers when it is above 1",
         equivalent="php-fpm pm.max_children, PHP_FCGI_CHILDREN",
         extra_flags=("-w",),
+    ),
+    S(
+        "boot_attempts",
+        COUNT,
+        3,
+        "process",
+        "with workers: when no worker has become ready yet and the app fails to load this many times in a row, "
+        "the master gives up and exits with status 3 instead of respawning for ever",
+        equivalent="gunicorn's Worker failed to boot",
     ),
     S(
         "preload",

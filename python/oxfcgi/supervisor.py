@@ -45,8 +45,17 @@ CRASH_WINDOW = 10.0
 CRASH_LOOP = 3
 #: Longest delay before respawning during a crash loop, in seconds.
 MAX_BACKOFF = 30.0
-#: Worker exit status when the app cannot be loaded in the worker.
+#: Worker exit status when the app cannot be loaded in the worker (and the master's, when
+#: it gives up: gunicorn's "Worker failed to boot" status).
 EXIT_LOAD_FAILED = 3
+#: The most of a load failure's traceback a worker sends to the master.
+TRACEBACK_LIMIT = 60_000
+
+
+class BootFailed(RuntimeError):
+    """The application failed to load in ``boot_attempts`` workers in a row and no worker
+    ever became ready: the master gave up. ``str(err)`` is the message for the user, with
+    the last traceback."""
 
 
 class Recycle:
@@ -98,6 +107,7 @@ class Master:
         workers: int,
         recycle: Recycle,
         graceful_timeout: float,
+        boot_attempts: int = 3,
     ) -> None:
         self.load = load
         self.finalize = finalize
@@ -109,6 +119,12 @@ class Master:
         self.board = Scoreboard(4 * workers + 4)
         self.workers: dict[int, Worker] = {}
         self.crashes: list[float] = []
+        self.boot_attempts = boot_attempts
+        #: Load failures in a row before any worker became ready, and the last traceback.
+        self.boot_failures = 0
+        self.load_traceback = ""
+        self.ever_ready = False
+        self.gave_up: BootFailed | None = None
         self.respawn_at = 0.0
         self.stopping = False
         self.signals: list[int] = []
@@ -170,7 +186,9 @@ class Master:
         except BaseException:
             import traceback
 
-            log.error("worker %d cannot load the application:\n%s", os.getpid(), traceback.format_exc())
+            text = traceback.format_exc()
+            log.error("worker %d cannot load the application:\n%s", os.getpid(), text)
+            self._tell_master("LOADFAIL=1\n" + text[-TRACEBACK_LIMIT:])
             return EXIT_LOAD_FAILED
         from . import _serve, _watchdog
 
@@ -182,10 +200,18 @@ class Master:
         server.serve(self.listener)
         return 0
 
+    def _tell_master(self, message: str) -> None:
+        """From a worker: one datagram to the master's notify socket."""
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+                s.sendto(message.encode(errors="replace"), "\0" + self.notify_name[1:])
+        except OSError:
+            pass
+
     def _read_notifications(self) -> None:
         while True:
             try:
-                data, ancdata, _, _ = self.notify_sock.recvmsg(4096, socket.CMSG_SPACE(struct.calcsize("3i")))
+                data, ancdata, _, _ = self.notify_sock.recvmsg(1 << 16, socket.CMSG_SPACE(struct.calcsize("3i")))
             except BlockingIOError:
                 return
             pid = None
@@ -195,9 +221,14 @@ class Master:
             worker = self.workers.get(pid) if pid is not None else None
             if worker is None:
                 continue
-            lines = data.decode(errors="replace").splitlines()
+            text = data.decode(errors="replace")
+            if text.startswith("LOADFAIL=1\n"):
+                self.load_traceback = text.split("\n", 1)[1]
+                continue
+            lines = text.splitlines()
             if "READY=1" in lines and not worker.ready:
                 worker.ready = True
+                self.ever_ready = True
                 if not self.told_systemd_ready:
                     self.told_systemd_ready = True
                     self._notify_systemd(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=serving with {self.size} worker(s)")
@@ -232,6 +263,11 @@ class Master:
                 continue
             how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
             reason = " (the application failed to load)" if code == EXIT_LOAD_FAILED else ""
+            if code == EXIT_LOAD_FAILED and not self.ever_ready:
+                self.boot_failures += 1
+                if self.boot_failures >= self.boot_attempts:
+                    self._give_up()
+                    return
             now = time.monotonic()
             self.crashes = [t for t in self.crashes if now - t < CRASH_WINDOW] + [now]
             if len(self.crashes) >= CRASH_LOOP:
@@ -248,6 +284,24 @@ class Master:
                 self.respawn_at = max(self.respawn_at, now + delay)
             else:
                 log.error("worker %d %s%s; starting a new one", pid, how, reason)
+
+    def _give_up(self) -> None:
+        """gunicorn's "Worker failed to boot": no worker ever became ready and the app failed
+        to load ``boot_attempts`` times in a row, so respawning would only loop; stop the
+        pool, and make run() raise BootFailed (``oxfcgi serve`` exits with status 3)."""
+        message = (
+            f"the application failed to load in {self.boot_failures} worker(s) in a row and no worker ever "
+            f"became ready (boot_attempts={self.boot_attempts}): giving up instead of respawning for ever.\n"
+            f"The last worker's error:\n{self.load_traceback.rstrip() or '(no traceback received)'}\n"
+            "Fix it and start again; to see it as the web server would run the app: oxfcgi check TARGET "
+            "(add --user for the account it runs as)."
+        )
+        log.error("%s", message)
+        self.gave_up = BootFailed(message)
+        self.stopping = True
+        self._notify_systemd("STOPPING=1")
+        for worker in list(self.workers.values()):
+            self._kill(worker, signal.SIGTERM)
 
     def _replace(self, worker: Worker, why: str) -> None:
         log.info("replacing worker %d: %s", worker.pid, why)
@@ -379,6 +433,8 @@ class Master:
             os.close(wakeup_w)
             self.notify_sock.close()
         log.info("oxfcgi master %d stopped", os.getpid())
+        if self.gave_up is not None:
+            raise self.gave_up
         return False
 
 

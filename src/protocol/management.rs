@@ -54,21 +54,25 @@ pub struct Capabilities {
 }
 
 /// Answer an FCGI_GET_VALUES query: a GET_VALUES_RESULT record with the
-/// variables asked for that this application knows; others are left out (§4.1).
+/// variables asked for that this application knows, each once, in the order
+/// first asked; unknown names and repeats are left out (§4.1). The reply is
+/// three short pairs at most, so it always fits one record whole.
 pub fn put_get_values_result(out: &mut BytesMut, query: &Bytes, caps: &Capabilities) -> Result<(), ProtocolError> {
     let names = decode_pairs(query).map_err(|reason| ProtocolError::Params { stream: "FCGI_GET_VALUES", reason })?;
     let mut body = BytesMut::new();
+    let mut answered = [false; 3];
     for (name, _) in names {
-        let value = match &name[..] {
-            n if n == FCGI_MAX_CONNS.as_bytes() => caps.max_conns.to_string(),
-            n if n == FCGI_MAX_REQS.as_bytes() => caps.max_reqs.to_string(),
-            n if n == FCGI_MPXS_CONNS.as_bytes() => (caps.mpxs_conns as u8).to_string(),
+        let (i, value) = match &name[..] {
+            n if n == FCGI_MAX_CONNS.as_bytes() => (0, caps.max_conns.to_string()),
+            n if n == FCGI_MAX_REQS.as_bytes() => (1, caps.max_reqs.to_string()),
+            n if n == FCGI_MPXS_CONNS.as_bytes() => (2, (caps.mpxs_conns as u8).to_string()),
             _ => continue,
         };
-        put_pair(&mut body, &name, value.as_bytes());
+        if !std::mem::replace(&mut answered[i], true) {
+            put_pair(&mut body, &name, value.as_bytes());
+        }
     }
-    // A reply to the largest query still fits one record: 3 known names, short values.
-    body.truncate(FCGI_MAX_CONTENT_LEN);
+    debug_assert!(body.len() <= FCGI_MAX_CONTENT_LEN);
     put_record(out, FCGI_GET_VALUES_RESULT, FCGI_NULL_REQUEST_ID, &body);
     Ok(())
 }
@@ -99,6 +103,22 @@ mod tests {
                 (&b"FCGI_MPXS_CONNS"[..], &b"1"[..])
             ]
         );
+    }
+
+    #[test]
+    fn repeated_names_are_answered_once_and_the_reply_is_whole() {
+        let mut q = BytesMut::new();
+        for _ in 0..4000 {
+            put_pair(&mut q, FCGI_MAX_CONNS.as_bytes(), b"");
+            put_pair(&mut q, FCGI_MAX_REQS.as_bytes(), b"");
+        }
+        let caps = Capabilities { max_conns: 1024, max_reqs: 16, mpxs_conns: false };
+        let mut out = BytesMut::new();
+        put_get_values_result(&mut out, &q.freeze(), &caps).unwrap();
+        let rec = decode(&mut out).unwrap().unwrap();
+        let pairs = decode_pairs(&rec.content).unwrap();
+        assert_eq!(pairs.len(), 2, "each known name once");
+        assert!(out.is_empty(), "one record");
     }
 
     #[test]

@@ -126,6 +126,14 @@ pub enum ProtocolError {
     Params { stream: &'static str, reason: &'static str },
     #[error("FCGI_PARAMS of request {request_id} exceed max_params_size ({limit} bytes)")]
     ParamsTooLarge { request_id: u16, limit: usize },
+    #[error("FCGI_PARAMS of request {request_id} hold more than max_params ({limit}) name-value pairs")]
+    TooManyParams { request_id: u16, limit: usize },
+    #[error(
+        "{name} record for request {request_id} before its FCGI_PARAMS ended (a web server sends the params first; \
+         php-fpm refuses this too)",
+        name = type_name(*.record_type)
+    )]
+    InputBeforeParams { record_type: u8, request_id: u16 },
     #[error("{name} stream of request {request_id} continues after its end", name = type_name(*.record_type))]
     AfterEnd { record_type: u8, request_id: u16 },
     #[error("connection closed in the middle of a record ({have} of {want} bytes)")]

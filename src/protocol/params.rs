@@ -5,20 +5,43 @@
 //! even inside a length (the spec's Appendix B, example 2, does it). So the
 //! stream is collected, within a size limit, and decoded once it ends.
 
+use std::collections::HashMap;
+
 use bytes::{BufMut, Bytes, BytesMut};
+
+/// Why a name-value block cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PairsError {
+    /// Malformed, with what is wrong.
+    Malformed(&'static str),
+    /// More pairs than the limit allows.
+    TooMany,
+}
 
 /// Decode a complete name-value pair block. Names and values are slices of
 /// `data` (no copies). Errors name what is malformed.
 pub fn decode_pairs(data: &Bytes) -> Result<Vec<(Bytes, Bytes)>, &'static str> {
+    decode_pairs_limited(data, usize::MAX).map_err(|e| match e {
+        PairsError::Malformed(why) => why,
+        PairsError::TooMany => "too many pairs",
+    })
+}
+
+/// [`decode_pairs`], refusing more than `max_pairs` pairs (decoding stops at
+/// the first one over, so a hostile stream costs no more than the limit).
+pub fn decode_pairs_limited(data: &Bytes, max_pairs: usize) -> Result<Vec<(Bytes, Bytes)>, PairsError> {
     let mut pairs = Vec::with_capacity(32);
     let mut pos = 0usize;
     while pos < data.len() {
-        let name_len = read_length(data, &mut pos)?;
-        let value_len = read_length(data, &mut pos)?;
-        let name_end = pos.checked_add(name_len).ok_or("length overflow")?;
-        let value_end = name_end.checked_add(value_len).ok_or("length overflow")?;
+        if pairs.len() == max_pairs {
+            return Err(PairsError::TooMany);
+        }
+        let name_len = read_length(data, &mut pos).map_err(PairsError::Malformed)?;
+        let value_len = read_length(data, &mut pos).map_err(PairsError::Malformed)?;
+        let name_end = pos.checked_add(name_len).ok_or(PairsError::Malformed("length overflow"))?;
+        let value_end = name_end.checked_add(value_len).ok_or(PairsError::Malformed("length overflow"))?;
         if value_end > data.len() {
-            return Err("a name or value runs past the end of the stream");
+            return Err(PairsError::Malformed("a name or value runs past the end of the stream"));
         }
         pairs.push((data.slice(pos..name_end), data.slice(name_end..value_end)));
         pos = value_end;
@@ -81,9 +104,9 @@ impl ParamsCollector {
         Ok(())
     }
 
-    /// The stream ended: decode every pair.
-    pub fn finish(self) -> Result<Vec<(Bytes, Bytes)>, &'static str> {
-        decode_pairs(&self.buf.freeze())
+    /// The stream ended: decode every pair, at most `max_pairs` of them.
+    pub fn finish(self, max_pairs: usize) -> Result<Vec<(Bytes, Bytes)>, PairsError> {
+        decode_pairs_limited(&self.buf.freeze(), max_pairs)
     }
 }
 
@@ -98,22 +121,44 @@ impl ParamsCollector {
 /// value wins, as in php-fpm.
 pub fn merge_duplicates(pairs: Vec<(Bytes, Bytes)>) -> Vec<(Bytes, Bytes)> {
     let mut out: Vec<(Bytes, Bytes)> = Vec::with_capacity(pairs.len());
-    for (name, value) in pairs {
-        // Params are few (tens): a linear scan beats hashing here.
-        match out.iter_mut().find(|(n, _)| *n == name) {
-            None => out.push((name, value)),
-            Some((n, existing)) if n.starts_with(b"HTTP_") => {
-                let sep: &[u8] = if &n[..] == b"HTTP_COOKIE" { b"; " } else { b", " };
-                let mut joined = BytesMut::with_capacity(existing.len() + sep.len() + value.len());
-                joined.extend_from_slice(existing);
-                joined.extend_from_slice(sep);
-                joined.extend_from_slice(&value);
-                *existing = joined.freeze();
+    if pairs.len() <= LINEAR_MERGE {
+        // Params are usually few (nginx sends tens): a scan beats hashing.
+        for (name, value) in pairs {
+            match out.iter().position(|(n, _)| *n == name) {
+                None => out.push((name, value)),
+                Some(i) => merge_into(&mut out[i], value),
             }
-            Some((_, existing)) => *existing = value,
+        }
+    } else {
+        // Many params (a hostile or odd client): stay linear in their number.
+        let mut seen: HashMap<Bytes, usize> = HashMap::with_capacity(pairs.len());
+        for (name, value) in pairs {
+            match seen.get(&name) {
+                None => {
+                    seen.insert(name.clone(), out.len());
+                    out.push((name, value));
+                }
+                Some(&i) => merge_into(&mut out[i], value),
+            }
         }
     }
     out
+}
+
+/// Up to this many pairs, [`merge_duplicates`] compares names pairwise.
+const LINEAR_MERGE: usize = 64;
+
+fn merge_into((name, existing): &mut (Bytes, Bytes), value: Bytes) {
+    if name.starts_with(b"HTTP_") {
+        let sep: &[u8] = if &name[..] == b"HTTP_COOKIE" { b"; " } else { b", " };
+        let mut joined = BytesMut::with_capacity(existing.len() + sep.len() + value.len());
+        joined.extend_from_slice(existing);
+        joined.extend_from_slice(sep);
+        joined.extend_from_slice(&value);
+        *existing = joined.freeze();
+    } else {
+        *existing = value;
+    }
 }
 
 #[cfg(test)]
@@ -152,7 +197,7 @@ mod tests {
             let mut c = ParamsCollector::new(1 << 20);
             c.push(&data[..cut]).unwrap();
             c.push(&data[cut..]).unwrap();
-            assert_eq!(c.finish().unwrap(), expected, "cut at {cut}");
+            assert_eq!(c.finish(usize::MAX).unwrap(), expected, "cut at {cut}");
         }
     }
 
@@ -203,7 +248,7 @@ mod tests {
             points.push(0); points.push(data.len()); points.sort();
             let mut c = ParamsCollector::new(1 << 20);
             for w in points.windows(2) { c.push(&data[w[0]..w[1]]).unwrap(); }
-            let got = c.finish().unwrap();
+            let got = c.finish(usize::MAX).unwrap();
             prop_assert_eq!(got.len(), pairs.len());
             for ((gn, gv), (n, v)) in got.iter().zip(&pairs) {
                 prop_assert_eq!(&gn[..], &n[..]);

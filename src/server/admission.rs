@@ -55,6 +55,11 @@ impl Admission {
         }
     }
 
+    /// A connection slot if one is free now.
+    pub fn try_connection(&self) -> Option<OwnedSemaphorePermit> {
+        self.conns.clone().try_acquire_owned().ok()
+    }
+
     /// A request slot if one is free now.
     pub fn try_request(&self) -> Option<OwnedSemaphorePermit> {
         self.reqs.clone().try_acquire_owned().ok()

@@ -16,12 +16,13 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
+use super::loglimit::{self, LogLimit};
 use super::request::{
     InputQueue, InputSender, OutMessage, Output, Request, RequestControl, ResponseSink, OUTPUT_QUEUE_MESSAGES,
 };
 use super::Shared;
 use crate::protocol::management::{put_end_request, put_get_values_result, put_unknown_type, BeginRequest};
-use crate::protocol::params::{merge_duplicates, ParamsCollector};
+use crate::protocol::params::{merge_duplicates, PairsError, ParamsCollector};
 use crate::protocol::record::{self, put_record, put_stream, Record};
 use crate::protocol::*;
 
@@ -64,22 +65,43 @@ struct ActiveRequest {
     control: Arc<RequestControl>,
     stdout_sent: bool,
     stderr_sent: bool,
+    /// When its FCGI_BEGIN_REQUEST arrived (for `params_timeout`).
+    began: Instant,
+    /// `REQUEST_METHOD` and `REQUEST_URI` (or `SCRIPT_NAME`+`PATH_INFO`), for log lines.
+    method: Option<Bytes>,
+    target: Option<Bytes>,
 }
 
 impl ActiveRequest {
-    /// Whether the request still waits for bytes from the web server.
+    /// Whether the application is running it.
+    fn running(&self) -> bool {
+        matches!(self.phase, Phase::Running)
+    }
+
+    /// Whether its params or body (FCGI_STDIN, FCGI_DATA) are still arriving.
     fn expects_input(&self) -> bool {
         matches!(self.phase, Phase::Params(_)) || self.stdin_tx.is_some() || self.data_tx.is_some()
+    }
+
+    /// "request 1 (GET /path)".
+    fn describe(&self) -> String {
+        let text = |b: &Option<Bytes>| b.as_deref().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
+        match &self.method {
+            Some(_) => format!("request {} ({} {})", self.request_id, text(&self.method), text(&self.target)),
+            None => format!("request {}", self.request_id),
+        }
     }
 }
 
 /// Which timeout closes a connection (the message is made only when it fires).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Expiry {
     Stopping,
     Idle,
     KeepAlive,
+    Params,
     Read,
+    Send,
 }
 
 impl Expiry {
@@ -89,12 +111,23 @@ impl Expiry {
             Expiry::Stopping => "no request arrived on a connection accepted just before the stop".into(),
             Expiry::Idle => format!("no request within {}s (idle_timeout)", secs(t.idle)),
             Expiry::KeepAlive => format!("kept-open connection idle for {}s (keepalive_timeout)", secs(t.keepalive)),
+            Expiry::Params => {
+                format!(
+                    "a request's head (BEGIN_REQUEST to the end of PARAMS) took over {}s (params_timeout)",
+                    secs(t.params)
+                )
+            }
             Expiry::Read => {
                 format!("no request bytes for {}s while a request was incomplete (read_timeout)", secs(t.read))
             }
+            Expiry::Send => format!("the web server accepted no output for {}s (send_timeout)", secs(t.send)),
         }
     }
 }
+
+static PROTOCOL_ERRORS: LogLimit = LogLimit::new(loglimit::WINDOW);
+static TIMEOUTS: LogLimit = LogLimit::new(loglimit::WINDOW);
+static SEND_TIMEOUTS: LogLimit = LogLimit::new(loglimit::WINDOW);
 
 /// What a request over the in-flight limit gets on a connection that is not
 /// multiplexed (where FCGI_OVERLOADED would turn into a bare 502).
@@ -103,6 +136,26 @@ const OVERLOADED_RESPONSE: &[u8] = b"Status: 503 Service Unavailable\r\nRetry-Af
 /// What a request ended by `request_terminate_timeout` gets when the
 /// application had not started its response.
 const TERMINATED_RESPONSE: &[u8] = b"Status: 504 Gateway Timeout\r\nContent-Type: text/plain\r\nContent-Length: 56\r\n\r\nThe application took too long to answer; it was stopped.";
+
+/// `REQUEST_METHOD` and the request's target (`REQUEST_URI`, else
+/// `SCRIPT_NAME` + `PATH_INFO`), for log lines; references, not copies.
+fn request_line(params: &[(Bytes, Bytes)]) -> (Option<Bytes>, Option<Bytes>) {
+    let (mut method, mut uri, mut script, mut path) = (None, None, None, None);
+    for (name, value) in params {
+        match &name[..] {
+            b"REQUEST_METHOD" => method = Some(value.clone()),
+            b"REQUEST_URI" => uri = Some(value.clone()),
+            b"SCRIPT_NAME" => script = Some(value.clone()),
+            b"PATH_INFO" => path = Some(value.clone()),
+            _ => {}
+        }
+    }
+    let target = uri.or_else(|| match (script, path) {
+        (None, None) => None,
+        (s, p) => Some(Bytes::from([s.unwrap_or_default(), p.unwrap_or_default()].concat())),
+    });
+    (method, target)
+}
 
 /// An input chunk waiting for room in its request's queue.
 struct Pending {
@@ -125,10 +178,24 @@ struct Conn {
     read_closed: bool,
     /// The server is shutting down: close once nothing is active.
     draining: bool,
-    /// When bytes last arrived (for the timeouts).
+    /// When bytes last arrived (for `read_timeout`).
     last_read: Instant,
+    /// Since when the connection waits for its next request: accepted, or
+    /// its last request ended (for `idle_timeout`/`keepalive_timeout`; bytes
+    /// that trickle in do not move it).
+    head_since: Instant,
+    /// While no request is active: when the first byte of an incomplete
+    /// record arrived (a head on its way, for `params_timeout`).
+    partial_since: Option<Instant>,
+    /// Since when output waits unwritten without the web server taking any
+    /// (for `send_timeout`); None while the write buffer is empty.
+    write_stalled_since: Option<Instant>,
     /// Requests this connection has carried.
     served: u64,
+    /// This connection's entry for making room at `max_conns`, and whether
+    /// it was last marked as holding no request.
+    evictable: Arc<super::evict::Evictable>,
+    marked_idle: bool,
 }
 
 /// Serve one accepted connection until it closes.
@@ -144,6 +211,9 @@ pub(crate) async fn serve_connection<R, W>(
     W: AsyncWrite + Unpin,
 {
     let (out_tx, mut out_rx) = mpsc::channel(OUTPUT_QUEUE_MESSAGES);
+    let now = Instant::now();
+    let evictable = shared.idle.register();
+    let evict = evictable.token.clone();
     let mut conn = Conn {
         shared,
         peer,
@@ -152,7 +222,12 @@ pub(crate) async fn serve_connection<R, W>(
         wbuf: BytesMut::with_capacity(16 * 1024),
         out_tx,
         pending: None,
-        last_read: Instant::now(),
+        last_read: now,
+        head_since: now,
+        partial_since: None,
+        write_stalled_since: None,
+        evictable,
+        marked_idle: true,
         served: 0,
         close_when_idle: false,
         read_closed: false,
@@ -166,6 +241,7 @@ pub(crate) async fn serve_connection<R, W>(
         {
             break true;
         }
+        conn.note_state();
         let reading = !(conn.read_closed || conn.close_when_idle && conn.requests.is_empty()) && conn.pending.is_none();
         let pending_tx = conn.pending.as_ref().and_then(|p| conn.sender(p.key, p.stream));
         let deadline = conn.deadline();
@@ -176,7 +252,10 @@ pub(crate) async fn serve_connection<R, W>(
                     tracing::debug!("{}: the web server closed the connection while we were writing", conn.peer);
                     break false;
                 }
-                Ok(n) => conn.wbuf.advance(n),
+                Ok(n) => {
+                    conn.wbuf.advance(n);
+                    conn.write_stalled_since = Some(Instant::now());
+                }
             },
             message = out_rx.recv(), if conn.wbuf.len() < WRITE_HIGH_WATER => {
                 // `conn` holds a sender, so the channel never reports closed.
@@ -207,7 +286,7 @@ pub(crate) async fn serve_connection<R, W>(
             },
             _ = sleep_until(deadline.map_or_else(Instant::now, |(at, _)| at)), if deadline.is_some() => {
                 if let Some((_, why)) = deadline {
-                    tracing::info!("{}: {}; closing the connection", conn.peer, why.describe(&conn.shared.config.timeouts));
+                    conn.expired(why);
                 }
                 break false;
             },
@@ -223,6 +302,12 @@ pub(crate) async fn serve_connection<R, W>(
                 }
             },
             _ = shutdown.cancelled(), if !conn.draining => conn.draining = true,
+            _ = evict.cancelled(), if conn.marked_idle => {
+                // Nothing of ours is in flight on it: close at once (no
+                // lingering half-close), so its slot is free now.
+                tracing::debug!("{}: closed to make room for a new connection (max_conns)", conn.peer);
+                break false;
+            },
         }
     };
     conn.abort_all();
@@ -233,14 +318,19 @@ pub(crate) async fn serve_connection<R, W>(
         let _ = wr.shutdown().await;
         let mut sink = [0u8; 8192];
         let wait = if conn.draining { CLOSE_DRAIN_SHUTDOWN } else { CLOSE_DRAIN };
-        let _ = tokio::time::timeout(wait, async {
+        let drain = tokio::time::timeout(wait, async {
             while let Ok(n) = rd.read(&mut sink).await {
                 if n == 0 {
                     break;
                 }
             }
-        })
-        .await;
+        });
+        // A stop that begins meanwhile cuts the wait short: a lingering
+        // connection must not delay the exit.
+        tokio::select! {
+            _ = drain => {},
+            _ = async { shutdown.cancelled().await; tokio::time::sleep(CLOSE_DRAIN_SHUTDOWN).await } => {},
+        }
     }
     tracing::debug!("{}: connection closed", conn.peer);
 }
@@ -278,38 +368,117 @@ impl Conn {
     }
 
     fn protocol_error(&self, e: ProtocolError) {
-        tracing::warn!("{}: FastCGI protocol error: {e}; closing the connection", self.peer);
+        crate::log_limited!(
+            warn,
+            PROTOCOL_ERRORS,
+            "{}: FastCGI protocol error: {e}; closing the connection",
+            self.peer
+        );
     }
 
-    /// When the connection times out, and why: `idle_timeout` before a first
-    /// request, `keepalive_timeout` between requests, `read_timeout` while a
-    /// request's params or body are incomplete. None while only the
-    /// application is working (or waiting for room to write).
-    fn deadline(&self) -> Option<(Instant, Expiry)> {
-        if self.draining && self.requests.is_empty() && self.served == 0 {
-            return Some((self.last_read + FRESH_GRACE, Expiry::Stopping));
+    /// Keep the times the deadlines count from, and this connection's entry
+    /// for making room at `max_conns`, up to date (once per loop turn).
+    fn note_state(&mut self) {
+        let now = Instant::now();
+        if self.wbuf.is_empty() {
+            self.write_stalled_since = None;
+        } else if self.write_stalled_since.is_none() {
+            self.write_stalled_since = Some(now);
         }
-        let t = &self.shared.config.timeouts;
-        let (limit, why) = if self.requests.is_empty() {
-            if self.served == 0 {
-                (t.idle, Expiry::Idle)
-            } else {
-                (t.keepalive, Expiry::KeepAlive)
-            }
-        } else if self.pending.is_none() && self.requests.iter().any(ActiveRequest::expects_input) {
-            (t.read, Expiry::Read)
+        if self.requests.is_empty() && !self.rbuf.is_empty() {
+            self.partial_since.get_or_insert(now);
         } else {
-            return None;
+            self.partial_since = None;
+        }
+        let idle = self.wbuf.is_empty() && !self.requests.iter().any(ActiveRequest::running);
+        if idle != self.marked_idle {
+            self.marked_idle = idle;
+            self.evictable.set_idle(&self.shared.idle, idle.then_some(self.head_since.min(now).into_std()));
+        }
+    }
+
+    /// When the connection times out, and why (the earliest that applies):
+    /// - `send_timeout` while output waits and the web server takes none;
+    /// - `idle_timeout` before a first request, `keepalive_timeout` between
+    ///   requests, counted from accept or the last request's end;
+    /// - `params_timeout` for a request head, from its BEGIN_REQUEST (or its
+    ///   first byte) to the end of its PARAMS, however slowly it trickles;
+    /// - `read_timeout` between bytes of a request's params or body (not
+    ///   while its input queue is full: then the application is the one
+    ///   that waits).
+    ///
+    /// None only while the application is working on every active request.
+    fn deadline(&self) -> Option<(Instant, Expiry)> {
+        let t = &self.shared.config.timeouts;
+        let mut earliest: Option<(Instant, Expiry)> = None;
+        let mut consider = |since: Instant, limit: Option<Duration>, why: Expiry| {
+            if let Some(limit) = limit {
+                let at = since + limit;
+                if earliest.is_none_or(|(e, _)| at < e) {
+                    earliest = Some((at, why));
+                }
+            }
         };
-        Some((self.last_read + limit?, why))
+        if let Some(since) = self.write_stalled_since {
+            consider(since, t.send, Expiry::Send);
+        }
+        if self.requests.is_empty() {
+            if self.draining && self.served == 0 {
+                consider(self.head_since, Some(FRESH_GRACE), Expiry::Stopping);
+            }
+            if self.served == 0 {
+                consider(self.head_since, t.idle, Expiry::Idle);
+            } else {
+                consider(self.head_since, t.keepalive, Expiry::KeepAlive);
+            }
+            if let Some(since) = self.partial_since {
+                consider(since, t.params, Expiry::Params);
+            }
+        } else {
+            for req in &self.requests {
+                if matches!(req.phase, Phase::Params(_)) {
+                    consider(req.began, t.params, Expiry::Params);
+                }
+            }
+            if self.pending.is_none() && self.requests.iter().any(ActiveRequest::expects_input) {
+                consider(self.last_read, t.read, Expiry::Read);
+            }
+        }
+        earliest
+    }
+
+    /// A deadline passed: say what it means for the requests on the connection.
+    fn expired(&self, why: Expiry) {
+        let what = why.describe(&self.shared.config.timeouts);
+        let running: Vec<String> = self.requests.iter().filter(|r| r.running()).map(ActiveRequest::describe).collect();
+        if why == Expiry::Send {
+            crate::log_limited!(
+                warn,
+                SEND_TIMEOUTS,
+                "{}: {what}; aborting {} and closing the connection",
+                self.peer,
+                if running.is_empty() { "nothing".to_string() } else { running.join(", ") }
+            );
+        } else if running.is_empty() {
+            crate::log_limited!(info, TIMEOUTS, "{}: {what}; closing the connection", self.peer);
+        } else {
+            crate::log_limited!(
+                warn,
+                TIMEOUTS,
+                "{}: {what}; aborting {} and closing the connection",
+                self.peer,
+                running.join(", ")
+            );
+        }
     }
 
     /// Whether the server's stop may close this connection now: a kept-open
-    /// connection between requests closes at once; one accepted just before
-    /// the stop first gets a moment to send its request (it was accepted, so
-    /// no other worker can serve it).
+    /// connection between requests closes at once, but only when no part of
+    /// a next request has arrived (that one is served first); one accepted
+    /// just before the stop first gets a moment to send its request (it was
+    /// accepted, so no other worker can serve it).
     fn drained(&self) -> bool {
-        self.draining && (self.served > 0 || self.last_read.elapsed() >= FRESH_GRACE)
+        self.draining && self.rbuf.is_empty() && (self.served > 0 || self.head_since.elapsed() >= FRESH_GRACE)
     }
 
     /// Decode and handle every complete record in the read buffer, unless an
@@ -341,8 +510,8 @@ impl Conn {
             (FCGI_BEGIN_REQUEST, _) => self.on_begin(id, &rec.content)?,
             (FCGI_ABORT_REQUEST, _) => self.on_abort(id),
             (FCGI_PARAMS, _) => self.on_params(id, rec.content)?,
-            (FCGI_STDIN, _) => self.on_input(id, Stream::Stdin, rec.content),
-            (FCGI_DATA, _) => self.on_input(id, Stream::Data, rec.content),
+            (FCGI_STDIN, _) => self.on_input(id, Stream::Stdin, rec.content)?,
+            (FCGI_DATA, _) => self.on_input(id, Stream::Data, rec.content)?,
             (t @ (FCGI_STDOUT | FCGI_STDERR | FCGI_END_REQUEST | FCGI_GET_VALUES_RESULT | FCGI_UNKNOWN_TYPE), _) => {
                 return Err(ProtocolError::WrongDirection(t));
             }
@@ -404,6 +573,9 @@ impl Conn {
             control: Arc::new(RequestControl::new()),
             stdout_sent: false,
             stderr_sent: false,
+            began: self.partial_since.unwrap_or_else(Instant::now),
+            method: None,
+            target: None,
         });
         Ok(())
     }
@@ -442,7 +614,11 @@ impl Conn {
                 .map_err(|over| ProtocolError::ParamsTooLarge { request_id: id, limit: over.limit });
         }
         let Phase::Params(collector) = std::mem::replace(&mut req.phase, Phase::Running) else { unreachable!() };
-        let params = collector.finish().map_err(|reason| ProtocolError::Params { stream: "FCGI_PARAMS", reason })?;
+        let max_params = self.shared.config.max_params;
+        let params = collector.finish(max_params).map_err(|e| match e {
+            PairsError::Malformed(reason) => ProtocolError::Params { stream: "FCGI_PARAMS", reason },
+            PairsError::TooMany => ProtocolError::TooManyParams { request_id: id, limit: max_params },
+        })?;
         let params = merge_duplicates(params);
         if let Some(page) = self.engine_page(&params) {
             let req = self.requests.remove(i);
@@ -454,6 +630,7 @@ impl Conn {
             return Ok(());
         }
         let req = &mut self.requests[i];
+        (req.method, req.target) = request_line(&params);
         req.phase = Phase::Ready(params);
         let key = req.key;
         self.served += 1;
@@ -528,9 +705,15 @@ impl Conn {
         self.shared.handler.dispatch(request);
     }
 
-    fn on_input(&mut self, id: u16, stream: Stream, content: Bytes) {
-        let Some(i) = self.index(id) else { return };
+    fn on_input(&mut self, id: u16, stream: Stream, content: Bytes) -> Result<(), ProtocolError> {
+        let Some(i) = self.index(id) else { return Ok(()) };
         let req = &mut self.requests[i];
+        if matches!(req.phase, Phase::Params(_)) {
+            // Nothing may be queued for a request that is not running yet:
+            // it could wait for a reader that never comes.
+            let record_type = if stream == Stream::Stdin { FCGI_STDIN } else { FCGI_DATA };
+            return Err(ProtocolError::InputBeforeParams { record_type, request_id: id });
+        }
         let tx = match stream {
             Stream::Stdin => &mut req.stdin_tx,
             Stream::Data => &mut req.data_tx,
@@ -538,19 +721,20 @@ impl Conn {
         let Some(sender) = tx.as_ref() else {
             // After the end record, for a role without this stream, or aborted.
             tracing::debug!("{}: ignoring {stream:?} record for request {id}", self.peer);
-            return;
+            return Ok(());
         };
         let end = content.is_empty();
         match sender.try_send(content) {
             Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
             Err(mpsc::error::TrySendError::Full(chunk)) => {
                 self.pending = Some(Pending { key: req.key, stream, chunk });
-                return;
+                return Ok(());
             }
         }
         if end {
             *tx = None;
         }
+        Ok(())
     }
 
     fn on_output(&mut self, message: OutMessage) {
@@ -610,6 +794,9 @@ impl Conn {
     fn after_end(&mut self, req: &ActiveRequest) {
         if self.pending.as_ref().is_some_and(|p| p.key == req.key) {
             self.pending = None;
+        }
+        if self.requests.is_empty() {
+            self.head_since = Instant::now();
         }
         if !req.keep_conn {
             self.close_when_idle = true;
@@ -698,10 +885,46 @@ mod tests {
         }
     }
 
+    /// Answers with `len` bytes of body in 16 KiB messages, from a plain
+    /// thread; says on `done` whether it was stopped (connection gone or
+    /// request aborted) before the end.
+    struct Flood {
+        len: usize,
+        done: std::sync::mpsc::Sender<bool>,
+    }
+
+    impl Handler for Flood {
+        fn dispatch(&self, request: Request) {
+            let (len, done) = (self.len, self.done.clone());
+            std::thread::spawn(move || {
+                assert!(request.control.start());
+                let mut sent = 0;
+                let mut stopped =
+                    request.sink.blocking_send(Output::Stdout(Bytes::from_static(b"Status: 200 OK\r\n\r\n"))).is_err();
+                while !stopped && sent < len {
+                    let chunk = Bytes::from(vec![b'x'; 16 * 1024]);
+                    stopped =
+                        request.control.is_aborted() || request.sink.blocking_send(Output::Stdout(chunk)).is_err();
+                    sent += 16 * 1024;
+                }
+                let _ = request.sink.blocking_send(Output::End { app_status: 0 });
+                let _ = done.send(stopped);
+            });
+        }
+    }
+
     fn start(config: Config) -> (WriteHalf<DuplexStream>, ReadHalf<DuplexStream>) {
-        let (ours, theirs) = duplex(1 << 20);
-        let shared =
-            Arc::new(Shared::new(config, Arc::new(Echo), ScoreboardRow::alone().unwrap(), StopHandle::new(), None));
+        start_with(config, Arc::new(Echo), 1 << 20)
+    }
+
+    /// A connection task served by `handler`, over a duplex pipe of `buffer` bytes each way.
+    fn start_with(
+        config: Config,
+        handler: Arc<dyn Handler>,
+        buffer: usize,
+    ) -> (WriteHalf<DuplexStream>, ReadHalf<DuplexStream>) {
+        let (ours, theirs) = duplex(buffer);
+        let shared = Arc::new(Shared::new(config, handler, ScoreboardRow::alone().unwrap(), StopHandle::new(), None));
         // A connection permit of its own (the accept loop's job in production).
         let conn_permit =
             Arc::new(tokio::sync::Semaphore::new(1)).try_acquire_owned().expect("a fresh semaphore has a permit");
@@ -831,6 +1054,115 @@ mod tests {
         begin(&mut out, 1, FCGI_RESPONDER, 0);
         params(&mut out, 1, &[("HTTP_X", &"v".repeat(200))]);
         out.put_u8(0);
+        wr.write_all(&out).await.unwrap();
+        assert!(read_records(&mut rd, |_| false).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn stdin_before_the_end_of_params_is_a_protocol_error() {
+        // Nine STDIN records would fill the input queue of a request that
+        // never runs; the connection would wait for a reader forever.
+        let (mut wr, mut rd) = start(Config::default());
+        let mut out = BytesMut::new();
+        begin(&mut out, 1, FCGI_RESPONDER, 0);
+        let mut p = BytesMut::new();
+        put_pair(&mut p, b"A", b"b");
+        put_record(&mut out, FCGI_PARAMS, 1, &p);
+        for _ in 0..9 {
+            put_record(&mut out, FCGI_STDIN, 1, b"x");
+        }
+        wr.write_all(&out).await.unwrap();
+        assert!(read_records(&mut rd, |_| false).await.is_empty(), "closed without an answer");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_that_trickles_is_cut_at_params_timeout() {
+        let timeouts = super::super::Timeouts { params: Some(Duration::from_secs(3)), ..Default::default() };
+        let (mut wr, mut rd) = start(Config { timeouts, ..Config::default() });
+        let mut head = BytesMut::new();
+        begin(&mut head, 1, FCGI_RESPONDER, 0);
+        params(&mut head, 1, &[("REQUEST_METHOD", "GET")]);
+        let started = Instant::now();
+        let closed = async { read_records(&mut rd, |_| false).await };
+        let trickle = async {
+            for byte in head.iter() {
+                // One byte a second: every read is within read_timeout and idle_timeout.
+                if wr.write_all(&[*byte]).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            records = closed => assert!(records.is_empty()),
+            _ = trickle => unreachable!(),
+        }
+        let took = started.elapsed();
+        assert!(took >= Duration::from_secs(3) && took < Duration::from_secs(5), "closed after {took:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_time_counts_from_accept_not_from_the_last_byte() {
+        let timeouts = super::super::Timeouts {
+            idle: Some(Duration::from_secs(2)),
+            params: Some(Duration::from_secs(60)),
+            ..Default::default()
+        };
+        let (mut wr, mut rd) = start(Config { timeouts, ..Config::default() });
+        let started = Instant::now();
+        // Half a record header, then nothing whole: not a request yet.
+        wr.write_all(&[1, FCGI_BEGIN_REQUEST]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        wr.write_all(&[0]).await.unwrap();
+        assert!(read_records(&mut rd, |_| false).await.is_empty());
+        let took = started.elapsed();
+        assert!(took >= Duration::from_secs(2) && took < Duration::from_millis(2500), "closed after {took:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn output_nobody_reads_is_aborted_at_send_timeout() {
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let timeouts = super::super::Timeouts { send: Some(Duration::from_secs(5)), ..Default::default() };
+        let handler = Arc::new(Flood { len: 64 << 20, done: done_tx });
+        let (mut wr, _rd) = start_with(Config { timeouts, ..Config::default() }, handler, 4096);
+        let mut out = BytesMut::new();
+        begin(&mut out, 1, FCGI_RESPONDER, 0);
+        params(&mut out, 1, &[("REQUEST_METHOD", "GET"), ("REQUEST_URI", "/big")]);
+        put_record(&mut out, FCGI_STDIN, 1, &[]);
+        wr.write_all(&out).await.unwrap();
+        // The test never reads: the application must be stopped, not held.
+        // (Polled with virtual sleeps: a blocking wait would stop the paused
+        // clock from advancing.)
+        let started = Instant::now();
+        let mut stopped = Err(std::sync::mpsc::TryRecvError::Empty);
+        while stopped.is_err() && started.elapsed() < Duration::from_secs(60) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            stopped = done_rx.try_recv();
+        }
+        let took = started.elapsed();
+        assert!(took >= Duration::from_secs(5) && took < Duration::from_secs(7), "stopped after {took:?}");
+        assert_eq!(stopped, Ok(true), "the application was told to stop writing");
+    }
+
+    #[test]
+    fn a_hundred_thousand_params_are_merged_in_linear_time() {
+        let pairs: Vec<(Bytes, Bytes)> =
+            (0..100_000).map(|i| (Bytes::from(format!("HTTP_X_{i}")), Bytes::from_static(b"v"))).collect();
+        let started = std::time::Instant::now();
+        let merged = merge_duplicates(pairs);
+        assert_eq!(merged.len(), 100_000);
+        assert!(started.elapsed() < std::time::Duration::from_millis(500), "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn more_params_than_max_params_close_the_connection() {
+        let (mut wr, mut rd) = start(Config { max_params: 100, ..Config::default() });
+        let mut out = BytesMut::new();
+        begin(&mut out, 1, FCGI_RESPONDER, 0);
+        let names: Vec<String> = (0..101).map(|i| format!("HTTP_X_{i}")).collect();
+        let pairs: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
+        params(&mut out, 1, &pairs);
         wr.write_all(&out).await.unwrap();
         assert!(read_records(&mut rd, |_| false).await.is_empty());
     }

@@ -3,7 +3,11 @@
 
 pub mod admission;
 pub mod connection;
+pub mod evict;
+#[cfg(any(test, feature = "harness"))]
+pub mod harness;
 pub mod listener;
+pub mod loglimit;
 pub mod notify;
 pub mod request;
 pub mod scoreboard;
@@ -21,6 +25,7 @@ use tokio_util::task::TaskTracker;
 use crate::protocol::Role;
 use admission::Admission;
 use listener::{peer_allowed, Bound};
+use loglimit::LogLimit;
 pub use request::Handler;
 use shutdown::{SignalGuard, StopHandle, StopReason};
 
@@ -41,6 +46,9 @@ pub struct Config {
     pub max_in_flight: usize,
     /// Largest FCGI_PARAMS stream of one request, in bytes; more closes the connection.
     pub max_params_size: usize,
+    /// Most name-value pairs in one request's FCGI_PARAMS; more closes the
+    /// connection (nginx sends fewer than a thousand).
+    pub max_params: usize,
     /// After a stop, how long requests in flight may take before their
     /// connections are closed.
     pub graceful_timeout: Duration,
@@ -87,9 +95,17 @@ pub struct Timeouts {
     /// (60 s) by default, so nginx closes first and never reuses a
     /// connection we are closing.
     pub keepalive: Option<Duration>,
-    /// While a request's params or body are incomplete, the web server must
-    /// send something within this time.
+    /// While a request's body is incomplete, the web server must send
+    /// something within this time (nginx's `client_body_timeout`).
     pub read: Option<Duration>,
+    /// A request's head, from FCGI_BEGIN_REQUEST (or the first byte of it)
+    /// to the end of its FCGI_PARAMS, must arrive within this time, however
+    /// slowly it trickles (nginx's `client_header_timeout`).
+    pub params: Option<Duration>,
+    /// While output waits, the web server must accept some of it within this
+    /// time; else the request is aborted and the connection closed (nginx's
+    /// `send_timeout`).
+    pub send: Option<Duration>,
 }
 
 impl Default for Timeouts {
@@ -98,6 +114,8 @@ impl Default for Timeouts {
             idle: Some(Duration::from_secs(10)),
             keepalive: Some(Duration::from_secs(75)),
             read: Some(Duration::from_secs(60)),
+            params: Some(Duration::from_secs(10)),
+            send: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -110,6 +128,7 @@ impl Default for Config {
             max_conns: 1024,
             max_in_flight: 64,
             max_params_size: 1 << 20,
+            max_params: 10_000,
             graceful_timeout: Duration::from_secs(30),
             timeouts: Timeouts::default(),
             status_path: None,
@@ -131,6 +150,8 @@ pub(crate) struct Shared {
     pub listen_fd: Option<i32>,
     /// Its backlog, when this process set it (the `backlog` setting).
     pub listen_backlog: Option<u32>,
+    /// The open connections that hold no request, for making room at `max_conns`.
+    pub idle: evict::Registry,
     keys: AtomicU64,
     dispatched: AtomicU64,
 }
@@ -155,6 +176,7 @@ impl Shared {
             stop,
             listen_fd,
             listen_backlog,
+            idle: evict::Registry::default(),
             keys: AtomicU64::new(1),
             dispatched: AtomicU64::new(0),
         }
@@ -307,10 +329,6 @@ async fn accept_loop(
     };
     let mut count: u64 = 0;
     loop {
-        let permit = tokio::select! {
-            permit = shared.admission.connection() => permit,
-            _ = stop.graceful().cancelled() => return Ok(()),
-        };
         count += 1;
         // Let a less loaded worker take the next connection (bounded wait).
         let mut deferred = 0;
@@ -333,48 +351,66 @@ async fn accept_loop(
                             let _ = stream.set_nodelay(true);
                             break Ok((Either::Tcp(stream), format!("connection {count} from {addr}")));
                         }
-                        tracing::warn!("refused a connection from {addr}: not in FCGI_WEB_SERVER_ADDRS");
+                        crate::log_limited!(warn, REFUSED, "refused a connection from {addr}: not in FCGI_WEB_SERVER_ADDRS");
                     }
                 } else {
                     unreachable!("one listener is always set")
                 }
             } => accepted,
         };
-        let ticket = || ConnTicket::new(permit, shared.row.clone());
-        match accepted {
-            Ok((Either::Unix(stream), peer)) => {
-                let (rd, wr) = stream.into_split();
-                tracker.spawn(connection::serve_connection(
-                    rd,
-                    wr,
-                    peer.into(),
-                    shared.clone(),
-                    draining.clone(),
-                    ticket(),
-                ));
-            }
-            Ok((Either::Tcp(stream), peer)) => {
-                let (rd, wr) = stream.into_split();
-                tracker.spawn(connection::serve_connection(
-                    rd,
-                    wr,
-                    peer.into(),
-                    shared.clone(),
-                    draining.clone(),
-                    ticket(),
-                ));
-            }
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 let pause =
                     matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM));
-                tracing::error!("accept failed: {e}");
+                crate::log_limited!(error, ACCEPT_FAILED, "accept failed: {e}");
                 if pause {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
+                continue;
+            }
+        };
+        // The connection is accepted first and then waits for a slot, so that
+        // at max_conns room is made only when someone is waiting for it.
+        let permit = match shared.admission.try_connection() {
+            Some(permit) => permit,
+            None => {
+                let made_room = shared.idle.evict_oldest();
+                crate::log_limited!(
+                    info,
+                    AT_MAX_CONNS,
+                    "max_conns ({}) reached: {}",
+                    shared.config.max_conns,
+                    if made_room {
+                        "closing the connection that has held no request longest, to make room"
+                    } else {
+                        "every connection carries a request; the new one waits for one to end"
+                    }
+                );
+                tokio::select! {
+                    permit = shared.admission.connection() => permit,
+                    _ = stop.graceful().cancelled() => return Ok(()),
+                }
+            }
+        };
+        let ticket = ConnTicket::new(permit, shared.row.clone());
+        let (peer, shared, draining) = (peer.into(), shared.clone(), draining.clone());
+        match stream {
+            Either::Unix(stream) => {
+                let (rd, wr) = stream.into_split();
+                tracker.spawn(connection::serve_connection(rd, wr, peer, shared, draining, ticket));
+            }
+            Either::Tcp(stream) => {
+                let (rd, wr) = stream.into_split();
+                tracker.spawn(connection::serve_connection(rd, wr, peer, shared, draining, ticket));
             }
         }
     }
 }
+
+static REFUSED: LogLimit = LogLimit::new(loglimit::WINDOW);
+static AT_MAX_CONNS: LogLimit = LogLimit::new(loglimit::WINDOW);
+static ACCEPT_FAILED: LogLimit = LogLimit::new(loglimit::WINDOW);
 
 /// How long a worker holding more connections than another waits before
 /// accepting anyway, per round, and how many rounds at most.

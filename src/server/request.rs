@@ -131,6 +131,17 @@ impl InputQueue {
         }
     }
 
+    /// The next chunk, from async code. `Ok(None)` at the end of the stream.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, InputError> {
+        if self.ended {
+            return Ok(None);
+        }
+        match self.rx.recv().await {
+            Some(chunk) => Ok(self.accept(chunk)),
+            None => Err(InputError::Aborted),
+        }
+    }
+
     /// The next chunk, blocking the calling (non-async) thread until it arrives.
     /// `Ok(None)` at the end of the stream.
     pub fn blocking_next(&mut self) -> Result<Option<Bytes>, InputError> {
@@ -205,6 +216,11 @@ impl ResponseSink {
             Err(mpsc::error::TrySendError::Full(m)) => Err(Ok(m.kind)),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(Err(Gone)),
         }
+    }
+
+    /// Queue `kind` from async code, waiting while the queue is full.
+    pub async fn send(&self, kind: Output) -> Result<(), Gone> {
+        self.tx.send(OutMessage { key: self.key, kind }).await.map_err(|_| Gone)
     }
 
     /// Queue `kind`, blocking the calling (non-async) thread while the queue is full.

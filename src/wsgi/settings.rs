@@ -97,10 +97,13 @@ pub fn from_dict(settings: &Bound<'_, PyDict>) -> PyResult<(Config, AppSettings)
     let max_in_flight: usize = t.take("max_in_flight")?;
     let roles: Vec<u16> = t.take("roles")?;
     let max_params_size: usize = t.take("max_params_size")?;
+    let max_params: usize = t.take("max_params")?;
     let graceful_timeout: f64 = t.take("graceful_timeout")?;
     let idle_timeout: f64 = t.take("idle_timeout")?;
     let keepalive_timeout: f64 = t.take("keepalive_timeout")?;
     let read_timeout: f64 = t.take("read_timeout")?;
+    let params_timeout: f64 = t.take("params_timeout")?;
+    let send_timeout: f64 = t.take("send_timeout")?;
     let script_name: Option<String> = t.take("script_name")?;
     let environ: Option<Py<PyDict>> = t.take("environ")?;
     let multithread: bool = t.take("multithread")?;
@@ -116,9 +119,12 @@ pub fn from_dict(settings: &Bound<'_, PyDict>) -> PyResult<(Config, AppSettings)
     if !(1..=1024).contains(&threads) {
         return Err(PyValueError::new_err(format!("threads must be between 1 and 1024, got {threads}")));
     }
-    for (name, value) in
-        [("max_conns", max_conns), ("max_in_flight", max_in_flight), ("max_params_size", max_params_size)]
-    {
+    for (name, value) in [
+        ("max_conns", max_conns),
+        ("max_in_flight", max_in_flight),
+        ("max_params_size", max_params_size),
+        ("max_params", max_params),
+    ] {
         if value == 0 {
             return Err(PyValueError::new_err(format!("{name} must be at least 1")));
         }
@@ -146,11 +152,14 @@ pub fn from_dict(settings: &Bound<'_, PyDict>) -> PyResult<(Config, AppSettings)
         max_conns,
         max_in_flight,
         max_params_size,
+        max_params,
         graceful_timeout: seconds("graceful_timeout", graceful_timeout)?,
         timeouts: Timeouts {
             idle: limit("idle_timeout", idle_timeout)?,
             keepalive: limit("keepalive_timeout", keepalive_timeout)?,
             read: limit("read_timeout", read_timeout)?,
+            params: limit("params_timeout", params_timeout)?,
+            send: limit("send_timeout", send_timeout)?,
         },
         status_path: url_path("status_path", status_path)?,
         ping_path: url_path("ping_path", ping_path)?,
@@ -179,10 +188,13 @@ pub fn engine_defaults<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
     d.set_item("multiplexed", c.multiplexed)?;
     d.set_item("max_conns", c.max_conns)?;
     d.set_item("max_params_size", c.max_params_size)?;
+    d.set_item("max_params", c.max_params)?;
     d.set_item("graceful_timeout", c.graceful_timeout.as_secs_f64())?;
     d.set_item("idle_timeout", secs(c.timeouts.idle))?;
     d.set_item("keepalive_timeout", secs(c.timeouts.keepalive))?;
     d.set_item("read_timeout", secs(c.timeouts.read))?;
+    d.set_item("params_timeout", secs(c.timeouts.params))?;
+    d.set_item("send_timeout", secs(c.timeouts.send))?;
     d.set_item("roles", c.roles.iter().map(|r| r.number()).collect::<Vec<_>>())?;
     d.set_item("backlog", crate::server::listener::SocketOptions::default().backlog)?;
     d.set_item("socket_mode", crate::server::listener::SocketOptions::default().mode)?;
