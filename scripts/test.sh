@@ -10,6 +10,9 @@
 #   1. installs the Debian packages the tests drive (nginx, curl) if missing;
 #   2. installs the Python test dependencies with pip;
 #   3. builds the engine and installs the package (see "Package install" below);
+#   4. the lint gate (scripts/lint.sh): rustfmt, clippy with and without the
+#      python feature, ruff check + format, mypy --strict, the files generated
+#      from the settings table; any finding fails the run;
 #   5. runs `cargo test`, a fuzz smoke run (scripts/fuzz.sh: each target for
 #      OXFCGI_FUZZ_SECONDS, default 20; any crash, hang or OOM fails), then
 #      `python -m pytest -q -ra`.
@@ -158,8 +161,16 @@ fi
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
 # --------------------------------------------------------------------------------
-# 4. Tests: all run; any failing fails the script.
+# 4. The lint gate, then 5. the tests: all run; any failing fails the script.
 status=0
+
+log "lint gate (scripts/lint.sh)"
+lint_status=0
+PYTHON="$PYTHON" bash "$ROOT/scripts/lint.sh" || lint_status=$?
+if [ "$lint_status" -ne 0 ]; then
+    echo "lint gate failed (exit $lint_status)" >&2
+    status=1
+fi
 
 log "cargo test"
 cargo_status=0
@@ -189,6 +200,6 @@ esac
 if [ "$status" -eq 0 ]; then
     log "all tests passed"
 else
-    log "FAILED: cargo test exit $cargo_status, fuzz exit $fuzz_status, pytest exit $pytest_status"
+    log "FAILED: lint exit $lint_status, cargo test exit $cargo_status, fuzz exit $fuzz_status, pytest exit $pytest_status"
 fi
 exit "$status"

@@ -28,7 +28,7 @@ import os
 import socket
 import struct
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Union
@@ -203,7 +203,7 @@ def encode_record(
     return _HEADER.pack(version, rtype, request_id, len(content), padding) + content + bytes(padding)
 
 
-def _as_bytes(value) -> bytes:
+def _as_bytes(value: object) -> bytes:
     if isinstance(value, bytes):
         return value
     if isinstance(value, (bytearray, memoryview)):
@@ -263,7 +263,7 @@ def decode_params(data: bytes) -> list[tuple[bytes, bytes]]:
             raise ProtocolError(f"name-value pairs truncated at byte {pos}: 4-byte length cut short")
         (n,) = struct.unpack_from(">I", data, pos)
         pos += 4
-        return n & 0x7FFFFFFF
+        return int(n) & 0x7FFFFFFF
 
     while pos < end:
         nlen = length()
@@ -495,7 +495,7 @@ class Connection:
     def __enter__(self) -> Connection:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -540,7 +540,7 @@ class Connection:
         view = memoryview(bytes(data))
         out = bytearray()
         for start in range(0, len(view), chunk):
-            out += encode_record(rtype, request_id, view[start : start + chunk])
+            out += encode_record(rtype, request_id, bytes(view[start : start + chunk]))
             if len(out) >= 1 << 20:
                 self.sock.sendall(out)
                 out.clear()
@@ -613,16 +613,16 @@ class Connection:
             return self._pending.popleft()
         return self._read_wire_record()
 
-    def _next_record_for(self, wanted) -> Record | None:
+    def _next_record_for(self, wanted: Callable[[Record], bool]) -> Record | None:
         for i, rec in enumerate(self._pending):
             if wanted(rec):
                 del self._pending[i]
                 return rec
         while True:
-            rec = self._read_wire_record()
-            if rec is None or wanted(rec):
-                return rec
-            self._pending.append(rec)
+            got = self._read_wire_record()
+            if got is None or wanted(got):
+                return got
+            self._pending.append(got)
 
     def read_response(self, request_id: int = 1) -> Response:
         """Read the records of ``request_id`` up to and including its FCGI_END_REQUEST.
@@ -649,7 +649,7 @@ class Connection:
         path: str = "/",
         *,
         query: str = "",
-        headers=None,
+        headers: Pairs | None = None,
         body: bytes = b"",
         params: Pairs | None = None,
         request_id: int = 1,
@@ -700,7 +700,12 @@ def _encode_path(path: str) -> str:
 
 
 def cgi_params(
-    method: str = "GET", path: str = "/", query: str = "", headers=None, body_length: int = 0, script_name: str = ""
+    method: str = "GET",
+    path: str = "/",
+    query: str = "",
+    headers: Pairs | None = None,
+    body_length: int = 0,
+    script_name: str = "",
 ) -> dict[str, str]:
     """The params nginx sends for this request with a correct WSGI config (SCRIPT_NAME = mount
     point, PATH_INFO = the decoded rest of the path).
@@ -759,7 +764,7 @@ def cgi_params(
 
 
 def request(
-    address: Address, method: str = "GET", path: str = "/", *, timeout: float | None = 10.0, **kwargs
+    address: Address, method: str = "GET", path: str = "/", *, timeout: float | None = 10.0, **kwargs: Any
 ) -> Response:
     """Open a connection, send one request (see :meth:`Connection.request` for ``kwargs``),
     return the :class:`Response` and close the connection.

@@ -63,7 +63,7 @@ def run_checks(
     user: str | None = None,
     socket_path: str | None = None,
     python: str | None = None,
-    environ: dict | None = None,
+    environ: dict[str, str] | None = None,
 ) -> Report:
     """Run every check for ``target`` and return the :class:`Report`.
 
@@ -94,7 +94,7 @@ def run_checks(
     return report
 
 
-def add_parser(subparsers) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``check`` subcommand to the ``oxfcgi`` CLI (``func(args)`` returns the exit status)."""
     parser = subparsers.add_parser(
         "check",

@@ -18,7 +18,7 @@ class Account:
     name: str
     uid: int
     gid: int
-    gids: frozenset
+    gids: frozenset[int]
     home: str
 
     @classmethod

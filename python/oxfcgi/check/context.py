@@ -34,9 +34,9 @@ class Context:
     user: Account
     me: Account
     python: str | None
-    env: dict  # the current process environment
+    env: dict[str, str]  # the current process environment
     script: str | None = None  # absolute path of a script target
-    env_diff: tuple | None = None  # (prog, found on mod_fcgid's PATH, found on yours)
+    env_diff: tuple[str, str, str | None] | None = None  # (prog, found on mod_fcgid's PATH, found on yours)
     not_python: bool = False  # the #! line runs something else (a wrapper)
     calls_run: bool | None = None  # _static_run_call() of the script
     env_python_reported: bool = False  # "the #! line picks another python" was said
@@ -53,7 +53,7 @@ class Context:
     def can_act_as_user(self) -> bool:
         return not self.other_user or self.is_root
 
-    def minimal_env(self) -> dict:
+    def minimal_env(self) -> dict[str, str]:
         return {"PATH": MOD_FCGID_PATH}
 
 

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
+from typing import Any
 
 from .access import Unknown, path_blocked
 from .context import MOD_FCGID_PATH, Context
@@ -26,7 +27,7 @@ IMPORT_TIMEOUT = 30.0
 class ProbeResult:
     """What the probe saw; ``launch_error`` is set when the interpreter could not even start."""
 
-    data: dict
+    data: dict[str, Any]
     returncode: int | None
     stdout: str
     stderr: str
@@ -57,14 +58,14 @@ def _probe_path(ctx: Context, stack: contextlib.ExitStack) -> str:
     return copy
 
 
-def probe(interp: str, mode: str, target: str, cwd: str, env: dict, ctx: Context) -> ProbeResult:
+def probe(interp: str, mode: str, target: str, cwd: str, env: dict[str, str], ctx: Context) -> ProbeResult:
     """Run ``probe.py MODE TARGET`` with ``interp`` in ``cwd`` with exactly ``env``, as USER
     when this process may switch to it (root), and read its one JSON line."""
-    kwargs = {}
     as_user = True
+    switch = False
     if ctx.me.uid != ctx.user.uid:
         if os.geteuid() == 0:
-            kwargs = {"user": ctx.user.uid, "group": ctx.user.gid, "extra_groups": sorted(ctx.user.gids)}
+            switch = True
         else:
             as_user = False
     with contextlib.ExitStack() as stack:
@@ -78,7 +79,9 @@ def probe(interp: str, mode: str, target: str, cwd: str, env: dict, ctx: Context
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
                 timeout=IMPORT_TIMEOUT,
-                **kwargs,
+                user=ctx.user.uid if switch else None,
+                group=ctx.user.gid if switch else None,
+                extra_groups=sorted(ctx.user.gids) if switch else None,
             )
         except subprocess.TimeoutExpired as e:
             return ProbeResult({}, None, _text(e.stdout), _text(e.stderr), timed_out=True, as_user=as_user)
@@ -97,7 +100,7 @@ def probe(interp: str, mode: str, target: str, cwd: str, env: dict, ctx: Context
     return ProbeResult(data, proc.returncode, out, _text(proc.stderr), as_user=as_user)
 
 
-def _text(b) -> str:
+def _text(b: bytes | str | None) -> str:
     if b is None:
         return ""
     return b.decode("utf-8", "replace") if isinstance(b, bytes) else b

@@ -6,8 +6,8 @@ import os
 import shlex
 import sys
 
-from .access import Unknown, blocked_fix, ls, path_blocked
-from .context import Account, Context
+from .access import Account, Unknown, blocked_fix, ls, path_blocked
+from .context import Context
 
 
 def which(name: str, path: str, who: Account) -> tuple[str | None, list[str]]:
@@ -15,7 +15,7 @@ def which(name: str, path: str, who: Account) -> tuple[str | None, list[str]]:
     Returns (found, [candidates skipped because not executable])."""
     if "/" in name:
         return (name if os.path.exists(name) else None), []
-    skipped = []
+    skipped: list[str] = []
     for d in path.split(os.pathsep):
         cand = os.path.join(d or ".", name)
         if not os.path.isfile(cand):
@@ -55,7 +55,7 @@ def check_interpreter_access(ctx: Context, interp: str, origin: str) -> bool:
                 '(fcgiwrap: "Cannot execute script"; lighttpd: "spawning gw failed"; mod_fcgid: "can\'t run")',
             ],
             [
-                replace_shebang_cmd(ctx.script, suggestion)
+                replace_shebang_cmd(ctx.script or "", suggestion)
                 if origin == "the #! line"
                 else f"give the interpreter that has oxfcgi, e.g. --python {suggestion}"
             ],
@@ -75,7 +75,7 @@ def check_interpreter_access(ctx: Context, interp: str, origin: str) -> bool:
         if b.is_dir and b.path != os.path.realpath(interp):
             venv_py = "/srv/venv/bin/python3"
             then = (
-                replace_shebang_cmd(ctx.script, venv_py)
+                replace_shebang_cmd(ctx.script or "", venv_py)
                 if origin == "the #! line"
                 else f"start the app with {venv_py} (--python {venv_py})"
             )

@@ -14,14 +14,14 @@ class Finding:
 
     level: str
     title: str
-    saw: list = field(default_factory=list)
-    fix: list = field(default_factory=list)
+    saw: list[str] = field(default_factory=list)
+    fix: list[str] = field(default_factory=list)
 
 
 class Report:
     """Findings in the order found; :meth:`render` lays them out for a terminal."""
 
-    def __init__(self, header: str = ""):
+    def __init__(self, header: str = "") -> None:
         self.header = header
         self.findings: list[Finding] = []
 
@@ -32,19 +32,19 @@ class Report:
         self.findings.append(f)
         return f
 
-    def fail(self, title, saw=(), fix=()):
+    def fail(self, title: str, saw: Iterable[str] | str = (), fix: Iterable[str] | str = ()) -> Finding:
         return self.add(FAIL, title, saw, fix)
 
-    def warn(self, title, saw=(), fix=()):
+    def warn(self, title: str, saw: Iterable[str] | str = (), fix: Iterable[str] | str = ()) -> Finding:
         return self.add(WARN, title, saw, fix)
 
-    def ok(self, title, saw=()):
+    def ok(self, title: str, saw: Iterable[str] | str = ()) -> Finding:
         return self.add(OK, title, saw)
 
-    def note(self, title, saw=()):
+    def note(self, title: str, saw: Iterable[str] | str = ()) -> Finding:
         return self.add(NOTE, title, saw)
 
-    def skip(self, title, saw=()):
+    def skip(self, title: str, saw: Iterable[str] | str = ()) -> Finding:
         return self.add(SKIP, title, saw)
 
     def levels(self, level: str) -> list[Finding]:

@@ -105,14 +105,16 @@ def check_script(ctx: Context, target: str) -> None:
     note_direct = "" if direct else " (matters only if the web server executes the file itself)"
 
     # -- permissions --
-    parents_ok = readable = None
+    parents_ok: bool | None = None
+    readable: bool | None = None
+    blocked: Blocked | None = None
     try:
-        b = path_blocked(path, ctx.user, "")
-        parents_ok = b is None
+        blocked = path_blocked(path, ctx.user, "")
+        parents_ok = blocked is None
     except Unknown as e:
         r.skip(f"whether {ctx.user.name} can reach {path}", f"{ctx.me.name} cannot stat {e.args[0]}")
-    if parents_ok is False:
-        _report_parent_blocked(ctx, path, b, "script")
+    if blocked is not None:
+        _report_parent_blocked(ctx, path, blocked, "script")
     elif parents_ok:
         r.ok(f"every directory above the script is traversable by {ctx.user.name}")
         st = os.stat(path)
@@ -316,7 +318,7 @@ def check_script(ctx: Context, target: str) -> None:
     if fallback:
         r.note("interpreter", [f"the #! line is unusable, so the import was checked with {run_interp}"])
     check_env_python(ctx, path, run_interp, res)
-    if ctx.env_python_reported:
+    if ctx.env_python_reported and ctx.env_diff is not None and ctx.env_diff[2] is not None:
         run_interp = ctx.env_diff[2]
         res = probe(run_interp, "script", path, cwd, ctx.minimal_env(), ctx)
         r.note("interpreter", [f"the import was checked with {run_interp}, the python the fix puts in the #! line"])

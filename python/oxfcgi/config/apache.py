@@ -32,6 +32,10 @@ from __future__ import annotations
 
 import os
 import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from oxfcgi.config import ConfigOptions
 
 __all__ = [
     "LAUNCHER_BEGIN",
@@ -82,7 +86,7 @@ def parse_app(app: str) -> tuple[str, str | None, str | None]:
     return "module", module, attr or None
 
 
-def _workdir(options) -> str:
+def _workdir(options: ConfigOptions) -> str:
     kind, _, _ = parse_app(options.app)
     if options.workdir:
         return os.path.abspath(options.workdir)
@@ -91,7 +95,7 @@ def _workdir(options) -> str:
     return os.getcwd()
 
 
-def launcher_path(options) -> str:
+def launcher_path(options: ConfigOptions) -> str:
     """Where the ``apache-fcgid`` launcher goes: ``<workdir>/<module>.fcgi``
     (for a ``.fcgi`` app: the app itself)."""
     kind, module, _ = parse_app(options.app)
@@ -100,7 +104,7 @@ def launcher_path(options) -> str:
     return os.path.join(_workdir(options), f"{module.rpartition('.')[2]}.fcgi")
 
 
-def launcher_text(options) -> str:
+def launcher_text(options: ConfigOptions) -> str:
     """The ``.fcgi`` launcher for a ``module:attr`` (or ``.py``) app.
 
     The first line is ``#!`` + ``options.python``; it puts the workdir first on
@@ -176,7 +180,7 @@ def _fcgid_mount(prefix: str, target: str) -> str:
     return f"Alias {_quote(prefix)} {_quote(target)}\n"
 
 
-def _generate_fcgid(options) -> str:
+def _generate_fcgid(options: ConfigOptions) -> str:
     prefix = _norm_prefix(options.prefix)
     kind, _, _ = parse_app(options.app)
     script = launcher_path(options)
@@ -269,7 +273,7 @@ def _pcre_escape(text: str) -> str:
     return "".join(c if c.isalnum() or c in "/_-" else "\\" + c for c in text)
 
 
-def serve_args(options) -> list[str]:
+def serve_args(options: ConfigOptions) -> list[str]:
     """The ``oxfcgi serve`` arguments (after ``python -m oxfcgi serve``) that match the
     ``apache-proxy`` configuration: the app, ``--bind``, for a unix socket
     ``--socket-mode 660 --socket-group www-data`` (Debian's Apache user), and
@@ -286,7 +290,7 @@ def serve_args(options) -> list[str]:
     return args
 
 
-def _generate_proxy(options) -> str:
+def _generate_proxy(options: ConfigOptions) -> str:
     prefix = _norm_prefix(options.prefix)
     backend, bind = _socket_target(options.socket)
     serve = " ".join([options.python, "-m", "oxfcgi", "serve", *serve_args(options)])
@@ -336,7 +340,7 @@ def _generate_proxy(options) -> str:
     return text
 
 
-def generate(options) -> str:
+def generate(options: ConfigOptions) -> str:
     """The ``apache-fcgid`` or ``apache-proxy`` configuration for ``options``."""
     if options.target == "apache-fcgid":
         return _generate_fcgid(options)
