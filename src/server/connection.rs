@@ -885,9 +885,9 @@ mod tests {
         }
     }
 
-    /// Answers with `len` bytes of body in 16 KiB messages, from a plain
-    /// thread; says on `done` whether it was stopped (connection gone or
-    /// request aborted) before the end.
+    /// Answers with `len` bytes of body in 16 KiB messages, from a tokio task (so a paused
+    /// clock governs everything); says on `done` whether it was stopped (connection gone
+    /// or request aborted) before the end.
     struct Flood {
         len: usize,
         done: std::sync::mpsc::Sender<bool>,
@@ -896,18 +896,17 @@ mod tests {
     impl Handler for Flood {
         fn dispatch(&self, request: Request) {
             let (len, done) = (self.len, self.done.clone());
-            std::thread::spawn(move || {
+            tokio::spawn(async move {
                 assert!(request.control.start());
+                let head = Bytes::from_static(b"Status: 200 OK\r\n\r\n");
+                let mut stopped = request.sink.send(Output::Stdout(head)).await.is_err();
                 let mut sent = 0;
-                let mut stopped =
-                    request.sink.blocking_send(Output::Stdout(Bytes::from_static(b"Status: 200 OK\r\n\r\n"))).is_err();
                 while !stopped && sent < len {
                     let chunk = Bytes::from(vec![b'x'; 16 * 1024]);
-                    stopped =
-                        request.control.is_aborted() || request.sink.blocking_send(Output::Stdout(chunk)).is_err();
+                    stopped = request.control.is_aborted() || request.sink.send(Output::Stdout(chunk)).await.is_err();
                     sent += 16 * 1024;
                 }
-                let _ = request.sink.blocking_send(Output::End { app_status: 0 });
+                let _ = request.sink.send(Output::End { app_status: 0 }).await;
                 let _ = done.send(stopped);
             });
         }
@@ -1132,8 +1131,6 @@ mod tests {
         put_record(&mut out, FCGI_STDIN, 1, &[]);
         wr.write_all(&out).await.unwrap();
         // The test never reads: the application must be stopped, not held.
-        // (Polled with virtual sleeps: a blocking wait would stop the paused
-        // clock from advancing.)
         let started = Instant::now();
         let mut stopped = Err(std::sync::mpsc::TryRecvError::Empty);
         while stopped.is_err() && started.elapsed() < Duration::from_secs(60) {
