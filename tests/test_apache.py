@@ -190,7 +190,12 @@ def test_generate_fcgid_for_a_fcgi_script():
     assert "AddHandler fcgid-script .fcgi" in text
     assert "Options +ExecCGI" in text
     assert "FcgidPassHeader Authorization" in text
-    assert "FcgidMaxRequestLen" in text and "131072" in text
+    # The body limit and the timeouts are set, not left commented out (the issue: a 3 MB
+    # push got a 500 from mod_fcgid's 128 KiB default).
+    assert "\nFcgidMaxRequestLen 104857600\n" in text and "\nLimitRequestBody 104857600\n" in text
+    assert "\nFcgidIOTimeout 300\n" in text and "\nFcgidBusyTimeout 330\n" in text
+    unlimited = generate(ConfigOptions(target="apache-fcgid", app="/srv/site/app.fcgi", max_body_size=0))
+    assert "\nFcgidMaxRequestLen 2147483647\n" in unlimited and "\nLimitRequestBody 0\n" in unlimited
     assert "FcgidMaxRequestsPerProcess" in text
     assert "FcgidWrapper" not in text
     assert apache_config.LAUNCHER_BEGIN not in text  # the user's own script needs no launcher
@@ -246,7 +251,9 @@ def test_generate_fcgid_launcher_for_module_app(tmp_path):
 
 def test_generate_proxy_forms():
     unix = generate(ConfigOptions(target="apache-proxy", socket="/run/oxfcgi/app.sock", prefix="/app"))
-    assert 'ProxyPass "/app" "unix:/run/oxfcgi/app.sock|fcgi://localhost/app" enablereuse=on' in unix
+    assert 'ProxyPass "/app" "unix:/run/oxfcgi/app.sock|fcgi://localhost/app" enablereuse=on timeout=300' in unix
+    assert "    LimitRequestBody 104857600\n" in unix
+    assert "--user www-data" in unix, "the serve line switches user, as the nginx one does"
     assert "ProxyFCGIBackendType GENERIC" in unix
     assert "CGIPassAuth On" in unix
     assert 'ProxyFCGISetEnvIf "true" SCRIPT_NAME "/app"' in unix
@@ -462,7 +469,11 @@ def test_proxy_fcgi_enablereuse_no_starvation(apache, apache_site, start_server)
 
     sock = apache_site.base / f"px-{uuid.uuid4().hex[:6]}.sock"
     options = ConfigOptions(
-        target="apache-proxy", app="tests.apps.apache_app:application", socket=str(sock), prefix="/app"
+        target="apache-proxy",
+        app="tests.apps.apache_app:application",
+        socket=str(sock),
+        prefix="/app",
+        user="root",  # the test interpreter may live where www-data cannot read it
     )
     text = generate(options)
     # The server command the configuration prints (mode 660, group www-data, --script-name).
@@ -558,7 +569,11 @@ def test_proxy_fcgi_mount_point_itself(apache, apache_site, start_server):
     """GET /app (no slash), with the generated rules and server command: the app's index."""
     sock = apache_site.base / f"px-{uuid.uuid4().hex[:6]}.sock"
     options = ConfigOptions(
-        target="apache-proxy", app="tests.apps.apache_app:application", socket=str(sock), prefix="/app"
+        target="apache-proxy",
+        app="tests.apps.apache_app:application",
+        socket=str(sock),
+        prefix="/app",
+        user="root",  # the test interpreter may live where www-data cannot read it
     )
     start_server(*apache_config.serve_args(options))
     server = apache(generate(options))

@@ -213,8 +213,17 @@ def test_interpreter_without_oxfcgi(tmp):
     assert status == 1
     block = only_block(out, "/usr/bin/python3 has no oxfcgi")
     assert 'import oxfcgi": ModuleNotFoundError' in block
-    assert "/usr/bin/python3 -m pip install oxfcgi" in block
-    assert f"sed -i '1s|.*|#!{sys.executable}|' {path}" in block
+    if os.path.exists("/usr/lib/python3/dist-packages") and any(
+        os.path.exists(f"/usr/lib/python3.{minor}/EXTERNALLY-MANAGED") for minor in range(8, 20)
+    ):
+        # Debian refuses `pip install` into its python (PEP 668): a venv, named in the #! line.
+        assert "-m pip install" not in block.replace("/srv/venv/bin/pip install", "")
+        assert "externally-managed-environment" in block
+        assert "/usr/bin/python3 -m venv /srv/venv && /srv/venv/bin/pip install oxfcgi" in block
+        assert f"sed -i '1s|.*|#!/srv/venv/bin/python3|' {path}" in block
+    else:
+        assert "/usr/bin/python3 -m pip install oxfcgi" in block
+        assert f"sed -i '1s|.*|#!{sys.executable}|' {path}" in block
 
 
 def test_activated_venv_not_seen_by_web_server(tmp, monkeypatch):

@@ -85,10 +85,17 @@ def test_nginx_prefix_unix_socket():
         "fastcgi_split_path_info ^(/app)(/.*)$;",
         "fastcgi_param SCRIPT_NAME $fastcgi_script_name;",
         "fastcgi_param PATH_INFO $fastcgi_path_info;",
+        "client_max_body_size 100m;",
+        "fastcgi_read_timeout 300s;",
+        "fastcgi_send_timeout 300s;",
         "fastcgi_keep_conn on;",
         "fastcgi_pass oxfcgi_app;",
         "}",
     ]
+    # The limits are stated, from --max-body-size and --timeout.
+    assert "Request bodies up to 100 MiB" in text
+    small = gen("nginx", app=FLASK_APP, socket="/run/oxfcgi/flask.sock", prefix="/app", max_body_size=0, timeout=20)
+    assert "client_max_body_size 0;" in code_lines(small) and "fastcgi_read_timeout 20s;" in code_lines(small)
     # Where each block goes.
     assert "# --- in the http { } block" in text and "# --- in a server { } block" in text
     http_part, server_part = nginx_config.split(text)
@@ -149,14 +156,17 @@ def test_lighttpd_prefix_bin_path():
     lines = code_lines(text)
     assert lines[0] == 'server.modules += ( "mod_fastcgi" )'
     assert lines[1] == '$HTTP["url"] =~ "^/app(/|$)" {'
-    assert lines[2] == 'fastcgi.server = ( "/app" => (('
-    entries = dict((k.strip().strip('"'), v.strip().rstrip(",")) for k, v in (ln.split("=>", 1) for ln in lines[3:8]))
+    assert lines[2] == "server.max-request-size = 102400", "100 MiB, in KiB, for the mount's URLs"
+    assert lines[3] == 'fastcgi.server = ( "/app" => (('
+    entries = dict((k.strip().strip('"'), v.strip().rstrip(",")) for k, v in (ln.split("=>", 1) for ln in lines[4:11]))
     assert entries == {
         "socket": '"/tmp/x/app.sock"',
         "bin-path": f'"{PY} -m oxfcgi serve {FLASK_APP}"',
         "bin-environment": '( "PYTHONPATH" => "/srv/site" )',
         "check-local": '"disable"',
         "max-procs": "2",
+        "read-timeout": "300",
+        "write-timeout": "300",
     }
     assert "fix-root-scriptname" not in "\n".join(lines)
     assert "--bind" not in "\n".join(lines)  # bin-path: the socket is fd 0
@@ -165,9 +175,10 @@ def test_lighttpd_prefix_bin_path():
 def test_lighttpd_root_and_variant_without_bin_path():
     text = gen("lighttpd", app=FLASK_APP, socket="/tmp/x/app.sock", prefix="/", workdir="/srv/site")
     lines = code_lines(text)
-    assert lines[1] == 'fastcgi.server += ( "/" => (('
+    assert lines[1:4] == ['$HTTP["url"] =~ "^/" {', "server.max-request-size = 102400", "}"]
+    assert lines[4] == 'fastcgi.server += ( "/" => (('
     assert '"fix-root-scriptname" => "enable",' in lines
-    assert not any(ln.startswith("$HTTP") for ln in lines)
+    assert sum(ln.startswith("$HTTP") for ln in lines) == 1, "only the body limit is scoped"
     # The standalone variant is entirely commented out and has no bin-path.
     variant = text[text.index("# Variant") :]
     assert all(ln.startswith("#") for ln in variant.strip().splitlines())
@@ -190,7 +201,7 @@ def test_lighttpd_default_socket_goes_where_lighttpd_can_create_it():
     text = gen("lighttpd", app=FLASK_APP, prefix="/app")
     assert '"socket"          => "/run/lighttpd/oxfcgi-flask_app.sock",' in code_lines(text)
     # The variant (oxfcgi started separately) keeps the socket oxfcgi listens on.
-    assert '"socket"      => "/run/oxfcgi/app.sock",' in text
+    assert '"socket"        => "/run/oxfcgi/app.sock",' in text
 
 
 # ---------------------------------------------------------------------------------
@@ -218,7 +229,8 @@ def test_systemd_unix_socket_units():
     assert v(service, "KillSignal") == ["SIGTERM"]
     assert int(v(service, "TimeoutStopSec")[0]) > 30  # longer than oxfcgi's graceful timeout
     assert v(service, "Requires") == ["oxfcgi-flask_app.socket"]
-    assert systemd_config.exec_start_argv(service) == [PY, "-m", "oxfcgi", "serve", FLASK_APP]
+    # --prefix is used, not ignored: the app is mounted there whatever the web server sends.
+    assert systemd_config.exec_start_argv(service) == [PY, "-m", "oxfcgi", "serve", FLASK_APP, "--script-name", "/app"]
 
 
 def test_systemd_tcp_socket_and_file_target():

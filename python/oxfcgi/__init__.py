@@ -119,11 +119,11 @@ def _serve_app(app: Callable[..., Any], given: Mapping[str, Any], sources: Mappi
     _loader.intercept(app, given, sources)
     if not callable(app):
         raise TypeError(f"the WSGI application must be callable, got {type(app).__name__}")
-    from . import _serve
+    from . import _reload, _serve
 
     base = settings.resolve(given, sources=sources)
     loaded = Loaded(app, "the application passed to run()")
-    return _serve.serve(lambda: loaded, base, lambda _: base)
+    return _serve.serve(lambda: loaded, base, lambda _: base, script_file=_reload.main_script())
 
 
 def serve(load_app: Callable[[], Callable[..., Any]], bind: Any = None, **options: Any) -> bool:

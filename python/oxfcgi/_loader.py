@@ -32,6 +32,8 @@ __all__ = [
     "intercept",
     "load_app",
     "load_target",
+    "prepare_paths",
+    "split_target",
     "FILE_MODULE_NAME",
 ]
 
@@ -72,7 +74,7 @@ class Loaded:
     when its script called ``run()`` (``via_run``), the settings it passed (``options``,
     with ``sources``)."""
 
-    __slots__ = ("app", "options", "sources", "description", "via_run")
+    __slots__ = ("app", "options", "sources", "description", "via_run", "file")
 
     def __init__(
         self,
@@ -81,10 +83,13 @@ class Loaded:
         options: Mapping[str, Any] | None = None,
         sources: Mapping[str, str] | None = None,
         via_run: bool = False,
+        file: str | None = None,
     ) -> None:
         self.app = app
         self.description = description
         self.via_run = via_run
+        #: The file the app was loaded from (the script, or the module's), if any.
+        self.file = file
         self.options: dict[str, Any] = dict(options or {})
         self.sources: dict[str, str] = dict(sources or {})
 
@@ -191,18 +196,37 @@ class _FlupAliases:
                 sys.modules[name] = previous
 
 
-def _split_target(target: str) -> tuple[str, str | None, bool]:
-    """Return (module-or-path, attr or None, is_file)."""
+def split_target(target: str) -> tuple[str, str | None, bool]:
+    """``(module-or-path, attr or None, is_file)`` of a TARGET.
+
+    ``:name``, ``:dotted.name`` and gunicorn's ``:factory()`` are the attribute. The rest
+    is a file when it names a path (it holds a ``/``) or such a file exists; otherwise a
+    module: ``mysite.wsgi`` is Django's module, not a file called ``mysite.wsgi``.
+    """
     base, attr = target, None
     head, sep, tail = target.rpartition(":")
     if sep and head and tail and all(part.isidentifier() for part in tail.removesuffix("()").split(".")):
         base, attr = head, tail
-    is_file = (
-        base.endswith((".py", ".fcgi", ".wsgi"))
-        or os.sep in base
-        or (os.path.isfile(base) and not base.replace(".", "").isidentifier())
-    )
+    is_file = os.sep in base or os.path.isfile(base)
     return base, attr, is_file
+
+
+def _package_root(path: str) -> tuple[str, str] | None:
+    """For a file inside a package (``/srv/mysite/mysite/wsgi.py`` with an
+    ``__init__.py`` beside it): the directory above the top package and the module's
+    dotted name (``/srv/mysite``, ``mysite.wsgi``), so it is imported as the package
+    expects (relative imports, ``DJANGO_SETTINGS_MODULE``). None for a plain script."""
+    directory, name = os.path.split(path)
+    stem, ext = os.path.splitext(name)
+    if ext != ".py" or not stem.isidentifier():
+        return None
+    parts = [stem]
+    while os.path.isfile(os.path.join(directory, "__init__.py")):
+        directory, package = os.path.split(directory)
+        if not package.isidentifier():
+            return None
+        parts.insert(0, package)
+    return (directory, ".".join(parts)) if len(parts) > 1 else None
 
 
 def _exec_file(path: str) -> types.ModuleType:
@@ -213,6 +237,12 @@ def _exec_file(path: str) -> types.ModuleType:
         raise LoadError(f"oxfcgi: cannot load {path}: no such file")
     if not os.path.isfile(path):
         raise LoadError(f"oxfcgi: cannot load {path}: not a regular file")
+    in_package = _package_root(path)
+    if in_package is not None:
+        root, dotted = in_package
+        if root not in sys.path:
+            sys.path.insert(0, root)
+        return _import_module(dotted)
     try:
         with open(path, "rb") as f:
             source = f.read()
@@ -234,6 +264,8 @@ def _exec_file(path: str) -> types.ModuleType:
 
 
 def _import_module(name: str) -> types.ModuleType:
+    # The current directory comes first, as with `python -m` (and gunicorn), also under the
+    # `oxfcgi` console script, whose sys.path[0] is its bin/ directory.
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
@@ -268,15 +300,35 @@ def _resolve(module: types.ModuleType, attr: str | None, what: str) -> tuple[Any
     return obj, f"{what}:{attr}"
 
 
+def prepare_paths(chdir: str | None = None, pythonpath: tuple[str, ...] = ()) -> None:
+    """gunicorn's ``--chdir`` and ``--pythonpath``: change into ``chdir`` and put each
+    ``pythonpath`` entry first on ``sys.path`` (before the app is loaded).
+
+    :raises LoadError: ``chdir`` cannot be entered.
+    """
+    if chdir:
+        try:
+            os.chdir(chdir)
+        except OSError as e:
+            raise LoadError(f"oxfcgi: cannot change into {chdir} (chdir): {e.strerror}") from e
+    for entry in reversed(pythonpath):
+        entry = os.path.abspath(entry)
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+
+
 def load_target(target: str) -> Loaded:
     """Load TARGET: its WSGI callable and the settings its script passed to ``run()``.
 
-    :param target: ``module``, ``module:attr``, ``module:factory()``, ``path/to/app.fcgi``,
-        ``app.py`` or ``app.py:attr``.
+    :param target: ``module``, ``module:attr``, ``module:factory()`` (as gunicorn), a script
+        ``path/to/app.fcgi``, ``app.py`` or ``app.py:attr`` (a file inside a package, such
+        as Django's ``mysite/wsgi.py``, is imported as ``mysite.wsgi`` from the project root).
     :raises LoadError: file or module missing, attribute missing, not callable, or the code
         raised while loading (the message then includes the traceback).
     """
-    base, attr, is_file = _split_target(target)
+    base, attr, is_file = split_target(target)
+    if not is_file and base.endswith((".py", ".fcgi", ".cgi")):
+        raise LoadError(f"oxfcgi: cannot load {base}: no such file ({os.path.abspath(base)})")
     what = base
     app: Any = None
     source = what
@@ -297,8 +349,13 @@ def load_target(target: str) -> Loaded:
             tb_obj = tb_obj.tb_next  # hide the loader's and importlib's own frames
         import traceback
 
+        from . import _hints
+
         tb = "".join(traceback.format_exception(type(e), e, tb_obj))
-        raise LoadError(f"oxfcgi: error while loading {target!r}:\n{tb.rstrip()}") from e
+        hint = _hints.environment_hint(e)
+        raise LoadError(
+            f"oxfcgi: error while loading {target!r}:\n{tb.rstrip()}" + (f"\n{hint}" if hint else "")
+        ) from e
     options: dict[str, Any] = {}
     sources: dict[str, str] = {}
     if captured is not None:
@@ -306,7 +363,8 @@ def load_target(target: str) -> Loaded:
         options, sources = captured.options, captured.sources
         if attr is not None and is_file:
             # the script called run() before defining everything; still honour an explicit attr
-            file_module = sys.modules.get(FILE_MODULE_NAME)
+            in_package = _package_root(os.path.abspath(base))
+            file_module = sys.modules.get(in_package[1] if in_package else FILE_MODULE_NAME)
             if file_module is not None and hasattr(file_module, attr.removesuffix("()").split(".")[0]):
                 app, source = _resolve(file_module, attr, what)
     if not callable(app):
@@ -314,7 +372,8 @@ def load_target(target: str) -> Loaded:
             f"oxfcgi: {source} is not callable (got {type(app).__name__}); "
             "a WSGI application is a callable app(environ, start_response)"
         )
-    return Loaded(app, source, options, sources, via_run=captured is not None)
+    file = os.path.abspath(base) if is_file else getattr(sys.modules.get(base), "__file__", None)
+    return Loaded(app, source, options, sources, via_run=captured is not None, file=file)
 
 
 def load_app(target: str) -> Callable[..., Any]:

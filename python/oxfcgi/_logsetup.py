@@ -68,7 +68,42 @@ def ensure_handler(level: str = "INFO", *, explicit: bool = False) -> None:
         return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(FORMAT))
+    # Ours only: the root logger stays the application's (Flask installs its own handler,
+    # to wsgi.errors, only when it finds none above it), and a root handler the app adds
+    # later must not print our lines a second time.
+    logger.propagate = False
     logger.addHandler(handler)
+
+
+def apply_log_config(path: str) -> None:
+    """``--log-config FILE``, as gunicorn and uvicorn take it: a ``logging.config``
+    dictConfig in JSON (``.json``) or a fileConfig (``.ini``, ``.conf``, anything else).
+    Existing loggers are kept. Raises ``ValueError`` naming the file when it cannot be used."""
+    import logging.config
+
+    try:
+        if path.endswith(".json"):
+            import json
+
+            with open(path, encoding="utf-8") as f:
+                config = json.load(f)
+            config.setdefault("disable_existing_loggers", False)
+            logging.config.dictConfig(config)
+        else:
+            logging.config.fileConfig(path, disable_existing_loggers=False)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"log_config {path}: {e}") from e
+
+
+def configure(level: str, *, explicit: bool = False, log_config: str | None = None) -> None:
+    """Logging for a server: the user's ``log_config`` when given (then nothing else is
+    touched), else a stderr handler on the ``oxfcgi`` logger only (:func:`ensure_handler`)."""
+    if log_config:
+        apply_log_config(log_config)
+        if explicit:
+            logging.getLogger("oxfcgi").setLevel(level)
+        return
+    ensure_handler(level, explicit=explicit)
 
 
 def use_log_file(path: str) -> None:

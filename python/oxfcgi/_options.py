@@ -45,9 +45,11 @@ class RunOptions(TypedDict, total=False):
     pidfile: str | None
     log_file: str | None
     log_level: str
+    log_config: str | None
     force_cgi: bool
     workers: int | None
     boot_attempts: int
+    reload_on_change: Iterable[str] | str
     max_requests_jitter: int
     max_lifetime: float | None
     max_rss: int | None

@@ -19,11 +19,11 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from . import _startup, _watchdog, supervisor
+from . import _reload, _startup, _watchdog, supervisor
 from ._cgi import force_cgi_requested, serve_cgi
 from ._listen import drop_privileges, listen, remove_pidfile, write_pidfile
 from ._loader import Loaded
-from ._logsetup import ensure_handler, make_print_safe, use_log_file
+from ._logsetup import configure, make_print_safe, use_log_file
 from ._oxfcgi import Server
 from .settings import Resolved
 
@@ -71,6 +71,29 @@ def warn_max_requests_under_mod_fcgid(max_requests: int | None) -> None:
         )
 
 
+def warn_bind_beside_inherited_socket(bind: Any) -> None:
+    """A process manager handed us a listening socket (mod_fcgid, lighttpd bin-path, H2O's
+    fastcgi.spawn, spawn-fcgi: fd 0; systemd: LISTEN_FDS) but a bind address was given
+    too: we serve there, and the manager's requests would hang unanswered. Say so."""
+    inherited = _startup.LISTEN_FD if _startup.LISTEN_FD is not None else next(iter(_startup.SYSTEMD_FDS), None)
+    if bind is None or inherited is None or isinstance(bind, int) or str(bind).startswith("fd:"):
+        return
+    try:
+        with socket.socket(fileno=os.dup(inherited)) as s:
+            name = s.getsockname()
+    except OSError:
+        name = "?"
+    where = f"unix:{name}" if isinstance(name, str) else f"{name[0]}:{name[1]}"
+    log.warning(
+        "the process that started this one handed over a listening socket (%s), but bind=%r was given: "
+        "oxfcgi serves on the bind address, so the inherited socket is ignored and the requests sent to it "
+        "hang. When a web server or spawner starts the app (mod_fcgid, lighttpd bin-path, H2O fastcgi.spawn, "
+        "spawn-fcgi, systemd), remove the bind (--bind, OXFCGI_BIND, run(bind=...), flup's bindAddress)",
+        where,
+        bind,
+    )
+
+
 def warn_if_root() -> None:
     """Serving as root is allowed but never silent (uWSGI's "you are running as root")."""
     if os.geteuid() == 0:
@@ -80,12 +103,14 @@ def warn_if_root() -> None:
         )
 
 
-def serve(load: Callable[[], Loaded], base: Resolved, finalize: Finalize) -> bool:
+def serve(load: Callable[[], Loaded], base: Resolved, finalize: Finalize, script_file: str | None = None) -> bool:
     """Serve what ``load()`` returns until stopped; returns what :func:`oxfcgi.run` returns.
 
     ``base``: the settings known before loading (the socket and process groups come from
     here). ``finalize(loaded)``: the effective settings once the app is loaded (its script
-    may have passed server settings to ``run()``). Raises ``BindError``/``OSError``,
+    may have passed server settings to ``run()``). ``script_file``: what
+    ``reload_on_change``'s ``script`` means when the loaded app does not say (the ``.fcgi``
+    that called ``run()``). Raises ``BindError``/``OSError``,
     ``ValueError``/``TypeError`` for bad settings, and whatever ``load()`` raises.
     """
     values = base.values
@@ -95,9 +120,10 @@ def serve(load: Callable[[], Loaded], base: Resolved, finalize: Finalize) -> boo
         return False
     Server(_noop_app, base.group("server"))  # the engine checks every setting before we bind
     workers = supervisor.workers_setting(values["workers"])
-    ensure_handler(values["log_level"], explicit=base.sources["log_level"] != "default")
+    configure(values["log_level"], explicit=base.sources["log_level"] != "default", log_config=values["log_config"])
     if values["log_file"]:
         use_log_file(values["log_file"])
+    warn_bind_beside_inherited_socket(values["bind"])
     switching = values["user"] is not None or values["group"] is not None
     loaded: Loaded | None = None
     if not switching and (workers is None or values["preload"]):
@@ -119,6 +145,9 @@ def serve(load: Callable[[], Loaded], base: Resolved, finalize: Finalize) -> boo
             master = supervisor.Master(
                 load, finalize, listener, workers, recycle, values["graceful_timeout"], values["boot_attempts"]
             )
+            if values["reload_on_change"]:
+                script = (loaded.file if loaded is not None else None) or script_file
+                master.watcher = _reload.Watcher(values["reload_on_change"], script)
             return master.run()
         loaded = loaded or load()
         final = finalize(loaded)
@@ -127,6 +156,9 @@ def serve(load: Callable[[], Loaded], base: Resolved, finalize: Finalize) -> boo
         _watchdog.start(
             server, final.values["request_slowlog_timeout"], final.values["request_terminate_timeout"], replace=False
         )
+        if values["reload_on_change"]:
+            watcher = _reload.Watcher(values["reload_on_change"], loaded.file or script_file)
+            _reload.watch_server(server, watcher, values["graceful_timeout"])
         return server.serve(listener)
     finally:
         sys.stdout = stdout

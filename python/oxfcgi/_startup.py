@@ -85,6 +85,8 @@ def _take_systemd_fds() -> None:
 def _startup_failure_hook(exc_type: type[BaseException], exc: BaseException, tb: types.TracebackType | None) -> None:
     import traceback
 
+    from . import _hints
+
     text = "".join(traceback.format_exception(exc_type, exc, tb))
     script = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else "the application"
     hints = (
@@ -92,8 +94,11 @@ def _startup_failure_hook(exc_type: type[BaseException], exc: BaseException, tb:
         f"  interpreter: {sys.executable} (Python {sys.version.split()[0]})\n"
         f"  cwd: {os.getcwd()}   uid: {os.getuid()}   PATH: {os.environ.get('PATH', '')}\n"
         f"  sys.path: {sys.path}\n"
-        f"  Run `oxfcgi check {script} --user $(id -un {os.getuid()} 2>/dev/null || echo USER)` to see why.\n"
     )
+    environment = _hints.environment_hint(exc)
+    if environment:
+        hints += "  " + environment.replace("\n", "\n  ") + "\n"
+    hints += f"  To see why as this user: {_hints.check_command(script)}\n"
     message = text + hints
     try:
         sys.stderr.write(message)

@@ -293,11 +293,17 @@ def build_parser() -> argparse.ArgumentParser:
 # --- serve ------------------------------------------------------------------------------
 
 
-def _setup_logging(level: str) -> None:
-    """stderr handler on the root logger (so the app's own warnings show too); the
-    ``oxfcgi`` logger at ``level``."""
-    logging.basicConfig(stream=sys.stderr, format="%(asctime)s %(name)s[%(process)d] %(levelname)s: %(message)s")
-    logging.getLogger("oxfcgi").setLevel(level)
+def _setup_logging(base: Resolved) -> None:
+    """The ``oxfcgi`` logger on stderr at ``log_level``, or the user's ``log_config``; the
+    root logger is left to the application (issue: Flask then logs its tracebacks to
+    wsgi.errors, and Django's lines appear once)."""
+    from oxfcgi import _logsetup
+
+    _logsetup.configure(
+        base.values["log_level"],
+        explicit=base.sources["log_level"] != "default",
+        log_config=base.values["log_config"],
+    )
 
 
 def _fail(message: str, status: int) -> int:
@@ -360,13 +366,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         base = settings.resolve(cli=cli)
     except (ValueError, TypeError) as e:
         return _fail(str(e), 2)
-    _setup_logging(base.values["log_level"])
+    try:
+        _setup_logging(base)
+    except ValueError as e:
+        return _fail(str(e), 2)
     try:
         import oxfcgi
         from oxfcgi import _serve, supervisor
-        from oxfcgi._loader import LoadError, load_target
+        from oxfcgi._loader import LoadError, load_target, prepare_paths, split_target
     except ImportError as e:
         return _fail(f"the engine cannot be imported ({e}); reinstall oxfcgi", 2)
+    try:
+        prepare_paths(base.values["chdir"], base.values["pythonpath"])
+    except LoadError as e:
+        return _fail(str(e).removeprefix("oxfcgi: "), 2)
     if args.print_config:
         return _print_config(args, cli, base)
     if base.values["log_file"]:
@@ -376,7 +389,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return _fail(f"cannot open the log file: {e}", 2)
     bind = base.values["bind"]
     try:
-        _serve.serve(lambda: load_target(args.target), base, _finalize(cli))
+        target_base, _, is_file = split_target(args.target)
+        script_file = os.path.abspath(target_base) if is_file else None
+        _serve.serve(lambda: load_target(args.target), base, _finalize(cli), script_file=script_file)
     except KeyboardInterrupt:
         pass
     except supervisor.BootFailed as e:
@@ -498,7 +513,11 @@ def cmd_request(args: argparse.Namespace) -> int:
             f"protocolStatus={client.PROTOCOL_STATUS_NAMES.get(resp.protocol_status)}",
             file=err,
         )
-    return 0 if resp.status < 400 else 1
+    if resp.status >= 400:
+        # The body alone may be empty or an HTML page: say what the status was.
+        print(f"oxfcgi request: {resp.status} {resp.reason}".rstrip(), file=err)
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

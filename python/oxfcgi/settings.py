@@ -215,7 +215,7 @@ def _parse_list(text: str) -> tuple[str, ...]:
 
 
 def _parse_paths(text: str) -> tuple[str, ...]:
-    return tuple(part for part in text.split(os.pathsep) if part)
+    return tuple(part.strip() for part in text.replace(",", os.pathsep).split(os.pathsep) if part.strip())
 
 
 def _identity(text: str) -> str:
@@ -695,6 +695,26 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     # --- process -----------------------------------------------------------------------------
     S(
+        "chdir",
+        FILE,
+        None,
+        "process",
+        "change into this directory before binding and loading the app (relative paths then start there)",
+        default_text="the current directory",
+        equivalent="gunicorn --chdir, php-fpm chdir",
+        run=False,
+    ),
+    S(
+        "pythonpath",
+        PATHS,
+        (),
+        "process",
+        "directories put first on sys.path before the app is loaded (comma- or colon-separated)",
+        default_text="none",
+        equivalent="gunicorn --pythonpath",
+        run=False,
+    ),
+    S(
         "user",
         ACCOUNT,
         None,
@@ -730,6 +750,15 @@ SETTINGS: tuple[Setting, ...] = (
         "level of the 'oxfcgi' logger",
         choices=LOG_LEVELS,
         equivalent="php-fpm log_level",
+    ),
+    S(
+        "log_config",
+        FILE,
+        None,
+        "process",
+        "a logging.config file (dictConfig .json, or fileConfig .ini): when given, logging is configured "
+        "from it alone; otherwise only the 'oxfcgi' logger gets a handler, never the root logger",
+        equivalent="gunicorn/uvicorn --log-config",
     ),
     S(
         "force_cgi",
@@ -768,6 +797,17 @@ SETTINGS: tuple[Setting, ...] = (
         "with workers: import the app once in the master before forking (less memory; SIGHUP then keeps the code)",
         equivalent="gunicorn preload_app",
         run=False,
+    ),
+    S(
+        "reload_on_change",
+        PATHS,
+        (),
+        "process",
+        "files looked at once a second ('script': the .fcgi/.py or TARGET file); when one is touched or "
+        "edited, the process stops once idle for its spawner to start a fresh one (with workers: a rolling "
+        "reload)",
+        default_text="off",
+        equivalent="uWSGI touch-reload, Passenger tmp/restart.txt",
     ),
     S(
         "max_requests_jitter",

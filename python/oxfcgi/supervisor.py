@@ -35,6 +35,7 @@ from collections.abc import Callable
 
 from ._loader import Loaded
 from ._oxfcgi import Listener, Scoreboard, Server
+from ._reload import Watcher
 from .settings import Resolved
 
 log = logging.getLogger("oxfcgi")
@@ -125,6 +126,9 @@ class Master:
         self.load_traceback = ""
         self.ever_ready = False
         self.gave_up: BootFailed | None = None
+        #: reload_on_change (set by the caller), looked at once a second.
+        self.watcher: Watcher | None = None
+        self.next_watch = 0.0
         self.respawn_at = 0.0
         self.stopping = False
         self.signals: list[int] = []
@@ -331,8 +335,20 @@ class Master:
         except (BlockingIOError, InterruptedError):
             pass
 
+    def _reload_all(self, why: str) -> None:
+        """Replace every worker in turn, each after its replacement is ready."""
+        for worker in [w for w in self.workers.values() if not w.retiring]:
+            if worker.pid in self.workers and not worker.retiring:
+                self._replace(worker, why)
+
     def _checks(self) -> None:
         now = time.monotonic()
+        if self.watcher is not None and now >= self.next_watch:
+            self.next_watch = now + 1.0
+            changed = self.watcher.changed()
+            if changed:
+                log.info("%s changed (reload_on_change): reloading the workers one by one", changed)
+                self._reload_all(f"reload ({os.path.basename(changed)} changed)")
         live = [w for w in self.workers.values() if not w.retiring]
         if len(live) < self.size and now >= self.respawn_at:
             for _ in range(self.size - len(live)):
@@ -369,9 +385,7 @@ class Master:
                         self._kill(worker, signal.SIGTERM)
             elif signum == signal.SIGHUP and not self.stopping:
                 log.info("SIGHUP received: reloading the workers one by one")
-                for worker in [w for w in self.workers.values() if not w.retiring]:
-                    if worker.pid in self.workers and not worker.retiring:
-                        self._replace(worker, "reload (SIGHUP)")
+                self._reload_all("reload (SIGHUP)")
             elif signum == signal.SIGUSR1:
                 from . import _logsetup
 

@@ -123,6 +123,13 @@ impl Label {
     }
 }
 
+impl Label {
+    /// SCRIPT_NAME and PATH_INFO, as the web server sent them.
+    fn route(&self) -> (Option<bytes::Bytes>, Option<bytes::Bytes>) {
+        (self.script_name.clone(), self.path_info.clone())
+    }
+}
+
 impl std::fmt::Display for Label {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let text =
@@ -193,7 +200,7 @@ fn handle(py: Python<'_>, ctx: &AppContext, request: Request, n: usize, thread_i
             return;
         }
     };
-    let responder = Arc::new(Responder::new(sink, control));
+    let responder = Arc::new(Responder::new(sink, control, what.route()));
     let streams = (|| {
         Ok::<_, PyErr>(RequestStreams {
             input: Bound::new(py, InputStream::new(stdin))?,

@@ -35,6 +35,52 @@ struct Head {
     /// `Status: …\r\n` and one `Name: value\r\n` per header, without the blank line.
     block: Vec<u8>,
     has_content_length: bool,
+    /// The longest header line, in bytes.
+    longest_line: usize,
+}
+
+/// nginx reads the whole header block into one `fastcgi_buffer_size` buffer (4 KiB on
+/// x86-64 by default): more is "upstream sent too big header" and a 502.
+const NGINX_HEADER_BUFFER: usize = 4096;
+/// Apache reads each CGI header line into 8 KiB (MAX_STRING_LEN): longer lines are
+/// "End of script output before headers" / AH01070 and a 500.
+const APACHE_HEADER_LINE: usize = 8190;
+
+/// Routes already warned about (bounded: header names and paths come from the app and clients).
+static WARNED_ROUTES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+const WARNED_ROUTES_LIMIT: usize = 256;
+
+/// Warn, once per route, when response headers are larger than a web server takes.
+fn warn_big_headers(py: Python<'_>, head: &Head, route: &str) {
+    let (total, line) = (head.block.len() + 2, head.longest_line);
+    if total <= NGINX_HEADER_BUFFER && line <= APACHE_HEADER_LINE {
+        return;
+    }
+    {
+        let mut warned = WARNED_ROUTES.lock().unwrap_or_else(|e| e.into_inner());
+        if warned.iter().any(|r| r == route) || warned.len() >= WARNED_ROUTES_LIMIT {
+            return;
+        }
+        warned.push(route.to_string());
+    }
+    let mut rejected_by = Vec::new();
+    if total > NGINX_HEADER_BUFFER {
+        rejected_by.push(format!(
+            "nginx (the block is {total} bytes; its fastcgi_buffer_size is 4 KiB by default: \"upstream sent too big \
+             header\", 502; raise fastcgi_buffer_size and fastcgi_buffers, e.g. fastcgi_buffer_size 32k;)"
+        ));
+    }
+    if line > APACHE_HEADER_LINE {
+        rejected_by.push(format!(
+            "Apache (a line of {line} bytes; it takes 8190 per line: \"End of script output before headers\" / \
+             AH01070, 500; only a shorter header helps, e.g. fewer or smaller cookies)"
+        ));
+    }
+    log_now(
+        py,
+        LEVEL_WARNING,
+        &format!("the response headers of {route} are larger than {} accepts", rejected_by.join(" and ")),
+    );
 }
 
 #[derive(Default)]
@@ -48,11 +94,18 @@ pub struct Responder {
     sink: ResponseSink,
     control: Arc<RequestControl>,
     state: Mutex<State>,
+    /// The request's path (SCRIPT_NAME + PATH_INFO), for warnings about its response.
+    route: (Option<Bytes>, Option<Bytes>),
 }
 
 impl Responder {
-    pub fn new(sink: ResponseSink, control: Arc<RequestControl>) -> Self {
-        Responder { sink, control, state: Mutex::new(State::default()) }
+    pub fn new(sink: ResponseSink, control: Arc<RequestControl>, route: (Option<Bytes>, Option<Bytes>)) -> Self {
+        Responder { sink, control, state: Mutex::new(State::default()), route }
+    }
+
+    fn route(&self) -> String {
+        let text = |b: &Option<Bytes>| b.as_deref().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
+        text(&self.route.0) + &text(&self.route.1)
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -185,6 +238,7 @@ fn build_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult
     block.extend_from_slice(&status);
     block.extend_from_slice(b"\r\n");
     let mut has_content_length = false;
+    let mut longest_line = block.len();
     for item in headers.try_iter()? {
         let item = item?;
         let pair = item.cast::<PyTuple>().ok().filter(|t| t.len() == 2).ok_or_else(|| {
@@ -214,12 +268,13 @@ fn build_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult
             ));
         }
         has_content_length |= name.eq_ignore_ascii_case(b"content-length");
+        longest_line = longest_line.max(name.len() + 2 + value.len() + 2);
         block.extend_from_slice(&name);
         block.extend_from_slice(b": ");
         block.extend_from_slice(&value);
         block.extend_from_slice(b"\r\n");
     }
-    Ok(Head { block, has_content_length })
+    Ok(Head { block, has_content_length, longest_line })
 }
 
 /// The `start_response` callable passed to the application.
@@ -260,6 +315,7 @@ impl StartResponse {
             return Err(PyAssertionError::new_err("start_response() called a second time without exc_info (PEP 3333)"));
         }
         let head = build_head(status, response_headers)?;
+        warn_big_headers(py, &head, &self.responder.route());
         self.responder.state().head = Some(head);
         Ok(Write { responder: self.responder.clone() })
     }

@@ -120,6 +120,11 @@ impl Server {
         current.is_some_and(|ctx| ctx.terminate(py, thread_id, older_than))
     }
 
+    /// Requests of this process running in the application now.
+    fn active(&self) -> u64 {
+        self.row.counters().active.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The engine's defaults for the settings it has a Rust default for
     /// (tests hold them against the settings table).
     #[staticmethod]

@@ -175,15 +175,23 @@ def _indent(text: str, spaces: int) -> str:
     return "\n".join((" " * spaces + line) if line.strip() else "" for line in text.strip("\n").splitlines())
 
 
-def app_blocks(socket_path: str) -> tuple[str, str]:
-    """(http-block text, server-block text) for the app locations, from ``oxfcgi config nginx``."""
+def app_blocks(socket_path: str, read_timeout: int = 10) -> tuple[str, str]:
+    """(http-block text, server-block text) for the app locations, from ``oxfcgi config nginx``
+    (``--timeout read_timeout``, ``--max-body-size 0``: the tests' own limits)."""
     from oxfcgi.config import ConfigOptions, generate
     from oxfcgi.config.nginx import split
 
     http_parts, server_parts = [], []
     for prefix in ("/app", "/keep", "/"):
         text = generate(
-            ConfigOptions(target="nginx", app="tests.apps.flask_app:app", socket=socket_path, prefix=prefix)
+            ConfigOptions(
+                target="nginx",
+                app="tests.apps.flask_app:app",
+                socket=socket_path,
+                prefix=prefix,
+                timeout=read_timeout,
+                max_body_size=0,
+            )
         )
         http_part, server_part = split(text)
         http_parts.append(http_part)
@@ -198,11 +206,22 @@ def app_blocks(socket_path: str) -> tuple[str, str]:
     return "\n".join(http_parts), "\n".join(server_parts)
 
 
-def render_config(prefix: Path, port: int, socket_path: str, read_timeout: int = 10) -> str:
+def render_config(
+    prefix: Path, port: int, socket_path: str, read_timeout: int = 10, snippets: list[str] | None = None
+) -> str:
+    """nginx.conf with the test app locations, or with ``snippets``: whole outputs of
+    ``oxfcgi config nginx``, as printed (their http and server parts pasted in place)."""
     if not os.path.exists(FASTCGI_PARAMS):
         raise NginxError(f"{FASTCGI_PARAMS} is missing (package nginx-common)")
     user_line = "user root root;" if os.geteuid() == 0 else ""
-    http_blocks, server_blocks = app_blocks(socket_path)
+    if snippets is None:
+        http_blocks, server_blocks = app_blocks(socket_path, read_timeout)
+    else:
+        from oxfcgi.config.nginx import split
+
+        parts = [split(text) for text in snippets]
+        http_blocks = "\n".join(http for http, _ in parts)
+        server_blocks = "\n".join(server for _, server in parts)
     return CONFIG_TEMPLATE.format(
         prefix=prefix,
         port=port,
@@ -221,8 +240,10 @@ def start_nginx(
     read_timeout: int = 10,
     attempts: int = 5,
     timeout: float = 15.0,
+    snippets: list[str] | None = None,
 ) -> Nginx:
-    """Start nginx in front of the FastCGI unix socket ``socket_path``."""
+    """Start nginx in front of the FastCGI unix socket ``socket_path`` (or with the
+    generated configurations ``snippets``, see :func:`render_config`)."""
     binary = nginx_binary or find_nginx()
     if not binary:
         raise NginxError("nginx is not installed")
@@ -236,7 +257,7 @@ def start_nginx(
     failures = []
     for attempt in range(attempts):
         port = free_port()
-        conf.write_text(render_config(prefix, port, socket_path, read_timeout))
+        conf.write_text(render_config(prefix, port, socket_path, read_timeout, snippets))
         # Start each attempt with an empty log so failures show only their own lines.
         error_log.write_text("")
         stderr_path = prefix / "nginx.stderr"

@@ -52,10 +52,12 @@ __all__ = ["MOD_FCGID_PATH", "Account", "Finding", "Report", "allowed", "run_che
 
 
 def _is_script_target(target: str) -> bool:
-    base = target
-    if target.endswith((".py", ".fcgi", ".wsgi", ".cgi")) or os.sep in target:
-        return True
-    return os.path.isfile(base) and ":" not in target
+    """A script the web server runs (a path, or a file that exists; ``app.fcgi`` that does not
+    exist too, so that its absence is reported), not a ``module:attr`` such as ``mysite.wsgi``."""
+    from .._loader import split_target
+
+    base, _, is_file = split_target(target)
+    return is_file or base.endswith((".py", ".fcgi", ".cgi"))
 
 
 def run_checks(

@@ -203,7 +203,22 @@ def report_import(ctx: Context, res: ProbeResult, interp: str, target: str, scri
         if missing == "oxfcgi" and ox_missing_first and ctx.env_python_reported:
             return
         if missing == "oxfcgi" and ox_missing_first:
-            fixes = [f"{interp} -m pip install oxfcgi"]
+            if d.get("externally_managed"):
+                # Debian's and Ubuntu's python refuse pip (PEP 668): a venv, named in the #! line.
+                venv = "/srv/venv"
+                fixes = [
+                    f"{interp} is the system's Python, which refuses pip install (PEP 668, "
+                    "externally-managed-environment): make a virtualenv and install oxfcgi there:",
+                    f"  {interp} -m venv {venv} && {venv}/bin/pip install oxfcgi",
+                    "  then run the app with that venv's python"
+                    + (
+                        f": {replace_shebang_cmd(script, venv + '/bin/python3')}"
+                        if script
+                        else f": {venv}/bin/oxfcgi serve ..."
+                    ),
+                ]
+            else:
+                fixes = [f"{interp} -m pip install oxfcgi"]
             suggestion = suggest_interp(ctx)
             if script and suggestion != interp:
                 fixes.append("or point the #! line at a python that has it: " + replace_shebang_cmd(script, suggestion))
@@ -268,6 +283,9 @@ def report_import(ctx: Context, res: ProbeResult, interp: str, target: str, scri
         return
     how = "run() captured" if d.get("run_called") else f"'{d.get('attr', target.rpartition(':')[2])}'"
     r.ok(f"the app imports as {who} with only PATH set ({how}: a callable {d.get('app_type')})")
+    from .apps import report_app_facts
+
+    report_app_facts(ctx, d)
     if ox_missing_first and script:
         r.ok(f"oxfcgi is found through the script's own sys.path changes (not installed in {interp})")
     if d.get("prefix") != d.get("base_prefix"):

@@ -20,6 +20,7 @@ import importlib.util
 import json
 import os
 import sys
+import sysconfig
 import traceback
 import types
 from typing import Any
@@ -80,6 +81,46 @@ def _run_script(target: str, out: dict[str, Any]) -> tuple[bool, Any]:
     return False, None
 
 
+def _django_paths() -> list[dict[str, Any]]:
+    """Files and directories a loaded Django project writes at run time, from its settings:
+    SQLite databases, MEDIA_ROOT, log files of LOGGING; and STATIC_ROOT (read only)."""
+    conf = sys.modules.get("django.conf")
+    settings = getattr(conf, "settings", None)
+    if settings is None or not getattr(settings, "configured", False):
+        return []
+    paths: list[dict[str, Any]] = []
+    for alias, db in (getattr(settings, "DATABASES", None) or {}).items():
+        if "sqlite3" in str(db.get("ENGINE", "")) and str(db.get("NAME", "")) not in ("", ":memory:"):
+            paths.append(
+                {"what": f"DATABASES[{alias!r}] (SQLite)", "path": os.path.abspath(str(db["NAME"])), "kind": "sqlite"}
+            )
+    media = getattr(settings, "MEDIA_ROOT", "")
+    if media:
+        paths.append({"what": "MEDIA_ROOT (uploads)", "path": os.path.abspath(str(media)), "kind": "dir"})
+    for name, handler in ((getattr(settings, "LOGGING", None) or {}).get("handlers") or {}).items():
+        if isinstance(handler, dict) and handler.get("filename"):
+            paths.append(
+                {"what": f"LOGGING handler {name!r}", "path": os.path.abspath(str(handler["filename"])), "kind": "file"}
+            )
+    static = getattr(settings, "STATIC_ROOT", "")
+    if static:
+        paths.append({"what": "STATIC_ROOT", "path": os.path.abspath(str(static)), "kind": "read"})
+    return paths
+
+
+def _app_facts(out: dict[str, Any], loaded_options: dict[str, Any]) -> None:
+    """What the doctor checks about a loaded app beyond its import."""
+    try:
+        out["writable_paths"] = _django_paths()
+    except Exception as e:
+        out["writable_paths_error"] = repr(e)
+    demand = sys.modules.get("mercurial.demandimport")
+    if demand is not None and callable(getattr(demand, "isenabled", None)):
+        out["demandimport"] = bool(demand.isenabled())
+    threads = loaded_options.get("threads")
+    out["threads"] = threads if isinstance(threads, int) else None
+
+
 def main(mode: str, target: str) -> dict[str, Any]:
     """Probe ``target`` in ``mode``; the facts the doctor reports on."""
     out: dict[str, Any] = {
@@ -89,6 +130,8 @@ def main(mode: str, target: str) -> dict[str, Any]:
         "base_prefix": getattr(sys, "base_prefix", sys.prefix),
         "uid": os.getuid(),
         "cwd": os.getcwd(),
+        # Debian's python refuses pip install (PEP 668): the fix for "no oxfcgi" is a venv.
+        "externally_managed": os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")),
     }
     loader: Any = None
     try:
@@ -105,6 +148,7 @@ def main(mode: str, target: str) -> dict[str, Any]:
         out["oxfcgi_error"] = "oxfcgi is too old for this check (its loader has no capture())"
         loader = None
     found, app = False, None
+    run_options: dict[str, Any] = {}
     try:
         if mode == "module":
             if loader is None:
@@ -114,6 +158,7 @@ def main(mode: str, target: str) -> dict[str, Any]:
             loaded = loader.load_target(target)
             found, app = True, loaded.app
             out["run_called"] = loaded.via_run
+            run_options = loaded.options
         else:
             if loader is not None:
                 blocks.append(loader.capture().__enter__())
@@ -125,6 +170,7 @@ def main(mode: str, target: str) -> dict[str, Any]:
         if name == "AppCaptured":
             found, app = True, getattr(e, "app", None)
             out["run_called"] = True
+            run_options = dict(getattr(e, "options", {}) or {})
         elif name == "LoadError":
             out["error"] = str(e)
         elif isinstance(e, SystemExit):
@@ -134,6 +180,7 @@ def main(mode: str, target: str) -> dict[str, Any]:
             if isinstance(e, ModuleNotFoundError):
                 out["missing_module"] = e.name
     if found:
+        _app_facts(out, run_options)
         out["found"] = True
         out["callable"] = callable(app)
         kind = type(app)

@@ -33,6 +33,13 @@ class ConfigOptions:
     - ``python``: the interpreter that has oxfcgi installed (default: the running one).
     - ``user``/``group``: the account the app runs as (systemd, spawners).
     - ``workdir``: the app's directory (default: the directory of ``app`` if a file, else cwd).
+    - ``max_body_size``: the largest request body the web server lets through, in bytes
+      (default 100 MiB; 0: no limit). Every generated configuration sets it explicitly,
+      since the web servers' own defaults are small (nginx 1 MiB, mod_fcgid 128 KiB).
+    - ``timeout``: seconds the web server waits for the app's answer and between its
+      bytes (default 300), so long requests and uploads are not cut at the server's
+      default (nginx 60 s, mod_fcgid 40 s).
+    - ``launcher``: where ``apache-fcgid`` writes its launcher script (default: print it).
     """
 
     target: str
@@ -43,6 +50,9 @@ class ConfigOptions:
     user: str | None = None
     group: str | None = None
     workdir: str | None = None
+    max_body_size: int = 100 << 20
+    timeout: int = 300
+    launcher: str | None = None
 
 
 def app_file(app: str) -> str | None:
@@ -62,6 +72,16 @@ def app_stem(app: str) -> str:
 
     file = app_file(app)
     return os.path.splitext(os.path.basename(file))[0] if file else app.split(":")[0].rsplit(".", 1)[-1]
+
+
+def human_size(size: int) -> str:
+    """``100 MiB``, ``512 KiB``, ``1234 bytes``; ``no limit`` for 0 (comments of generated configs)."""
+    if size == 0:
+        return "no limit"
+    for shift, unit in ((30, "GiB"), (20, "MiB"), (10, "KiB")):
+        if size >= 1 << shift and size % (1 << shift) == 0:
+            return f"{size >> shift} {unit}"
+    return f"{size} bytes"
 
 
 def generate(options: ConfigOptions) -> str:
@@ -98,12 +118,43 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--user", help="account the app runs as")
     parser.add_argument("--group", help="group the app runs as")
     parser.add_argument("--workdir", help="the app's working directory")
+    parser.add_argument(
+        "--max-body-size",
+        type=_size,
+        default=100 << 20,
+        metavar="BYTES",
+        help="largest request body the web server lets through (100M, 20m, 0 = unlimited; default: 100M)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=int,
+        default=300,
+        metavar="SECONDS",
+        help="how long the web server waits for the app's answer (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--launcher",
+        metavar="PATH",
+        help="apache-fcgid: write the launcher script there (executable) instead of printing it",
+    )
     parser.set_defaults(func=_main)
+
+
+def _size(text: str) -> int:
+    from oxfcgi.settings import BYTES
+
+    try:
+        return 0 if text.strip() == "0" else int(BYTES.parse(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _main(args: argparse.Namespace) -> int:
     prefix = "/" + args.prefix.strip("/") if args.prefix.strip("/") else "/"
     options = ConfigOptions(
+        max_body_size=args.max_body_size,
+        timeout=args.timeout,
+        launcher=args.launcher,
         target=args.target,
         app=args.app,
         socket=args.socket,
@@ -114,8 +165,28 @@ def _main(args: argparse.Namespace) -> int:
         workdir=args.workdir,
     )
     try:
-        sys.stdout.write(generate(options))
+        if options.launcher and options.target != "apache-fcgid":
+            raise ValueError("--launcher is for apache-fcgid (its FcgidWrapper launcher script)")
+        text = generate(options)
+        if options.launcher:
+            from oxfcgi.config import apache
+
+            _write_launcher(options.launcher, apache.launcher_text(options))
+        sys.stdout.write(text)
     except ValueError as e:
         print(f"oxfcgi config: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        print(f"oxfcgi config: cannot write the launcher {options.launcher}: {e.strerror}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _write_launcher(path: str, text: str) -> None:
+    """Write the launcher, readable and executable by everyone (the web server runs it)."""
+    import os
+
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        f.write(text)
+    os.chmod(path, 0o755)
+    print(f"oxfcgi config: wrote the launcher {path}", file=sys.stderr)

@@ -34,6 +34,8 @@ import os
 import re
 from typing import TYPE_CHECKING
 
+from oxfcgi.config import human_size
+
 if TYPE_CHECKING:
     from oxfcgi.config import ConfigOptions
 
@@ -101,6 +103,8 @@ def launcher_path(options: ConfigOptions) -> str:
     kind, module, _ = parse_app(options.app)
     if kind == "fcgi" or module is None:
         return os.path.abspath(options.app)
+    if options.launcher:
+        return os.path.abspath(options.launcher)
     return os.path.join(_workdir(options), f"{module.rpartition('.')[2]}.fcgi")
 
 
@@ -154,19 +158,31 @@ def launcher_text(options: ConfigOptions) -> str:
     )
 
 
-_FCGID_LIMITS = """\
+#: mod_fcgid's FcgidMaxRequestLen takes no "unlimited": this is as large as it takes.
+_FCGID_NO_LIMIT = 2147483647
+
+
+def _fcgid_limits(options: ConfigOptions) -> str:
+    """Authorization, the body limit and the timeouts, in server config / virtual host context."""
+    body = options.max_body_size
+    fcgid_len = body if body else _FCGID_NO_LIMIT
+    return f"""\
 # Authorization is not passed to FastCGI apps unless asked for (HTTP_AUTHORIZATION).
 FcgidPassHeader Authorization
-# Limits (server config / virtual host context; defaults shown):
-# - FcgidMaxRequestLen 131072: request bodies over 128 KiB get a 500
-#   ("HTTP request length ... exceeds MaxRequestLen"). Raise it for uploads:
-#FcgidMaxRequestLen 104857600
+# Request bodies up to {human_size(body)} (`oxfcgi config --max-body-size`; 0 = no limit). mod_fcgid's
+# default FcgidMaxRequestLen is 128 KiB: larger uploads get a 500 ("HTTP request length ...
+# exceeds MaxRequestLen"). mod_fcgid spools the whole body before the app sees it.
+FcgidMaxRequestLen {fcgid_len}
+LimitRequestBody {body}
+# Long requests (`oxfcgi config --timeout`): the app may take {options.timeout} s to start answering and
+# between its bytes (FcgidIOTimeout, default 40 s: "read data timeout"), and a request may run
+# that long before mod_fcgid kills its process (FcgidBusyTimeout, default 300 s).
+FcgidIOTimeout {options.timeout}
+FcgidBusyTimeout {options.timeout + 30}
 # - FcgidMaxRequestsPerProcess 0: recycle a process after N requests. Prefer this
 #   over any self-exit in the app (which makes mod_fcgid answer 500 for the request
 #   it already queued); oxfcgi never exits by itself under mod_fcgid.
 #FcgidMaxRequestsPerProcess 10000
-# - FcgidIOTimeout 40: the app must start answering (and keep streaming) within 40 s.
-#FcgidIOTimeout 40
 # mod_fcgid sends one request at a time to each process and starts more processes
 # (up to FcgidMaxProcessesPerClass, default 100) under load.
 """
@@ -199,11 +215,16 @@ def _generate_fcgid(options: ConfigOptions) -> str:
         ]
     else:
         out += [
-            f"# Save the launcher printed below as {script} (LF line endings). FcgidWrapper",
+            (
+                f"# The launcher {script} (written by --launcher): FcgidWrapper"
+                if options.launcher
+                else f"# Save the launcher printed below as {script} (LF line endings), or let"
+                " `oxfcgi config --launcher PATH` write it. FcgidWrapper"
+            ),
             f"# runs it with {options.python}, so neither its exec bit nor its #! line matters.",
         ]
     out.append("")
-    text = "\n".join(out) + "\n" + _FCGID_LIMITS + "\n"
+    text = "\n".join(out) + "\n" + _fcgid_limits(options) + "\n"
     text += _fcgid_mount(prefix, script)
     text += f"<Directory {_quote(directory)}>\n"
     text += "    Require all granted\n"
@@ -228,7 +249,9 @@ def _generate_fcgid(options: ConfigOptions) -> str:
             "    </Files>\n"
         )
     text += "</Directory>\n"
-    if kind != "fcgi":
+    if kind != "fcgi" and options.launcher:
+        text += f"# The launcher was written to {script} (oxfcgi config --launcher).\n"
+    elif kind != "fcgi":
         body = launcher_text(options)
         text += (
             "\n"
@@ -284,6 +307,10 @@ def serve_args(options: ConfigOptions) -> list[str]:
     args = [app, "--bind", bind]
     if bind.startswith("unix:"):
         args += ["--socket-mode", "660", "--socket-group", "www-data"]  # Debian's Apache group (RHEL: apache)
+    # Started as root: bind, then serve as this user (as the nginx generator does).
+    args += ["--user", options.user or "www-data"]
+    if options.group:
+        args += ["--group", options.group]
     prefix = _norm_prefix(options.prefix)
     if prefix != "/":
         args += ["--script-name", prefix]
@@ -310,12 +337,22 @@ def _generate_proxy(options: ConfigOptions) -> str:
         "",
     ]
     text = "\n".join(lines) + "\n"
+    timeout = options.timeout
+    text += (
+        f"# timeout={timeout}: Apache waits {timeout} s for the app's answer and between its bytes\n"
+        "# (`oxfcgi config --timeout`; the default, ProxyTimeout or Timeout 60 s, ends in a 504).\n"
+    )
     if prefix == "/":
-        text += f'ProxyPass "/" "{backend}/" enablereuse=on\n'
+        text += f'ProxyPass "/" "{backend}/" enablereuse=on timeout={timeout}\n'
         text += '<Location "/">\n'
     else:
-        text += f'ProxyPass {_quote(prefix)} "{backend}{prefix}" enablereuse=on\n'
+        text += f'ProxyPass {_quote(prefix)} "{backend}{prefix}" enablereuse=on timeout={timeout}\n'
         text += f"<Location {_quote(prefix)}>\n"
+    text += (
+        f"    # Request bodies up to {human_size(options.max_body_size)} (`oxfcgi config --max-body-size`;\n"
+        "    # 0 = no limit); Apache's own default is 1 GiB.\n"
+        f"    LimitRequestBody {options.max_body_size}\n"
+    )
     text += (
         "    # Plain FastCGI, not PHP-FPM's SCRIPT_FILENAME conventions.\n"
         "    ProxyFCGIBackendType GENERIC\n"

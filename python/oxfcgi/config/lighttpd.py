@@ -28,7 +28,7 @@ import re
 from typing import TYPE_CHECKING
 
 from oxfcgi._bind import parse_bind
-from oxfcgi.config import app_file, app_stem
+from oxfcgi.config import app_file, app_stem, human_size
 
 if TYPE_CHECKING:
     from oxfcgi.config import ConfigOptions
@@ -133,11 +133,15 @@ def generate(options: ConfigOptions) -> str:
         entries.append(("bin-environment", bin_env))
     entries.append(("check-local", "disable"))
     entries.append(("max-procs", MAX_PROCS))
+    # lighttpd 1.4.60+: how long it waits for the app's answer and between its bytes.
+    timeouts: list[tuple[str, object]] = [("read-timeout", options.timeout), ("write-timeout", options.timeout)]
+    entries += timeouts
     if prefix == "/":
         entries.append(("fix-root-scriptname", "enable"))
 
     standalone: list[tuple[str, object]] = _backend_address(options, for_bin_path=False)
     standalone.append(("check-local", "disable"))
+    standalone += timeouts
     if prefix == "/":
         standalone.append(("fix-root-scriptname", "enable"))
 
@@ -155,17 +159,27 @@ def generate(options: ConfigOptions) -> str:
         lines.append("# lighttpd adds -0, -1, ... to the path, one socket per process.")
     else:
         lines.append(f"# lighttpd listens on port {entries[1][1]} and up, one port per process.")
-    lines += ["", 'server.modules += ( "mod_fastcgi" )', ""]
+    body = options.max_body_size
+    lines += [
+        "",
+        'server.modules += ( "mod_fastcgi" )',
+        "",
+        f"# Request bodies up to {human_size(body)} (`oxfcgi config --max-body-size`; 0 = no limit; in KiB,",
+        "# set for the mount's URLs rather than left to lighttpd's default); read-/write-timeout: the",
+        f"# app may take {options.timeout} s to answer and between its bytes (`oxfcgi config --timeout`).",
+    ]
+    max_request = f"server.max-request-size = {(body + 1023) // 1024}"
 
     def mount(body: list[tuple[str, object]], comment: str = "") -> list[str]:
         key = _quote(prefix)
         if prefix == "/":
-            out = [f"fastcgi.server += ( {key} => (("]
+            out = ['$HTTP["url"] =~ "^/" {', f"    {max_request}", "}"]
+            out += [f"fastcgi.server += ( {key} => (("]
             out += _block(body, "    ")
             out += ["))", ")"]
         else:
             regex = _regex_literal(prefix)
-            out = [f'$HTTP["url"] =~ "^{regex}(/|$)" {{', f"    fastcgi.server = ( {key} => (("]
+            out = [f'$HTTP["url"] =~ "^{regex}(/|$)" {{', f"    {max_request}", f"    fastcgi.server = ( {key} => (("]
             out += _block(body, "        ")
             out += ["    ))", "    )", "}"]
         return [comment + line for line in out]

@@ -25,6 +25,7 @@ import shlex
 from typing import TYPE_CHECKING
 
 from oxfcgi._bind import parse_bind
+from oxfcgi.config import human_size
 
 if TYPE_CHECKING:
     from oxfcgi.config import ConfigOptions
@@ -132,7 +133,16 @@ def generate(options: ConfigOptions) -> str:
             "    fastcgi_param SCRIPT_NAME $fastcgi_script_name;",
             "    fastcgi_param PATH_INFO $fastcgi_path_info;",
         ]
+    body = options.max_body_size
+    nginx_size = "0" if body == 0 else (f"{body >> 20}m" if body % (1 << 20) == 0 else str(body))
     lines += [
+        f"    # Request bodies up to {human_size(body)} (nginx's own default is 1 MiB, then",
+        '    # "413 Request Entity Too Large"; `oxfcgi config --max-body-size` sets this, 0 = no limit).',
+        f"    client_max_body_size {nginx_size};",
+        f"    # Long requests: nginx waits {options.timeout} s for the app's answer and between its bytes",
+        "    # (its default 60 s ends in a 504; `oxfcgi config --timeout`).",
+        f"    fastcgi_read_timeout {options.timeout}s;",
+        f"    fastcgi_send_timeout {options.timeout}s;",
         "    # nginx passes every request header as HTTP_*, Authorization included.",
         "    fastcgi_keep_conn on;",
         f"    fastcgi_pass {name};",

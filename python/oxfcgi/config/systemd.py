@@ -86,7 +86,11 @@ def generate(options: ConfigOptions) -> str:
     else:
         raise ValueError(f"systemd needs a unix socket path or host:port, got {options.socket!r}")
 
-    exec_start = " ".join(_exec_arg(w) for w in [options.python, "-m", "oxfcgi", "serve", app])
+    argv = [options.python, "-m", "oxfcgi", "serve", app]
+    if prefix:
+        # The app is mounted at /prefix whatever the web server in front sends.
+        argv += ["--script-name", f"/{prefix}"]
+    exec_start = " ".join(_exec_arg(w) for w in argv)
     out = [
         f"# systemd units for oxfcgi serving {options.app} on {where}"
         + (f" (mounted at /{prefix} by the web server)" if prefix else ""),
