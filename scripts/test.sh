@@ -61,7 +61,7 @@ as_root() {
 install_debian_packages() {
     # Real servers and spawners the integration tests drive, plus Debian's own
     # python3 (Apache runs apps as www-data, which cannot enter /root).
-    local wanted=(nginx curl apache2 libapache2-mod-fcgid lighttpd spawn-fcgi libfcgi-bin fcgiwrap
+    local wanted=(nginx curl apache2 libapache2-mod-fcgid lighttpd spawn-fcgi libfcgi-bin fcgiwrap mercurial
                   python3 systemd)
     local missing=() pkg
     for pkg in "${wanted[@]}"; do

@@ -192,7 +192,8 @@ def test_generate_fcgid_for_a_fcgi_script():
     assert "FcgidPassHeader Authorization" in text
     # The body limit and the timeouts are set, not left commented out (the issue: a 3 MB
     # push got a 500 from mod_fcgid's 128 KiB default).
-    assert "\nFcgidMaxRequestLen 104857600\n" in text and "\nLimitRequestBody 104857600\n" in text
+    assert "\nFcgidMaxRequestLen 104857600\n" in text
+    assert "LimitRequestBody" not in text, "Apache's own 1 GiB default stays (see _fcgid_limits)"
     assert "\nFcgidIOTimeout 300\n" in text and "\nFcgidBusyTimeout 330\n" in text
     unlimited = generate(ConfigOptions(target="apache-fcgid", app="/srv/site/app.fcgi", max_body_size=0))
     assert "\nFcgidMaxRequestLen 2147483647\n" in unlimited and "\nLimitRequestBody 0\n" in unlimited
@@ -643,3 +644,146 @@ def test_cgi_mode_under_mod_cgid(apache, apache_site):
         assert r.status == 404
         env = server.get(f"{prefix}/_environ").json()
         assert env["GATEWAY_INTERFACE"] == "CGI/1.1" and env["_uid"] == 33
+
+
+# ---------------------------------------------------------------------------------------
+# Real apps as users deploy them: uploads, Django through the launcher, touch-to-reload
+# ---------------------------------------------------------------------------------------
+
+
+def _upload_20_mb(server, path: str) -> None:
+    import hashlib
+
+    body = os.urandom(20 << 20)
+    r = server.request("POST", path, body=body, headers={"Content-Type": "application/octet-stream"}, timeout=120)
+    assert r.status == 200, (r, server.error_log()[-2000:])
+    assert r.json()["sha256"] == hashlib.sha256(body).hexdigest()
+
+
+def test_a_20_mb_upload_through_the_generated_fcgid_config(apache, apache_site):
+    """mod_fcgid's FcgidMaxRequestLen is 128 KiB by default (a 3 MB push got a 500); the
+    generated configuration sets 100 MiB."""
+    script = write_fcgi(apache_site, "fcgid-upload")
+    server = apache(fcgid_config(apache_site, str(script), "/app"), timeout=120)
+    _upload_20_mb(server, "/app/upload")
+    small = apache(fcgid_config(apache_site, str(script), "/app", max_body_size=1 << 20), timeout=30)
+    r = small.request("POST", "/app/upload", body=b"x" * (2 << 20))
+    assert r.status == 500, r  # over the limit that was set: mod_fcgid refuses it, and says why
+    assert "exceeds MaxRequestLen (1048576)" in small.wait_for_log("MaxRequestLen")
+
+
+def test_a_20_mb_upload_through_the_generated_proxy_config(apache, apache_site, start_server):
+    sock = apache_site.base / f"up-{uuid.uuid4().hex[:6]}.sock"
+    options = ConfigOptions(
+        target="apache-proxy", app="tests.apps.apache_app:application", socket=str(sock), prefix="/app", user="root"
+    )
+    start_server(*apache_config.serve_args(options))
+    server = apache(generate(options), timeout=120)
+    _upload_20_mb(server, "/app/upload")
+
+
+def test_django_project_under_mod_fcgid_through_the_written_launcher(apache, apache_site):
+    """The startproject site behind mod_fcgid through `oxfcgi config --launcher PATH`: the
+    admin works under the prefix, its 404 lines appear once in Apache's error log, and a
+    Django traceback reaches it (mod_fcgid routes the process's stderr there)."""
+    from tests.support.apache import _chmod_world_readable, _copy_distributions
+    from tests.support.django_site import Browser, make_project
+
+    project = make_project(apache_site.base / f"dj-{uuid.uuid4().hex[:6]}", sys.executable)
+    _copy_distributions(("django", "asgiref", "sqlparse"), project)
+    shutil.copytree(apache_site.site / "oxfcgi", project / "oxfcgi")
+    # The database must be writable by Apache's user (the doctor says so otherwise).
+    os.chown(project / "db.sqlite3", 33, 33)
+    os.chown(project, 33, 33)
+    _chmod_world_readable(project)
+    launcher = project / "mysite.fcgi"
+    cli = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "oxfcgi",
+            "config",
+            "apache-fcgid",
+            "--app",
+            "mysite.wsgi:application",
+            "--prefix",
+            "/dj",
+            "--python",
+            apache_site.python,
+            "--workdir",
+            str(project),
+            "--launcher",
+            str(launcher),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert f"wrote the launcher {launcher}" in cli.stderr and os.stat(launcher).st_mode & 0o755 == 0o755
+    assert apache_config.LAUNCHER_BEGIN not in cli.stdout, "the launcher is a file, not commented text"
+    server = apache(cli.stdout, timeout=30)
+    browser = Browser(server.host, server.port)
+    browser.login("/dj")
+    assert server.get("/dj/no-such-page-xyz").status == 404
+    log = server.wait_for_log("Not Found: /dj/no-such-page-xyz", timeout=10)
+    time.sleep(0.5)
+    assert server.error_log().count("Not Found: /dj/no-such-page-xyz") == 1, log[-3000:]
+
+
+def test_touch_to_reload_under_mod_fcgid(apache, apache_site):
+    """reload_on_change: touching the .fcgi (same inode: mod_fcgid itself never notices)
+    or editing what it serves gives the next requests the new code, with no error reply."""
+    marker = apache_site.base / f"version-{uuid.uuid4().hex[:6]}.txt"
+    marker.write_text("one")
+    os.chmod(marker, 0o644)
+    app_py = apache_site.write(
+        f"reload-{uuid.uuid4().hex[:6]}/versioned.py",
+        "import os\n"
+        f"VERSION = open({str(marker)!r}).read()\n"
+        "def application(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [f'{VERSION} {os.getpid()}'.encode()]\n",
+    )
+    script = apache_site.write(
+        f"{app_py.parent.name}/app.fcgi",
+        f"#!{apache_site.python}\n"
+        "import sys\n"
+        f"sys.path.insert(0, {str(apache_site.site)!r})\n"
+        f"sys.path.insert(0, {str(app_py.parent)!r})\n"
+        "import oxfcgi\n"
+        "from versioned import application\n"
+        "oxfcgi.run(application, reload_on_change=['script'])\n",
+        0o755,
+    )
+    server = apache(fcgid_config(apache_site, str(script), "/r"), timeout=30)
+    first = server.get("/r/")
+    assert first.status == 200 and first.body.startswith(b"one "), first
+    old_pid = first.body.split()[1]
+    marker.write_text("two")
+    os.utime(script)  # touch: the same inode
+    deadline = time.monotonic() + 20
+    bodies = []
+    while time.monotonic() < deadline:
+        r = server.get("/r/")
+        assert r.status == 200, (r, server.error_log()[-3000:])  # never an error reply
+        bodies.append(r.body)
+        if r.body.startswith(b"two "):
+            break
+        time.sleep(0.2)
+    assert bodies[-1].startswith(b"two ") and bodies[-1].split()[1] != old_pid, bodies[-5:]
+    assert "changed (reload_on_change)" in server.error_log()
+
+
+def test_flask_traceback_reaches_apaches_error_log_under_serve(apache, apache_site, start_server):
+    """oxfcgi serve behind mod_proxy_fcgi: Flask's own handler (to wsgi.errors, FCGI_STDERR)
+    is installed because the root logger is left alone."""
+    sock = apache_site.base / f"tb-{uuid.uuid4().hex[:6]}.sock"
+    options = ConfigOptions(
+        target="apache-proxy", app="tests.apps.apache_app:application", socket=str(sock), prefix="/app", user="root"
+    )
+    start_server(*apache_config.serve_args(options))
+    server = apache(generate(options))
+    assert server.get("/app/boom").status == 500
+    log = server.wait_for_log("AppBoom", timeout=10)
+    assert "AppBoom" in log and "Traceback" in log

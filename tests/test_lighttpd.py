@@ -344,3 +344,61 @@ def test_standalone_variant_connects_to_a_running_oxfcgi(tmp_path, start_server)
         assert probe["environ"]["HTTP_AUTHORIZATION"] == "Basic YTpi"
     finally:
         site.stop()
+
+
+# ---------------------------------------------------------------------------------
+# Real uploads, and touch-to-reload
+
+
+def test_a_20_mb_upload_through_the_generated_config(site):
+    import hashlib
+
+    body = os.urandom(20 << 20)
+    r = site.request("POST", "/app/upload", body=body, headers={"Content-Type": "application/octet-stream"})
+    assert r.status == 200, (r, site.logs()[-2000:])
+    assert json.loads(r.body)["sha256"] == hashlib.sha256(body).hexdigest()
+
+
+def test_touch_to_reload_under_lighttpd(tmp_path):
+    """reload_on_change=script: touch the .fcgi and the next requests get the new code
+    from fresh processes lighttpd starts, with no error reply."""
+    binary = need_binary("lighttpd")
+    marker = tmp_path / "version.txt"
+    marker.write_text("one")
+    script = tmp_path / "versioned.fcgi"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import os, sys\n"
+        f"sys.path.insert(0, {str(ROOT / 'python')!r})\n"
+        "import oxfcgi\n"
+        f"VERSION = open({str(marker)!r}).read()\n"
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [f'{VERSION} {os.getpid()}'.encode()]\n"
+        "oxfcgi.run(app, reload_on_change=['script'])\n"
+    )
+    os.chmod(script, 0o755)
+    snippet = generated("lighttpd", app=str(script), socket=str(tmp_path / "v.sock"), prefix="/v")
+    server = start_lighttpd(tmp_path / "lighttpd", [snippet], binary=binary)
+    spawned: set[int] = set()
+    try:
+        first = server.get("/v/")
+        assert first.status == 200 and first.body.startswith(b"one "), (first, server.logs())
+        spawned.update(server.backend_pids())
+        marker.write_text("two")
+        os.utime(script)
+        deadline = time.monotonic() + 30
+        seen = []
+        while time.monotonic() < deadline:
+            r = server.get("/v/")
+            assert r.status == 200, (r, server.logs()[-3000:])  # never an error reply
+            seen.append(r.body)
+            spawned.update(server.backend_pids())
+            if r.body.startswith(b"two "):
+                break
+            time.sleep(0.2)
+        assert seen[-1].startswith(b"two "), (seen[-5:], server.logs()[-3000:])
+    finally:
+        spawned.update(server.backend_pids())
+        server.stop()
+        kill_survivors(spawned)

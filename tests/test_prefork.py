@@ -209,3 +209,14 @@ def test_kept_open_connections_spread_over_the_workers(start_server):
     finally:
         for c in conns:
             c.close()
+
+
+def test_reload_on_change_reloads_the_workers_one_by_one(start_server, tmp_path):
+    trigger = tmp_path / "restart.txt"
+    trigger.write_text("")
+    srv = start_server(APP, "--workers", "1", "--reload-on-change", str(trigger))
+    first = pid_of(srv)
+    os.utime(trigger, (time.time() + 5, time.time() + 5))
+    assert wait_for(lambda: _answers_with_new_pid(srv, first), timeout=15), srv.log()
+    assert "restart.txt changed (reload_on_change): reloading the workers one by one" in srv.log()
+    assert srv.proc.poll() is None, "the master goes on"

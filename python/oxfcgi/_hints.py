@@ -28,8 +28,12 @@ def check_command(script: str) -> str:
 
 
 def _innermost(tb: TracebackType | None) -> traceback.FrameSummary | None:
-    frames = traceback.extract_tb(tb)
-    return frames[-1] if frames else None
+    """The innermost frame outside the os module (os.environ's __getitem__ raises the
+    KeyError; the line that asked for the variable is the caller's)."""
+    for frame in reversed(traceback.extract_tb(tb)):
+        if frame.filename not in ("<frozen os>", os.__file__):
+            return frame
+    return None
 
 
 def environment_hint(exc: BaseException) -> str | None:

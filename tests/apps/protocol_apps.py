@@ -22,6 +22,7 @@ Routes:
   /error-late              yield b"partial" then raise
   /stderr                  write b"to stderr\n" to wsgi.errors, body b"ok"
   /stuck?t=30              write MARKER.started, sleep t seconds
+  /cookies?n=30&size=200   n Set-Cookie headers with values of size bytes (also /big-header)
 """
 
 from __future__ import annotations
@@ -161,6 +162,11 @@ def app(environ, start_response):
         environ["wsgi.errors"].flush()
         start_response("200 OK", text)
         return [b"ok"]
+
+    if path in ("/cookies", "/big-header"):
+        n, size = int(q.get("n", "1")), int(q.get("size", "10"))
+        start_response("200 OK", text + [("Set-Cookie", f"c{i}={'v' * size}; Path=/") for i in range(n)])
+        return [b"cookies"]
 
     if path == "/stuck":
         _write_marker(environ, "stuck", ".started")

@@ -114,7 +114,8 @@ def _app_facts(out: dict[str, Any], loaded_options: dict[str, Any]) -> None:
         out["writable_paths"] = _django_paths()
     except Exception as e:
         out["writable_paths_error"] = repr(e)
-    demand = sys.modules.get("mercurial.demandimport")
+    # `from mercurial import demandimport` is hgdemandimport since Mercurial 4.x.
+    demand = sys.modules.get("hgdemandimport") or sys.modules.get("mercurial.demandimport")
     if demand is not None and callable(getattr(demand, "isenabled", None)):
         out["demandimport"] = bool(demand.isenabled())
     threads = loaded_options.get("threads")

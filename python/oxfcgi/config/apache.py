@@ -160,12 +160,17 @@ def launcher_text(options: ConfigOptions) -> str:
 
 #: mod_fcgid's FcgidMaxRequestLen takes no "unlimited": this is as large as it takes.
 _FCGID_NO_LIMIT = 2147483647
+#: Apache's LimitRequestBody default since 2.4.53.
+APACHE_BODY_DEFAULT = 1 << 30
 
 
 def _fcgid_limits(options: ConfigOptions) -> str:
     """Authorization, the body limit and the timeouts, in server config / virtual host context."""
     body = options.max_body_size
     fcgid_len = body if body else _FCGID_NO_LIMIT
+    # Apache's own LimitRequestBody (1 GiB by default) is raised only when the limit is above
+    # it: when it refuses a body, mod_fcgid still sends the request, with an empty body.
+    core = f"LimitRequestBody {0 if body == 0 else body}\n" if body == 0 or body > APACHE_BODY_DEFAULT else ""
     return f"""\
 # Authorization is not passed to FastCGI apps unless asked for (HTTP_AUTHORIZATION).
 FcgidPassHeader Authorization
@@ -173,8 +178,7 @@ FcgidPassHeader Authorization
 # default FcgidMaxRequestLen is 128 KiB: larger uploads get a 500 ("HTTP request length ...
 # exceeds MaxRequestLen"). mod_fcgid spools the whole body before the app sees it.
 FcgidMaxRequestLen {fcgid_len}
-LimitRequestBody {body}
-# Long requests (`oxfcgi config --timeout`): the app may take {options.timeout} s to start answering and
+{core}# Long requests (`oxfcgi config --timeout`): the app may take {options.timeout} s to start answering and
 # between its bytes (FcgidIOTimeout, default 40 s: "read data timeout"), and a request may run
 # that long before mod_fcgid kills its process (FcgidBusyTimeout, default 300 s).
 FcgidIOTimeout {options.timeout}
