@@ -41,6 +41,65 @@ pub enum WarningKind {
     FcgiScriptNameStripped,
     NotUnderScriptName,
     NotUnderMount,
+    BadContentLength,
+    MissingParam(&'static str),
+}
+
+/// Which web server sent the params, for warnings that name the fix for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sender {
+    Nginx,
+    ApacheProxy,
+    ApacheCgi,
+    Lighttpd,
+    HaProxy,
+    Caddy,
+    H2o,
+    Unknown,
+}
+
+fn sender(params: &[(Bytes, Bytes)]) -> Sender {
+    let software = get(params, "SERVER_SOFTWARE").map(|v| v.to_ascii_lowercase()).unwrap_or_default();
+    let proxied = get(params, "SCRIPT_FILENAME").is_some_and(|v| v.starts_with(b"proxy:"));
+    if software.starts_with(b"nginx") {
+        Sender::Nginx
+    } else if software.starts_with(b"apache") {
+        if proxied {
+            Sender::ApacheProxy
+        } else {
+            Sender::ApacheCgi
+        }
+    } else if software.starts_with(b"lighttpd") {
+        Sender::Lighttpd
+    } else if software.starts_with(b"haproxy") {
+        Sender::HaProxy
+    } else if software.starts_with(b"caddy") {
+        Sender::Caddy
+    } else if software.starts_with(b"h2o") {
+        Sender::H2o
+    } else {
+        Sender::Unknown
+    }
+}
+
+/// How to make a web server send SCRIPT_NAME = the mount point and PATH_INFO = the rest.
+fn split_fix(sender: Sender) -> &'static str {
+    match sender {
+        Sender::Nginx => {
+            "nginx: `fastcgi_param SCRIPT_NAME \"\"; fastcgi_param PATH_INFO $fastcgi_script_name;` at the root, \
+             `fastcgi_split_path_info` for a prefix (`oxfcgi config nginx` prints both)"
+        }
+        Sender::ApacheProxy => "Apache mod_proxy_fcgi: the ProxyFCGISetEnvIf rules `oxfcgi config apache-proxy` prints",
+        Sender::HaProxy => "HAProxy: `path-info ^(/prefix)(/.*)?$` in the fcgi-app (`oxfcgi config haproxy`)",
+        Sender::Caddy => "Caddy: `split /prefix` in the fastcgi transport (`oxfcgi config caddy`)",
+        Sender::H2o => "H2O: mount the app with `fastcgi.connect` under the path (`oxfcgi config h2o`)",
+        _ => {
+            "nginx: `fastcgi_param SCRIPT_NAME \"\"; fastcgi_param PATH_INFO $fastcgi_script_name;` at the root, \
+             `fastcgi_split_path_info` for a prefix (`oxfcgi config nginx`); Apache mod_proxy_fcgi: the \
+             ProxyFCGISetEnvIf rules of `oxfcgi config apache-proxy`; elsewhere, have the web server send \
+             SCRIPT_NAME = the mount point and PATH_INFO = the rest"
+        }
+    }
 }
 
 /// Whether the web server splits SCRIPT_NAME/PATH_INFO itself, as CGI does:
@@ -128,16 +187,32 @@ pub fn sanitize(params: &mut Vec<(Bytes, Bytes)>, mount: Option<&[u8]>) -> Vec<W
     } else if let (false, Some(path)) = (path_info_sent, &decoded_path) {
         // Only when PATH_INFO is absent: nginx's prefix recipe
         // (`fastcgi_split_path_info`) sends an empty one for the prefix itself.
-        if !script_name.is_empty() && script_name[..] == path[..] && script_name != "/" && !splits_like_cgi(params) {
+        // The shape (SCRIPT_NAME = the whole path, no PATH_INFO) is what
+        // nginx's default fastcgi_params and mod_proxy_fcgi send for every
+        // path, but also what HAProxy's `path-info` recipe, Caddy's `split`
+        // and servers that split like CGI send for the mount point itself:
+        // only the first two (or a server that does not say) are repaired.
+        let from = sender(params);
+        let whole_path_sender = matches!(from, Sender::Nginx | Sender::ApacheProxy | Sender::Unknown);
+        if !script_name.is_empty()
+            && script_name[..] == path[..]
+            && script_name != "/"
+            && whole_path_sender
+            && !splits_like_cgi(params)
+        {
+            let who = match from {
+                Sender::Nginx => "as nginx's default fastcgi_params send it",
+                Sender::ApacheProxy => "as Apache mod_proxy_fcgi sends it",
+                _ => "as nginx's default fastcgi_params and Apache mod_proxy_fcgi send it",
+            };
             warnings.push(Warning {
                 once: Some(WarningKind::ScriptNameIsWholePath),
                 message: format!(
-                    "SCRIPT_NAME is the whole request path ({:?}) and PATH_INFO is missing, as nginx's default \
-                     fastcgi_params and Apache mod_proxy_fcgi send it; serving the app as mounted at \"/\". Fix it \
-                     at the source: nginx `fastcgi_param SCRIPT_NAME \"\"; fastcgi_param PATH_INFO $fastcgi_script_name;` \
-                     (or `fastcgi_split_path_info` for a prefix; `oxfcgi config nginx` prints it), or set \
-                     script_name (--script-name /prefix) to the mount prefix",
-                    show(&script_name)
+                    "SCRIPT_NAME is the whole request path ({:?}) and PATH_INFO is missing, {who}; serving the \
+                     app as mounted at \"/\". Fix it at the source: {}; or set script_name (--script-name \
+                     /prefix) to the mount prefix",
+                    show(&script_name),
+                    split_fix(from)
                 ),
             });
             set(params, "SCRIPT_NAME", Bytes::new());
@@ -185,10 +260,32 @@ pub fn sanitize(params: &mut Vec<(Bytes, Bytes)>, mount: Option<&[u8]>) -> Vec<W
     if get(params, "QUERY_STRING").is_none_or(|v| v.is_empty()) {
         set(params, "QUERY_STRING", uri_query.unwrap_or_default());
     }
+    // CGI/1.1 §4.1.2: CONTENT_LENGTH is a non-negative decimal, or absent. Caddy sends -1
+    // for a chunked body; others send "" for no body. An unusable one is removed: the
+    // body ends at its end record (wsgi.input_terminated is always true).
+    if let Some(value) = get(params, "CONTENT_LENGTH") {
+        let valid = !value.is_empty() && value.iter().all(u8::is_ascii_digit) && value.len() <= 19;
+        if !valid {
+            if !value.is_empty() {
+                warnings.push(Warning {
+                    once: Some(WarningKind::BadContentLength),
+                    message: format!(
+                        "CONTENT_LENGTH {:?} is not a length ({}); removed: the body is read to its end record",
+                        show(value),
+                        match sender(params) {
+                            Sender::Caddy => "Caddy sends -1 for a chunked request body",
+                            _ => "CGI/1.1 wants a non-negative number or nothing",
+                        }
+                    ),
+                });
+            }
+            params.retain(|(n, _)| n != "CONTENT_LENGTH".as_bytes());
+        }
+    }
     for (name, default) in REQUIRED {
         if get(params, name).is_none() {
             warnings.push(Warning {
-                once: None,
+                once: Some(WarningKind::MissingParam(name)),
                 message: format!("missing FastCGI param {name} required by WSGI; using {default:?}"),
             });
             set(params, name, Bytes::from_static(default.as_bytes()));
@@ -273,6 +370,33 @@ mod tests {
         assert_eq!(w.len(), 1);
         assert_eq!(w[0].once, Some(WarningKind::ScriptNameIsWholePath));
         assert!(w[0].message.contains("fastcgi_param SCRIPT_NAME"));
+    }
+
+    #[test]
+    fn the_mount_point_of_haproxy_and_caddy_is_kept() {
+        // HAProxy's documented `path-info ^(/app)(/.*)?$` recipe for GET /app, Caddy's `split`.
+        for software in ["HAProxy", "Caddy"] {
+            let (p, w) = run(&[("SERVER_SOFTWARE", software), ("SCRIPT_NAME", "/app"), ("REQUEST_URI", "/app")], None);
+            assert!(w.is_empty(), "{software}: {w:?}");
+            assert_eq!((value(&p, "SCRIPT_NAME"), value(&p, "PATH_INFO")), ("/app", ""), "{software}");
+        }
+        // nginx's whole-path shape is still repaired, and the warning names nginx's fix only.
+        let (p, w) =
+            run(&[("SERVER_SOFTWARE", "nginx/1.22.1"), ("SCRIPT_NAME", "/a/b"), ("REQUEST_URI", "/a/b")], None);
+        assert_eq!((value(&p, "SCRIPT_NAME"), value(&p, "PATH_INFO")), ("", "/a/b"));
+        assert!(w[0].message.contains("fastcgi_split_path_info") && !w[0].message.contains("ProxyFCGISetEnvIf"));
+    }
+
+    #[test]
+    fn an_unusable_content_length_is_removed() {
+        let (p, w) = run(&[("SERVER_SOFTWARE", "Caddy"), ("CONTENT_LENGTH", "-1"), ("REQUEST_URI", "/")], None);
+        assert!(!p.iter().any(|(n, _)| n == "CONTENT_LENGTH".as_bytes()));
+        assert_eq!(w.len(), 1);
+        assert!(w[0].message.contains("Caddy sends -1 for a chunked request body"));
+        let (p, w) = run(&[("CONTENT_LENGTH", ""), ("REQUEST_URI", "/")], None);
+        assert!(w.is_empty() && !p.iter().any(|(n, _)| n == "CONTENT_LENGTH".as_bytes()), "empty: removed quietly");
+        let (p, _) = run(&[("CONTENT_LENGTH", "42"), ("REQUEST_URI", "/")], None);
+        assert_eq!(value(&p, "CONTENT_LENGTH"), "42");
     }
 
     #[test]

@@ -337,23 +337,39 @@ def test_params_over_limit_close_connection(start_server):
 # --- multiplexing (§3.3, §5.5 FCGI_CANT_MPX_CONN) ----------------------------------------
 
 
-def test_cant_mpx_conn_when_not_multiplexed(server):
+def test_cant_mpx_conn_for_a_request_beside_one_still_receiving_input(server):
+    """Not multiplexed: a BEGIN_REQUEST while another request's body is still arriving is a
+    genuinely concurrent request and gets FCGI_CANT_MPX_CONN at once."""
+    with server.connect() as conn:
+        start_request(conn, 1, "/echo", method="POST", body=b"x" * 10, end_stdin=False)
+        start_request(conn, 2, "/hello")
+        rec = conn.read_record()
+        assert rec is not None and (rec.type, rec.request_id) == (FCGI_END_REQUEST, 2), rec
+        assert rec.end_request()[1] == FCGI_CANT_MPX_CONN
+        conn.send_stdin(1, b"")
+        first = conn.read_response(1)
+        assert (first.status, first.body) == (200, b"x" * 10)
+
+
+def test_a_begin_request_after_a_complete_one_waits_its_turn(server):
+    """php-fpm serialises: a BEGIN_REQUEST that follows a request whose input is complete
+    (HAProxy's keep-conn sends it before the first FCGI_END_REQUEST) is served after it,
+    not refused."""
     with server.connect() as conn:
         start_request(conn, 1, "/sleep?t=0.5")
         time.sleep(0.1)
         start_request(conn, 2, "/hello")
         records = []
-        while not any(r.type == FCGI_END_REQUEST and r.request_id == 1 for r in records):
+        while not any(r.type == FCGI_END_REQUEST and r.request_id == 2 for r in records):
             rec = conn.read_record()
             assert rec is not None, f"connection closed early: {records}"
             records.append(rec)
         ends = {r.request_id: i for i, r in enumerate(records) if r.type == FCGI_END_REQUEST}
-        assert 2 in ends, f"no END_REQUEST for the second request: {records}"
-        assert ends[2] < ends[1], "FCGI_CANT_MPX_CONN must not wait for the first request"
-        assert records[ends[2]].end_request()[1] == FCGI_CANT_MPX_CONN
-        assert not [r for r in records if r.request_id == 2 and r.type != FCGI_END_REQUEST]
+        assert ends[1] < ends[2], "served in turn"
+        assert records[ends[2]].end_request()[1] == FCGI_REQUEST_COMPLETE
         first = Response.from_records([r for r in records if r.request_id == 1])
-        assert (first.status, first.body) == (200, b"slept")
+        second = Response.from_records([r for r in records if r.request_id == 2])
+        assert (first.status, first.body) == (200, b"slept") and (second.status, second.body) == (200, b"hello")
         assert_well_formed(first)
 
 

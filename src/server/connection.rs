@@ -70,6 +70,9 @@ struct ActiveRequest {
     /// `REQUEST_METHOD` and `REQUEST_URI` (or `SCRIPT_NAME`+`PATH_INFO`), for log lines.
     method: Option<Bytes>,
     target: Option<Bytes>,
+    /// A valid `CONTENT_LENGTH`, and the FCGI_STDIN bytes received, to notice a mismatch.
+    content_length: Option<u64>,
+    stdin_bytes: u64,
 }
 
 impl ActiveRequest {
@@ -128,6 +131,7 @@ impl Expiry {
 static PROTOCOL_ERRORS: LogLimit = LogLimit::new(loglimit::WINDOW);
 static TIMEOUTS: LogLimit = LogLimit::new(loglimit::WINDOW);
 static SEND_TIMEOUTS: LogLimit = LogLimit::new(loglimit::WINDOW);
+static LENGTH_MISMATCHES: LogLimit = LogLimit::new(loglimit::WINDOW);
 
 /// What a request over the in-flight limit gets on a connection that is not
 /// multiplexed (where FCGI_OVERLOADED would turn into a bare 502).
@@ -176,6 +180,9 @@ struct Conn {
     close_when_idle: bool,
     /// The peer closed its sending side.
     read_closed: bool,
+    /// The next record is a FCGI_BEGIN_REQUEST that waits for the current
+    /// request to end (see `next_begin_must_wait`); nothing more is read.
+    held: bool,
     /// The server is shutting down: close once nothing is active.
     draining: bool,
     /// When bytes last arrived (for `read_timeout`).
@@ -231,10 +238,19 @@ pub(crate) async fn serve_connection<R, W>(
         served: 0,
         close_when_idle: false,
         read_closed: false,
+        held: false,
         draining: false,
     };
     tracing::debug!("{}: connection accepted", conn.peer);
     let graceful = loop {
+        // The current request ended: take the one that waited.
+        if conn.held && conn.requests.is_empty() {
+            conn.held = false;
+            if let Err(e) = conn.process_records() {
+                conn.protocol_error(e);
+                break false;
+            }
+        }
         if conn.requests.is_empty()
             && conn.wbuf.is_empty()
             && (conn.close_when_idle || conn.read_closed || conn.drained())
@@ -242,7 +258,9 @@ pub(crate) async fn serve_connection<R, W>(
             break true;
         }
         conn.note_state();
-        let reading = !(conn.read_closed || conn.close_when_idle && conn.requests.is_empty()) && conn.pending.is_none();
+        let reading = !(conn.read_closed || conn.close_when_idle && conn.requests.is_empty())
+            && conn.pending.is_none()
+            && !conn.held;
         let pending_tx = conn.pending.as_ref().and_then(|p| conn.sender(p.key, p.stream));
         let deadline = conn.deadline();
         tokio::select! {
@@ -485,6 +503,10 @@ impl Conn {
     /// input queue is full.
     fn process_records(&mut self) -> Result<(), ProtocolError> {
         while self.pending.is_none() && !(self.close_when_idle && self.requests.is_empty()) {
+            if self.next_begin_must_wait() {
+                self.held = true;
+                break;
+            }
             match record::decode(&mut self.rbuf)? {
                 Some(rec) => self.on_record(rec)?,
                 None => break,
@@ -492,6 +514,24 @@ impl Conn {
         }
         self.settle_eof();
         Ok(())
+    }
+
+    /// php-fpm serialises: a FCGI_BEGIN_REQUEST that arrives on a busy
+    /// connection that is not multiplexed waits (unread, with everything
+    /// after it) until the current request ends. HAProxy's `option
+    /// keep-conn` sends the next request as soon as a response's body is
+    /// complete, before its FCGI_END_REQUEST, and ignores FCGI_CANT_MPX_CONN.
+    /// Only when every active request is running with its input complete; a
+    /// BEGIN_REQUEST beside one still receiving input is a concurrent request
+    /// and gets FCGI_CANT_MPX_CONN.
+    fn next_begin_must_wait(&self) -> bool {
+        if self.shared.config.multiplexed || self.requests.is_empty() || self.rbuf.len() < FCGI_HEADER_LEN {
+            return false;
+        }
+        let header = record::Header::parse(&self.rbuf);
+        header.record_type == FCGI_BEGIN_REQUEST
+            && header.request_id != FCGI_NULL_REQUEST_ID
+            && self.requests.iter().all(|r| r.running() && !r.expects_input())
     }
 
     fn on_record(&mut self, rec: Record) -> Result<(), ProtocolError> {
@@ -576,6 +616,8 @@ impl Conn {
             began: self.partial_since.unwrap_or_else(Instant::now),
             method: None,
             target: None,
+            content_length: None,
+            stdin_bytes: 0,
         });
         Ok(())
     }
@@ -631,6 +673,10 @@ impl Conn {
         }
         let req = &mut self.requests[i];
         (req.method, req.target) = request_line(&params);
+        req.content_length = params
+            .iter()
+            .find(|(n, _)| n == "CONTENT_LENGTH".as_bytes())
+            .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse().ok());
         req.phase = Phase::Ready(params);
         let key = req.key;
         self.served += 1;
@@ -714,6 +760,20 @@ impl Conn {
             let record_type = if stream == Stream::Stdin { FCGI_STDIN } else { FCGI_DATA };
             return Err(ProtocolError::InputBeforeParams { record_type, request_id: id });
         }
+        if stream == Stream::Stdin && req.stdin_tx.is_some() {
+            req.stdin_bytes += content.len() as u64;
+            if content.is_empty() && req.content_length.is_some_and(|n| n != req.stdin_bytes) {
+                crate::log_limited!(
+                    warn,
+                    LENGTH_MISMATCHES,
+                    "{}: {}: CONTENT_LENGTH says {} bytes, but the body (FCGI_STDIN) had {}",
+                    self.peer,
+                    req.describe(),
+                    req.content_length.unwrap_or_default(),
+                    req.stdin_bytes
+                );
+            }
+        }
         let tx = match stream {
             Stream::Stdin => &mut req.stdin_tx,
             Stream::Data => &mut req.data_tx,
@@ -754,6 +814,13 @@ impl Conn {
             }
             Output::Stdout(_) | Output::Stderr(_) => {}
             Output::End { app_status } => self.finish(i, app_status),
+            Output::Last { data, app_status } => {
+                if !aborted {
+                    put_stream(&mut self.wbuf, FCGI_STDOUT, req.request_id, &data);
+                    req.stdout_sent |= !data.is_empty();
+                }
+                self.finish(i, app_status);
+            }
             Output::Terminated => {
                 let req = &self.requests[i];
                 tracing::warn!(
@@ -951,7 +1018,7 @@ mod tests {
     }
 
     /// Read records until EOF or until `stop` says so.
-    async fn read_records(rd: &mut ReadHalf<DuplexStream>, stop: impl Fn(&Record) -> bool) -> Vec<Record> {
+    async fn read_records(rd: &mut ReadHalf<DuplexStream>, mut stop: impl FnMut(&Record) -> bool) -> Vec<Record> {
         let mut buf = BytesMut::new();
         let mut records = Vec::new();
         loop {
@@ -1162,5 +1229,64 @@ mod tests {
         params(&mut out, 1, &pairs);
         wr.write_all(&out).await.unwrap();
         assert!(read_records(&mut rd, |_| false).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_early_begin_request_waits_for_the_current_request() {
+        // HAProxy's keep-conn: the next request follows the previous one's body at once.
+        let (mut wr, mut rd) = start(Config::default());
+        let mut out = BytesMut::new();
+        for id in [1u16, 2] {
+            begin(&mut out, id, FCGI_RESPONDER, FCGI_KEEP_CONN);
+            params(&mut out, id, &[("REQUEST_METHOD", "POST")]);
+            put_stream(&mut out, FCGI_STDIN, id, if id == 1 { b"first" } else { b"second" });
+            put_record(&mut out, FCGI_STDIN, id, &[]);
+        }
+        wr.write_all(&out).await.unwrap();
+        let mut ends = 0;
+        let recs = read_records(&mut rd, |r| {
+            ends += is_end(r) as usize;
+            ends == 2
+        })
+        .await;
+        let ends: Vec<(u16, u8)> = recs.iter().filter(|r| is_end(r)).map(|r| (r.request_id, r.content[4])).collect();
+        assert_eq!(ends, vec![(1, FCGI_REQUEST_COMPLETE), (2, FCGI_REQUEST_COMPLETE)], "no FCGI_CANT_MPX_CONN");
+        let body = |id: u16| -> Vec<u8> {
+            recs.iter()
+                .filter(|r| r.record_type == FCGI_STDOUT && r.request_id == id)
+                .flat_map(|r| r.content.to_vec())
+                .collect()
+        };
+        assert!(body(1).ends_with(b"first") && body(2).ends_with(b"second"));
+    }
+
+    /// Answers with one `Output::Last` (the in-memory body's tail and the end together).
+    struct Whole;
+
+    impl Handler for Whole {
+        fn dispatch(&self, request: Request) {
+            tokio::spawn(async move {
+                assert!(request.control.start());
+                let data = Bytes::from_static(b"Status: 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                let _ = request.sink.send(Output::Last { data, app_status: 0 }).await;
+            });
+        }
+    }
+
+    #[tokio::test]
+    async fn the_last_stdout_and_end_request_arrive_in_one_read() {
+        let (mut wr, mut rd) = start_with(Config::default(), Arc::new(Whole), 1 << 20);
+        let mut out = BytesMut::new();
+        begin(&mut out, 1, FCGI_RESPONDER, FCGI_KEEP_CONN);
+        params(&mut out, 1, &[("REQUEST_METHOD", "GET")]);
+        put_record(&mut out, FCGI_STDIN, 1, &[]);
+        wr.write_all(&out).await.unwrap();
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        rd.read_buf(&mut buf).await.unwrap();
+        let mut kinds = Vec::new();
+        while let Some(rec) = record::decode(&mut buf).unwrap() {
+            kinds.push(rec.record_type);
+        }
+        assert_eq!(kinds, vec![FCGI_STDOUT, FCGI_STDOUT, FCGI_END_REQUEST], "body, end of stream and end in one write");
     }
 }

@@ -181,6 +181,10 @@ pub enum Output {
     /// The request is over: close the streams and send FCGI_END_REQUEST with
     /// this `appStatus`.
     End { app_status: u32 },
+    /// The last FCGI_STDOUT bytes and the end, together, so that they go out
+    /// in one write: a client that reuses the connection as soon as the body
+    /// is complete (HAProxy's `option keep-conn`) finds END_REQUEST with it.
+    Last { data: Bytes, app_status: u32 },
     /// The request ran past `request_terminate_timeout`: the connection
     /// answers it now (a 504 if no header went out, else the response is cut
     /// short) and ignores whatever the application still sends for it.

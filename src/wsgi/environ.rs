@@ -12,7 +12,7 @@ use pyo3::{ffi, intern};
 use super::context::AppContext;
 use super::errors::ErrorStream;
 use super::input::InputStream;
-use super::log::LEVEL_WARNING;
+use super::log::{log_now, LEVEL_WARNING};
 use crate::cgi;
 use crate::protocol::Role;
 
@@ -105,9 +105,12 @@ pub fn build<'py>(
     if let Some(data) = streams.data {
         environ.set_item(intern!(py, "fcgi.data"), data)?;
     }
+    // Configuration warnings go to the server's log, not to this request's FCGI_STDERR:
+    // that stream is the application's (wsgi.errors, tracebacks), and HAProxy 2.6.12
+    // crashes on FCGI_STDERR that arrives right after the params.
     for warning in warnings {
         if warning.once.is_none_or(first_time) {
-            streams.errors.get().emit(py, &format!("oxfcgi: {}\n", warning.message), LEVEL_WARNING);
+            log_now(py, LEVEL_WARNING, &warning.message);
         }
     }
     Ok(environ)

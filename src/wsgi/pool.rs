@@ -91,11 +91,18 @@ fn worker(ctx: Arc<AppContext>, rx: Receiver<Request>, n: usize) {
 struct EndGuard {
     sink: ResponseSink,
     app_status: u32,
+    /// The body's last bytes, to go out with the end.
+    tail: Option<bytes::Bytes>,
 }
 
 impl Drop for EndGuard {
     fn drop(&mut self) {
-        if let Err(Ok(kind)) = self.sink.try_send(Output::End { app_status: self.app_status }) {
+        let app_status = self.app_status;
+        let end = match self.tail.take() {
+            Some(data) => Output::Last { data, app_status },
+            None => Output::End { app_status },
+        };
+        if let Err(Ok(kind)) = self.sink.try_send(end) {
             let _ = self.sink.blocking_send(kind);
         }
     }
@@ -184,7 +191,7 @@ fn handle(py: Python<'_>, ctx: &AppContext, request: Request, n: usize, thread_i
         // Aborted while queued: the connection has answered already.
         return;
     }
-    let mut end = EndGuard { sink: sink.clone(), app_status: 1 };
+    let mut end = EndGuard { sink: sink.clone(), app_status: 1, tail: None };
     let what = Label::new(request_id, &params);
     let activity = Activity::start(py, ctx, n, |started| Running {
         started,
@@ -211,13 +218,14 @@ fn handle(py: Python<'_>, ctx: &AppContext, request: Request, n: usize, thread_i
     })();
     let environ = streams.and_then(|streams| environ::build(py, ctx, params, streams));
     end.app_status = match environ {
-        Ok(environ) => run_app(py, ctx.app.bind(py), environ, responder, &errors, ctx.debug, &what),
+        Ok(environ) => run_app(py, ctx.app.bind(py), environ, responder.clone(), &errors, ctx.debug, &what),
         Err(e) => {
             e.print(py);
             1
         }
     };
     errors.get().flush_pending(py);
+    end.tail = responder.take_tail();
     drop(activity);
     // Free the in-flight slot first: once END_REQUEST is out, the web server
     // may send the next request at once and must find the slot free.

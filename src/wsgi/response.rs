@@ -94,13 +94,34 @@ pub struct Responder {
     sink: ResponseSink,
     control: Arc<RequestControl>,
     state: Mutex<State>,
+    /// The last framed chunk of an in-memory body, held back to go out with
+    /// FCGI_END_REQUEST once `close()` has run ([`Output::Last`]).
+    tail: Mutex<Option<Bytes>>,
     /// The request's path (SCRIPT_NAME + PATH_INFO), for warnings about its response.
     route: (Option<Bytes>, Option<Bytes>),
 }
 
 impl Responder {
     pub fn new(sink: ResponseSink, control: Arc<RequestControl>, route: (Option<Bytes>, Option<Bytes>)) -> Self {
-        Responder { sink, control, state: Mutex::new(State::default()), route }
+        Responder { sink, control, state: Mutex::new(State::default()), tail: Mutex::new(None), route }
+    }
+
+    /// Frame the body's last bytes and keep them for [`Output::Last`].
+    fn hold(&self, py: Python<'_>, data: &[u8], content_length: Option<usize>) -> Result<(), Failure> {
+        if self.control.is_aborted() {
+            return Err(Failure::Aborted);
+        }
+        let framed = self.frame(data, content_length)?;
+        let earlier = self.tail.lock().unwrap_or_else(|e| e.into_inner()).replace(framed);
+        match earlier {
+            Some(earlier) => self.deliver(py, earlier),
+            None => Ok(()),
+        }
+    }
+
+    /// The held last bytes, if any (sent with the end of the request).
+    pub fn take_tail(&self) -> Option<Bytes> {
+        self.tail.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     fn route(&self) -> String {
@@ -178,7 +199,7 @@ impl Responder {
                 "the application returned without calling start_response()",
             )));
         }
-        self.send(py, b"", content_length)
+        self.hold(py, b"", content_length)
     }
 
     /// Replace whatever was set with a complete response (error pages).
@@ -414,7 +435,7 @@ fn send_body(py: Python<'_>, result: &Bound<'_, PyAny>, responder: &Responder) -
         let chunk = body_bytes(&item)?;
         let data = chunk.as_ref();
         if single {
-            return responder.send(py, data, Some(data.len()));
+            return responder.hold(py, data, Some(data.len()));
         }
         if data.is_empty() {
             continue;
@@ -431,7 +452,7 @@ fn send_body(py: Python<'_>, result: &Bound<'_, PyAny>, responder: &Responder) -
         }
     }
     if !pending.is_empty() {
-        responder.send(py, &pending, None)?;
+        return responder.hold(py, &pending, None);
     }
     responder.finish(py, None)
 }
