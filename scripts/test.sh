@@ -7,7 +7,8 @@
 #
 # Works on a fresh Debian 12 machine (root, apt, PyPI and crates.io reachable,
 # Rust toolchain + CPython >= 3.10 + pip + maturin + pytest present). It:
-#   1. installs the Debian packages the tests drive (nginx, curl) if missing;
+#   1. installs the Debian packages the tests drive (nginx, Apache, lighttpd,
+#      HAProxy, Caddy, H2O, spawners, curl, iproute2) if missing;
 #   2. installs the Python test dependencies with pip;
 #   3. builds the engine and installs the package (see "Package install" below);
 #   4. the lint gate (scripts/lint.sh): rustfmt, clippy with and without the
@@ -57,12 +58,14 @@ as_root() {
 }
 
 # --------------------------------------------------------------------------------
-# 1. Debian packages: nginx (Debian's build and its /etc/nginx/fastcgi_params), curl.
+# 1. Debian packages: the web servers and spawners the tests drive (nginx with Debian's
+#    /etc/nginx/fastcgi_params, Apache + mod_fcgid, lighttpd, HAProxy, Caddy, H2O),
+#    iproute2 for the multi-host tests' network namespaces, curl.
 install_debian_packages() {
     # Real servers and spawners the integration tests drive, plus Debian's own
     # python3 (Apache runs apps as www-data, which cannot enter /root).
     local wanted=(nginx curl apache2 libapache2-mod-fcgid lighttpd spawn-fcgi libfcgi-bin fcgiwrap mercurial
-                  python3 systemd)
+                  haproxy caddy h2o iproute2 python3 systemd)
     local missing=() pkg
     for pkg in "${wanted[@]}"; do
         if [ "$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null)" != installed ]; then

@@ -466,7 +466,8 @@ def test_fcgid_processes_exit_when_apache_stops(apache, apache_site):
 def test_proxy_fcgi_enablereuse_no_starvation(apache, apache_site, start_server):
     """enablereuse=on pools FCGI_KEEP_CONN connections in every httpd child; with only two
     oxfcgi threads, idle pooled connections must not starve new requests (504)."""
-    from tests.support.apache import send, unix_sockets
+    from tests.support.apache import unix_sockets
+    from tests.support.http import send
 
     sock = apache_site.base / f"px-{uuid.uuid4().hex[:6]}.sock"
     options = ConfigOptions(

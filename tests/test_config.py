@@ -11,7 +11,7 @@ from __future__ import annotations
 import grp
 import json
 import os
-import shlex
+import re
 import shutil
 import subprocess
 import sys
@@ -24,6 +24,7 @@ from oxfcgi.config import ConfigOptions, generate
 from oxfcgi.config import nginx as nginx_config
 from oxfcgi.config import systemd as systemd_config
 from tests.support.fixtures import need_binary
+from tests.support.generated import code_lines, commented_command
 from tests.support.servers import ROOT
 
 FLASK_APP = "tests.apps.flask_app:app"
@@ -41,28 +42,6 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "oxfcgi", "config", *args], capture_output=True, text=True, env=env, timeout=60
     )
-
-
-def code_lines(text: str) -> list[str]:
-    """Non-comment, non-blank lines, stripped."""
-    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
-
-
-def commented_command(text: str, program_word: str) -> list[str]:
-    """The shell command in the config's comments that contains ``program_word`` (joined over
-    ``\\`` continuation lines), as argv words."""
-    lines = [ln.strip()[1:].strip() for ln in text.splitlines() if ln.strip().startswith("#")]
-    joined = []
-    current = ""
-    for ln in lines:
-        if ln.endswith("\\"):
-            current += ln[:-1] + " "
-            continue
-        joined.append(current + ln)
-        current = ""
-    commands = [part.strip() for c in joined for part in c.split("&&")]
-    (command,) = [c for c in commands if program_word in c]
-    return shlex.split(command)
 
 
 # ---------------------------------------------------------------------------------
@@ -250,20 +229,135 @@ def test_systemd_tcp_socket_and_file_target():
 # CLI
 
 
+# ---------------------------------------------------------------------------------
+# HAProxy, Caddy, H2O (run for real in tests/test_fastcgi_clients.py and tests/test_multihost.py)
+
+
+def test_haproxy_prefix_sections_and_frontend_line():
+    from oxfcgi.config import haproxy
+
+    text = gen("haproxy", app=FLASK_APP, prefix="/app", max_in_flight=32)
+    sections, frontend = haproxy.split(text)
+    lines = code_lines(sections)
+    assert lines[0] == "fcgi-app oxfcgi_app"
+    for expected in (
+        "path-info ^(/app)(/.*)?$",
+        "pass-header Authorization",
+        "option keep-conn",
+        "log-stderr global",
+        "use-fcgi-app oxfcgi_app",
+        "option httpchk GET /oxfcgi-ping",
+        "http-check expect string pong",
+        "http-reuse aggressive",
+        "timeout server 300s",
+        "server s1 /var/lib/haproxy/oxfcgi/app.sock proto fcgi maxconn 32 check inter 2s",
+    ):
+        assert any(line.startswith(expected) for line in lines), (expected, lines)
+    assert not any("mpxs-conns" in line for line in lines)
+    assert code_lines(frontend) == ["use_backend oxfcgi_app if { path /app } || { path_beg /app/ }"]
+    argv = commented_command(text, "oxfcgi serve")
+    assert argv[argv.index("--ping-path") + 1] == "/oxfcgi-ping"
+    assert argv[argv.index("--max-in-flight") + 1] == "32"
+    assert argv[argv.index("--socket-group") + 1] == "haproxy"
+
+
+def test_haproxy_multiplexed_backends_and_web_server_addrs():
+    from oxfcgi.config import haproxy
+    from tests.support.generated import commented_commands
+
+    text = gen(
+        "haproxy",
+        backends=["10.0.0.11:9000", "10.0.0.12:9000"],
+        web_server_addrs="10.0.0.1",
+        multiplexed=True,
+    )
+    sections, frontend = haproxy.split(text)
+    lines = code_lines(sections)
+    assert "option mpxs-conns" in " ".join(lines) and any(ln.startswith("http-reuse always") for ln in lines)
+    servers = [ln for ln in lines if ln.startswith("server ")]
+    assert servers == [
+        "server s1 10.0.0.11:9000 proto fcgi maxconn 64 check inter 2s",
+        "server s2 10.0.0.12:9000 proto fcgi maxconn 64 check inter 2s",
+    ]
+    assert code_lines(frontend) == ["default_backend oxfcgi_root"]
+    commands = commented_commands(text, "oxfcgi serve")
+    assert [c[0] for c in commands] == ["FCGI_WEB_SERVER_ADDRS=10.0.0.1"] * 2
+    assert [c[c.index("--bind") + 1] for c in commands] == ["10.0.0.11:9000", "10.0.0.12:9000"]
+    assert all("--multiplexed" in c for c in commands)
+
+
+def test_nginx_upstream_with_several_backends():
+    text = gen("nginx", backends=["10.0.0.11:9000", "[fd00::12]:9000"])
+    assert code_lines(text)[:4] == [
+        "upstream oxfcgi_root {",
+        "server 10.0.0.11:9000;",
+        "server [fd00::12]:9000;",
+        "keepalive 8;    # idle FastCGI connections kept open per nginx worker",
+    ]
+
+
+def test_caddy_prefix_and_root():
+    from oxfcgi.config import caddy
+
+    site = code_lines(caddy.site_lines(gen("caddy", socket="/run/oxfcgi/a.sock", prefix="/app", timeout=30)))
+    assert site[:3] == ["@oxfcgi_app path /app /app/*", "request_body @oxfcgi_app {", "max_size 104857600"]
+    assert "reverse_proxy @oxfcgi_app unix//run/oxfcgi/a.sock {" in site
+    assert "split /app" in site and "flush_interval -1" in site and "read_timeout 30s" in site
+    root = code_lines(caddy.site_lines(gen("caddy", socket="127.0.0.1:9000", max_body_size=0)))
+    assert root[0] == "reverse_proxy 127.0.0.1:9000 {"
+    assert not any(ln.startswith(("split", "request_body", "@")) for ln in root)
+
+
+def test_h2o_connect_and_spawn():
+    from oxfcgi.config import h2o
+
+    text = gen("h2o", socket="/run/oxfcgi/a.sock", prefix="/app", timeout=20)
+    top, paths = h2o.split(text)
+    assert code_lines(top) == ["limit-request-body: 104857600"]
+    assert code_lines(paths)[:4] == ['"/app":', "fastcgi.connect:", 'port: "/run/oxfcgi/a.sock"', "type: unix"]
+    assert "fastcgi.timeout.io: 20000   # ms H2O waits for the app (`--timeout`)" in code_lines(paths)
+    argv = commented_command(text, "oxfcgi serve")
+    assert argv[argv.index("--script-name") + 1] == "/app"  # H2O sends SCRIPT_NAME empty
+
+    spawn = code_lines(h2o.split(gen("h2o", app="/srv/site.fcgi", spawn=True, user="web", workdir="/srv"))[1])
+    assert spawn[:2] == ['"/":', "fastcgi.spawn:"]
+    assert spawn[2] == f'command: "cd /srv && exec {PY} -m oxfcgi serve /srv/site.fcgi"'
+    assert spawn[3] == 'user: "web"'
+
+
+@pytest.mark.parametrize(
+    ("target", "options", "message"),
+    [
+        ("caddy", {"multiplexed": True}, "--multiplexed is for haproxy"),
+        ("lighttpd", {"backends": ["10.0.0.1:9000"]}, "--backend is for haproxy and nginx"),
+        ("nginx", {"spawn": True}, "--spawn is for h2o"),
+        ("haproxy", {"backends": ["/run/a.sock"]}, "give the host's address and port"),
+        ("haproxy", {"backends": ["0.0.0.0:9000"]}, "give the host's address and port"),
+        ("haproxy", {"backends": ["10.0.0.1:9000", "10.0.0.1:9000"]}, "the same address is given twice"),
+        ("haproxy", {"web_server_addrs": "10.0.0.1, lb.example"}, "'lb.example' is not an IP address"),
+        ("haproxy", {"max_in_flight": 0}, "--max-in-flight must be at least 1"),
+        ("h2o", {"socket": "unix:@abstract"}, "abstract"),
+    ],
+)
+def test_options_a_target_cannot_use_are_refused(target, options, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        gen(target, **options)
+
+
 def test_cli_prints_the_same_as_generate():
     out = cli(
         "nginx", "--app", FLASK_APP, "--socket", "/tmp/a.sock", "--prefix", "app/", "--python", PY, "--workdir", "/srv"
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout == gen("nginx", app=FLASK_APP, socket="/tmp/a.sock", prefix="/app", workdir="/srv")
-    for target in ("lighttpd", "systemd"):
+    for target in ("lighttpd", "systemd", "haproxy", "caddy", "h2o"):
         out = cli(target, "--app", FLASK_APP, "--python", PY, "--workdir", "/srv")
         assert out.returncode == 0, out.stderr
         assert out.stdout == gen(target, app=FLASK_APP, workdir="/srv")
 
 
 def test_cli_rejects_unknown_target_and_bad_socket():
-    assert cli("caddy").returncode == 2
+    assert cli("iis").returncode == 2
     out = cli("nginx", "--socket", "unix:@abstract")
     assert out.returncode == 2 and "abstract" in out.stderr
 

@@ -898,6 +898,12 @@ def _canonical(name: str, source: str, log: logging.Logger | None) -> str:
     return name
 
 
+def default_max_in_flight(threads: int | None = None) -> int:
+    """``max_in_flight`` when it is not given: ``max(16 x threads, 64)`` (threads: the
+    ``threads`` setting, default its default)."""
+    return max(16 * int(BY_NAME["threads"].default if threads is None else threads), 64)
+
+
 def resolve(
     given: Mapping[str, Any] | None = None,
     *,
@@ -946,7 +952,7 @@ def resolve(
         name = _canonical(raw, f"--{raw.replace('_', '-')}", log)
         put(name, value, BY_NAME[name].flag)
     if values["max_in_flight"] is None:
-        values["max_in_flight"] = max(16 * values["threads"], 64)
+        values["max_in_flight"] = default_max_in_flight(values["threads"])
         origin["max_in_flight"] = f"{origin['max_in_flight']} (max(16 x threads, 64))"
     if values["multithread"] is None:
         values["multithread"] = values["threads"] > 1

@@ -75,6 +75,7 @@ def env():
         "CONTENT_TYPE",
         "HTTP_HOST",
         "HTTP_COOKIE",
+        "HTTP_AUTHORIZATION",
         "SERVER_NAME",
         "SERVER_PORT",
         "SERVER_PROTOCOL",

@@ -30,7 +30,6 @@ tests/test_apache.py)
 
 from __future__ import annotations
 
-import http.client
 import os
 import shutil
 import subprocess
@@ -39,8 +38,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.http import WebServer
 from tests.support.servers import (
-    HTTPResult,
     cmdline,
     descendants,
     free_port,
@@ -252,28 +251,6 @@ def check_site(site: Site) -> None:
 # ---------------------------------------------------------------------------------------
 
 
-def send(
-    conn: http.client.HTTPConnection,
-    method: str,
-    path: str,
-    body: bytes | None = None,
-    headers: dict | list | None = None,
-) -> HTTPResult:
-    """One request on an open (possibly kept-alive) connection."""
-    conn.putrequest(method, path, skip_accept_encoding=True)
-    pairs = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
-    if body is not None and not any(n.lower() == "content-length" for n, _ in pairs):
-        pairs.append(("Content-Length", str(len(body))))
-    for name, value in pairs:
-        conn.putheader(name, value)
-    conn.endheaders()
-    if body is not None:
-        conn.send(body)
-    resp = conn.getresponse()
-    data = resp.read()
-    return HTTPResult(resp.status, resp.reason, resp.headers, data)
-
-
 # ---------------------------------------------------------------------------------------
 # Processes
 # ---------------------------------------------------------------------------------------
@@ -319,7 +296,7 @@ def unix_sockets() -> list[dict]:
 # ---------------------------------------------------------------------------------------
 
 
-class Apache:
+class Apache(WebServer):
     """A running test httpd (foreground parent process) and its files."""
 
     def __init__(self, proc: subprocess.Popen, root: Path, port: int, conf: Path):
@@ -347,27 +324,6 @@ class Apache:
 
     def wait_for_log(self, needle: str, timeout: float = 5.0) -> str:
         return wait_for_text(self.error_log, needle, timeout)
-
-    # ---- HTTP ------------------------------------------------------------------------
-    def connection(self, timeout: float = 30.0) -> http.client.HTTPConnection:
-        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: bytes | None = None,
-        headers: dict | list | None = None,
-        timeout: float = 30.0,
-    ) -> HTTPResult:
-        conn = self.connection(timeout)
-        try:
-            return send(conn, method, path, body, headers)
-        finally:
-            conn.close()
-
-    def get(self, path: str, **kw) -> HTTPResult:
-        return self.request("GET", path, **kw)
 
     # ---- processes -------------------------------------------------------------------
     def descendants(self) -> list[int]:

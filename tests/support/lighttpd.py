@@ -20,12 +20,11 @@ Where output goes:
 
 from __future__ import annotations
 
-import http.client
 import subprocess
 from pathlib import Path
 
+from tests.support.http import WebServer
 from tests.support.servers import (
-    HTTPResult,
     children_of,
     free_port,
     read_log,
@@ -54,7 +53,7 @@ class LighttpdError(RuntimeError):
     pass
 
 
-class Lighttpd:
+class Lighttpd(WebServer):
     """A running ``lighttpd -D`` and its files."""
 
     def __init__(self, proc: subprocess.Popen, base: Path, port: int, conf: Path):
@@ -91,21 +90,6 @@ class Lighttpd:
     def backend_pids(self) -> list[int]:
         """The processes lighttpd spawned (bin-path), i.e. its children."""
         return children_of(self.proc.pid)
-
-    # ---- HTTP --------------------------------------------------------------------
-    def request(
-        self, method: str, path: str, body: bytes | None = None, headers: dict | None = None, timeout: float = 30.0
-    ) -> HTTPResult:
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
-        try:
-            conn.request(method, path, body=body, headers=headers or {})
-            resp = conn.getresponse()
-            return HTTPResult(resp.status, resp.reason, resp.headers, resp.read())
-        finally:
-            conn.close()
-
-    def get(self, path: str, **kw) -> HTTPResult:
-        return self.request("GET", path, **kw)
 
     # ---- lifecycle ---------------------------------------------------------------
     def stop(self, timeout: float = 10.0) -> None:

@@ -33,13 +33,17 @@ FCGI_STDERR records end up in the error log as ``FastCGI sent in stderr: "..."``
 
 from __future__ import annotations
 
-import http.client
 import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tests.support.servers import HTTPResult, free_port, read_log, stop_process, wait_accepting, wait_for_text
+from tests.support.http import WebServer, launch
+from tests.support.servers import read_log, stop_process, wait_for_text
+
+if TYPE_CHECKING:
+    from tests.support.netns import Netns
 
 FASTCGI_PARAMS = "/etc/nginx/fastcgi_params"
 
@@ -89,7 +93,7 @@ class NginxError(RuntimeError):
     pass
 
 
-class Nginx:
+class Nginx(WebServer):
     """A running nginx master process (foreground) and its files."""
 
     def __init__(self, proc: subprocess.Popen, prefix: Path, port: int, conf: Path):
@@ -111,51 +115,6 @@ class Nginx:
     def wait_for_log(self, needle: str, timeout: float = 5.0) -> str:
         """Wait until ``needle`` appears in the error log; return the log either way."""
         return wait_for_text(self.error_log, needle, timeout)
-
-    # ---- HTTP --------------------------------------------------------------------
-    def url(self, path: str) -> str:
-        return f"http://{self.host}:{self.port}{path}"
-
-    def connection(self, timeout: float = 30.0) -> http.client.HTTPConnection:
-        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        body=None,
-        headers: dict | list | None = None,
-        timeout: float = 30.0,
-    ) -> HTTPResult:
-        """One HTTP/1.1 request on a fresh connection.
-
-        ``headers`` may be a list of (name, value) pairs to send a header
-        several times (e.g. two ``Cookie`` lines).
-        """
-        conn = self.connection(timeout=timeout)
-        try:
-            conn.putrequest(method, path, skip_accept_encoding=True)
-            pairs = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
-            names = {n.lower() for n, _ in pairs}
-            if isinstance(body, (bytes, bytearray)) and "content-length" not in names:
-                pairs.append(("Content-Length", str(len(body))))
-            for name, value in pairs:
-                conn.putheader(name, value)
-            conn.endheaders()
-            if body is not None:
-                if isinstance(body, (bytes, bytearray)):
-                    conn.send(body)
-                else:
-                    for chunk in body:
-                        conn.send(chunk)
-            resp = conn.getresponse()
-            data = resp.read()
-            return HTTPResult(resp.status, resp.reason, resp.headers, data)
-        finally:
-            conn.close()
-
-    def get(self, path: str, **kw) -> HTTPResult:
-        return self.request("GET", path, **kw)
 
     # ---- lifecycle -----------------------------------------------------------
     def stop(self) -> None:
@@ -241,9 +200,11 @@ def start_nginx(
     attempts: int = 5,
     timeout: float = 15.0,
     snippets: list[str] | None = None,
+    netns: Netns | None = None,
 ) -> Nginx:
     """Start nginx in front of the FastCGI unix socket ``socket_path`` (or with the
-    generated configurations ``snippets``, see :func:`render_config`)."""
+    generated configurations ``snippets``, see :func:`render_config`), in the network
+    namespace ``netns`` when given."""
     binary = nginx_binary or find_nginx()
     if not binary:
         raise NginxError("nginx is not installed")
@@ -254,27 +215,16 @@ def start_nginx(
     # `include fastcgi_params;` in the generated locations is relative to the config's directory.
     shutil.copyfile(FASTCGI_PARAMS, prefix / "fastcgi_params")
     error_log = prefix / "error.log"
-    failures = []
-    for attempt in range(attempts):
-        port = free_port()
+
+    def write(port: int) -> tuple[list[str], Path]:
         conf.write_text(render_config(prefix, port, socket_path, read_timeout, snippets))
-        # Start each attempt with an empty log so failures show only their own lines.
-        error_log.write_text("")
-        stderr_path = prefix / "nginx.stderr"
-        with open(stderr_path, "wb") as out:
-            proc = subprocess.Popen(
-                [binary, "-p", str(prefix), "-c", str(conf), "-e", str(error_log)],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        server = Nginx(proc, prefix, port, conf)
-        if wait_accepting((server.host, port), proc, timeout):
-            return server
-        server.stop()
-        log = server.error_log() + stderr_path.read_text(errors="replace")
-        failures.append(f"attempt {attempt + 1} (port {port}), exit {proc.returncode}:\n{log}")
-        if "Address already in use" not in log:
-            break
-    raise NginxError("nginx did not start:\n" + "\n".join(failures) + f"\nconfig:\n{conf.read_text()}")
+        error_log.write_text("")  # each attempt's failure shows only its own lines
+        return [binary, "-p", str(prefix), "-c", str(conf), "-e", str(error_log)], conf
+
+    try:
+        proc, port, _ = launch(write, prefix / "nginx.stderr", attempts=attempts, timeout=timeout, netns=netns)
+    except RuntimeError as e:
+        raise NginxError(f"{e}\nerror log:\n{read_log(error_log)}\nconfig:\n{conf.read_text()}") from None
+    server = Nginx(proc, prefix, port, conf)
+    server.netns = netns
+    return server

@@ -9,14 +9,25 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 TARGETS = {
     "nginx": "nginx",
     "apache-fcgid": "apache",
     "apache-proxy": "apache",
     "lighttpd": "lighttpd",
+    "haproxy": "haproxy",
+    "caddy": "caddy",
+    "h2o": "h2o",
     "systemd": "systemd",
+}
+
+#: What the targets that only one or two of them understand belong to (others refuse them).
+ONLY_FOR = {
+    "backends": ("haproxy", "nginx"),
+    "multiplexed": ("haproxy",),
+    "spawn": ("h2o",),
+    "launcher": ("apache-fcgid",),
 }
 
 
@@ -40,6 +51,16 @@ class ConfigOptions:
       bytes (default 300), so long requests and uploads are not cut at the server's
       default (nginx 60 s, mod_fcgid 40 s).
     - ``launcher``: where ``apache-fcgid`` writes its launcher script (default: print it).
+    - ``backends``: ``HOST:PORT`` of each host running oxfcgi behind one balancer
+      (``haproxy``, ``nginx``; default: just ``socket``).
+    - ``web_server_addrs``: the web server's addresses, comma-separated; the printed
+      ``oxfcgi serve`` commands for TCP hosts start with ``FCGI_WEB_SERVER_ADDRS=`` them.
+    - ``multiplexed``: ``haproxy``: several requests per FastCGI connection
+      (``option mpxs-conns``, and ``oxfcgi serve --multiplexed``).
+    - ``max_in_flight``: the ``max_in_flight`` oxfcgi runs with (default: the setting's
+      default); HAProxy's ``maxconn`` per server is set to it.
+    - ``spawn``: ``h2o``: H2O starts the app (``fastcgi.spawn``) instead of connecting to
+      a socket oxfcgi listens on.
     """
 
     target: str
@@ -53,6 +74,11 @@ class ConfigOptions:
     max_body_size: int = 100 << 20
     timeout: int = 300
     launcher: str | None = None
+    backends: list[str] = field(default_factory=list)
+    web_server_addrs: str | None = None
+    multiplexed: bool = False
+    max_in_flight: int | None = None
+    spawn: bool = False
 
 
 def app_file(app: str) -> str | None:
@@ -90,6 +116,20 @@ def generate(options: ConfigOptions) -> str:
 
     if options.target not in TARGETS:
         raise ValueError(f"unknown target {options.target!r}; choose from {', '.join(TARGETS)}")
+    for name, targets in ONLY_FOR.items():
+        if getattr(options, name) and options.target not in targets:
+            flag = "--" + name.rstrip("s").replace("_", "-")
+            raise ValueError(f"{flag} is for {' and '.join(targets)}, not {options.target}")
+    if options.max_in_flight is not None and options.max_in_flight < 1:
+        raise ValueError(f"--max-in-flight must be at least 1, got {options.max_in_flight}")
+    if options.web_server_addrs is not None:
+        import ipaddress
+
+        for part in options.web_server_addrs.split(","):
+            try:
+                ipaddress.ip_address(part.strip())
+            except ValueError:
+                raise ValueError(f"--web-server-addrs: {part.strip()!r} is not an IP address") from None
     module = importlib.import_module(f"{__name__}.{TARGETS[options.target]}")
     text: str = module.generate(options)
     return text
@@ -137,6 +177,32 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="PATH",
         help="apache-fcgid: write the launcher script there (executable) instead of printing it",
     )
+    parser.add_argument(
+        "--backend",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="haproxy, nginx: a host running oxfcgi behind the balancer (repeat for each host)",
+    )
+    parser.add_argument(
+        "--web-server-addrs",
+        metavar="ADDR,...",
+        help="the web server's addresses: hosts start with FCGI_WEB_SERVER_ADDRS set to them",
+    )
+    parser.add_argument(
+        "--multiplexed",
+        action="store_true",
+        help="haproxy: several requests per FastCGI connection (option mpxs-conns)",
+    )
+    parser.add_argument(
+        "--max-in-flight",
+        type=int,
+        metavar="N",
+        help="oxfcgi's max_in_flight; haproxy's maxconn per server follows it (default: the setting's default)",
+    )
+    parser.add_argument(
+        "--spawn", action="store_true", help="h2o: H2O starts the app (fastcgi.spawn) instead of connecting"
+    )
     parser.set_defaults(func=_main)
 
 
@@ -163,10 +229,13 @@ def _main(args: argparse.Namespace) -> int:
         user=args.user,
         group=args.group,
         workdir=args.workdir,
+        backends=args.backend,
+        web_server_addrs=args.web_server_addrs,
+        multiplexed=args.multiplexed,
+        max_in_flight=args.max_in_flight,
+        spawn=args.spawn,
     )
     try:
-        if options.launcher and options.target != "apache-fcgid":
-            raise ValueError("--launcher is for apache-fcgid (its FcgidWrapper launcher script)")
         text = generate(options)
         if options.launcher:
             from oxfcgi.config import apache
