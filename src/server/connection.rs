@@ -334,12 +334,15 @@ pub(crate) async fn serve_connection<R, W>(
         // input in our receive buffer does not turn our close into a reset
         // that could destroy the response before the peer reads it.
         let _ = wr.shutdown().await;
-        let mut sink = [0u8; 8192];
         let wait = if conn.draining { CLOSE_DRAIN_SHUTDOWN } else { CLOSE_DRAIN };
+        let sink = &mut conn.rbuf;
         let drain = tokio::time::timeout(wait, async {
-            while let Ok(n) = rd.read(&mut sink).await {
-                if n == 0 {
-                    break;
+            loop {
+                sink.clear();
+                sink.reserve(8192);
+                match rd.read_buf(sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
                 }
             }
         });

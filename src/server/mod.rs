@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod connection;
 pub mod evict;
+pub mod handoff;
 #[cfg(any(test, feature = "harness"))]
 pub mod harness;
 pub mod listener;

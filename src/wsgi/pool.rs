@@ -1,5 +1,6 @@
-//! Python worker threads fed by a channel. Each thread attaches to the
-//! interpreter once and releases the GIL while it waits for work; tokio
+//! Python worker threads fed through [`super::handoff`]. Each thread attaches
+//! to the interpreter once; it keeps the GIL from one queued request to the
+//! next and releases it only to sleep (or to wait for the connection); tokio
 //! tasks never touch the GIL.
 
 use std::panic::AssertUnwindSafe;
@@ -7,7 +8,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
 use pyo3::prelude::*;
 
 use super::context::{AppContext, Running};
@@ -15,6 +15,7 @@ use super::environ::{self, RequestStreams};
 use super::errors::ErrorStream;
 use super::input::InputStream;
 use super::response::{run_app, Responder};
+use crate::server::handoff::{self, Job, Receiver, Sender, Take};
 use crate::server::request::{Output, Request, ResponseSink};
 use crate::server::Handler;
 
@@ -25,8 +26,7 @@ pub struct Dispatcher {
 
 impl Handler for Dispatcher {
     fn dispatch(&self, request: Request) {
-        // The workers outlive every dispatcher, so the queue is open.
-        let _ = self.tx.send(request);
+        self.tx.send(request);
     }
 }
 
@@ -39,10 +39,10 @@ impl Pool {
     /// Start `threads` workers; the returned dispatcher feeds them. They exit
     /// when every dispatcher is dropped and the queue is empty.
     pub fn start(ctx: Arc<AppContext>, threads: usize) -> std::io::Result<(Pool, Dispatcher)> {
-        let (tx, rx) = crossbeam_channel::unbounded();
+        let (tx, receivers) = handoff::channel(threads.max(1))?;
         let mut handles = Vec::with_capacity(threads);
-        for n in 0..threads.max(1) {
-            let (ctx, rx) = (ctx.clone(), rx.clone());
+        for (n, rx) in receivers.into_iter().enumerate() {
+            let ctx = ctx.clone();
             handles.push(
                 std::thread::Builder::new().name(format!("oxfcgi-worker-{n}")).spawn(move || worker(ctx, rx, n))?,
             );
@@ -72,16 +72,19 @@ impl Pool {
 fn worker(ctx: Arc<AppContext>, rx: Receiver<Request>, n: usize) {
     // SAFETY: pthread_self has no preconditions.
     let thread_id = unsafe { libc::pthread_self() } as u64;
-    Python::attach(|py| {
-        while let Ok(request) = py.detach(|| rx.recv()) {
-            let id = request.request_id;
-            if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| handle(py, &ctx, request, n, thread_id))) {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned());
-                tracing::error!("internal error while serving request {id}: {}", what.unwrap_or_default());
-            }
+    Python::attach(|py| loop {
+        // A request already queued is taken with the GIL held; only an idle
+        // worker releases it, to sleep.
+        let job = match rx.try_take() {
+            Take::Job(job) => job,
+            Take::Idle => py.detach(|| rx.wait()),
+        };
+        let Job::Run(request) = job else { break };
+        let id = request.request_id;
+        if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| handle(py, &ctx, request, n, thread_id))) {
+            let what =
+                panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned());
+            tracing::error!("internal error while serving request {id}: {}", what.unwrap_or_default());
         }
     });
 }
@@ -93,15 +96,44 @@ struct EndGuard {
     app_status: u32,
     /// The body's last bytes, to go out with the end.
     tail: Option<bytes::Bytes>,
+    /// The end is queued (or the connection is gone): nothing left to send.
+    sent: bool,
+}
+
+impl EndGuard {
+    fn end(&mut self) -> Output {
+        let app_status = self.app_status;
+        match self.tail.take() {
+            Some(data) => Output::Last { data, app_status },
+            None => Output::End { app_status },
+        }
+    }
+
+    /// Queue the end without waiting. When the connection's queue is full the
+    /// guard comes back, to be dropped (which waits for room) without the GIL.
+    fn try_finish(mut self) -> Option<EndGuard> {
+        let end = self.end();
+        match self.sink.try_send(end) {
+            Ok(()) | Err(Err(_)) => {
+                self.sent = true;
+                None
+            }
+            Err(Ok(kind)) => {
+                if let Output::Last { data, .. } = kind {
+                    self.tail = Some(data);
+                }
+                Some(self)
+            }
+        }
+    }
 }
 
 impl Drop for EndGuard {
     fn drop(&mut self) {
-        let app_status = self.app_status;
-        let end = match self.tail.take() {
-            Some(data) => Output::Last { data, app_status },
-            None => Output::End { app_status },
-        };
+        if self.sent {
+            return;
+        }
+        let end = self.end();
         if let Err(Ok(kind)) = self.sink.try_send(end) {
             let _ = self.sink.blocking_send(kind);
         }
@@ -191,7 +223,7 @@ fn handle(py: Python<'_>, ctx: &AppContext, request: Request, n: usize, thread_i
         // Aborted while queued: the connection has answered already.
         return;
     }
-    let mut end = EndGuard { sink: sink.clone(), app_status: 1, tail: None };
+    let mut end = EndGuard { sink: sink.clone(), app_status: 1, tail: None, sent: false };
     let what = Label::new(request_id, &params);
     let activity = Activity::start(py, ctx, n, |started| Running {
         started,
@@ -230,6 +262,9 @@ fn handle(py: Python<'_>, ctx: &AppContext, request: Request, n: usize, thread_i
     // Free the in-flight slot first: once END_REQUEST is out, the web server
     // may send the next request at once and must find the slot free.
     drop(permit);
-    // Release the GIL while FCGI_END_REQUEST waits for room.
-    py.detach(move || drop(end));
+    // FCGI_END_REQUEST without releasing the GIL when the connection has room;
+    // otherwise release it while the end waits.
+    if let Some(waiting) = end.try_finish() {
+        py.detach(move || drop(waiting));
+    }
 }

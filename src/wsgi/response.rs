@@ -510,6 +510,11 @@ fn send_file(
 
 /// Call `result.close()` if it has one (PEP 3333: on every path).
 fn close_body(result: &Bound<'_, PyAny>) -> PyResult<()> {
+    // The common bodies have no close(): skip the failed lookup (an
+    // AttributeError made and cleared per request).
+    if result.is_exact_instance_of::<pyo3::types::PyList>() || result.is_exact_instance_of::<pyo3::types::PyTuple>() {
+        return Ok(());
+    }
     if let Some(close) = result.getattr_opt("close")? {
         close.call0()?;
     }
