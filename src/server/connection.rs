@@ -242,6 +242,12 @@ pub(crate) async fn serve_connection<R, W>(
         draining: false,
     };
     tracing::debug!("{}: connection accepted", conn.peer);
+    // One timer for the connection's life, moved only when the deadline moves
+    // (a new timer per turn of the loop cost a timer-wheel insert and removal
+    // per record).
+    let timer = sleep_until(now);
+    tokio::pin!(timer);
+    let mut timer_at: Option<Instant> = None;
     let graceful = loop {
         // The current request ended: take the one that waited.
         if conn.held && conn.requests.is_empty() {
@@ -263,6 +269,12 @@ pub(crate) async fn serve_connection<R, W>(
             && !conn.held;
         let pending_tx = conn.pending.as_ref().and_then(|p| conn.sender(p.key, p.stream));
         let deadline = conn.deadline();
+        if let Some((at, _)) = deadline {
+            if timer_at != Some(at) {
+                timer.as_mut().reset(at);
+                timer_at = Some(at);
+            }
+        }
         tokio::select! {
             biased;
             written = wr.write(&conn.wbuf), if !conn.wbuf.is_empty() => match written {
@@ -302,7 +314,7 @@ pub(crate) async fn serve_connection<R, W>(
                     break false;
                 }
             },
-            _ = sleep_until(deadline.map_or_else(Instant::now, |(at, _)| at)), if deadline.is_some() => {
+            _ = &mut timer, if deadline.is_some() => {
                 if let Some((_, why)) = deadline {
                     conn.expired(why);
                 }

@@ -31,8 +31,55 @@ pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyStrin
 /// from clients, so the cache must not grow without bound).
 const KEY_CACHE_LIMIT: usize = 256;
 
+/// FNV-1a: the key cache hashes a handful of short, server-chosen names per
+/// request; SipHash's flooding resistance buys nothing there (the cache is
+/// bounded) and costs more than the lookup itself.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        for &b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type FnvMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Fnv>>;
+
 thread_local! {
-    static KEYS: RefCell<HashMap<Box<[u8]>, Py<PyString>>> = RefCell::new(HashMap::new());
+    static KEYS: RefCell<FnvMap<Box<[u8]>, Py<PyString>>> = RefCell::new(FnvMap::default());
+    /// The keys every environ of this thread starts with (see [`template`]).
+    static TEMPLATE: RefCell<Option<Py<PyDict>>> = const { RefCell::new(None) };
+}
+
+/// The `wsgi.*` keys that are the same for every request of this server: a
+/// dict each environ starts as a copy of (one presized copy instead of a
+/// growing dict and eight insertions). A worker thread serves one server, so
+/// the template is kept per thread.
+fn template<'py>(py: Python<'py>, ctx: &AppContext) -> PyResult<Bound<'py, PyDict>> {
+    if let Some(t) = TEMPLATE.with(|t| t.borrow().as_ref().map(|t| t.bind(py).clone())) {
+        return Ok(t);
+    }
+    let t = PyDict::new(py);
+    set_constant_keys(py, ctx, &t)?;
+    TEMPLATE.with(|cell| *cell.borrow_mut() = Some(t.clone().unbind()));
+    Ok(t)
+}
+
+fn set_constant_keys(py: Python<'_>, ctx: &AppContext, environ: &Bound<'_, PyDict>) -> PyResult<()> {
+    environ.set_item(intern!(py, "wsgi.version"), PyTuple::new(py, [1, 0])?)?;
+    environ.set_item(intern!(py, "wsgi.multithread"), ctx.multithread)?;
+    environ.set_item(intern!(py, "wsgi.multiprocess"), ctx.multiprocess)?;
+    environ.set_item(intern!(py, "wsgi.run_once"), false)?;
+    environ.set_item(intern!(py, "wsgi.input_terminated"), true)?;
+    environ.set_item(intern!(py, "wsgi.file_wrapper"), py.get_type::<super::filewrapper::FileWrapper>())?;
+    Ok(())
 }
 
 /// The environ key for a param name. Names repeat on every request, so each
@@ -84,23 +131,23 @@ pub fn build<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     let warnings = cgi::sanitize(&mut params, ctx.script_name.as_deref());
     let scheme = cgi::url_scheme(&params);
-    let environ = PyDict::new(py);
+    let environ = template(py, ctx)?.copy()?;
+    let mut shadowed = false;
     for (name, value) in &params {
+        shadowed |= name.starts_with(b"wsgi.") || name.starts_with(b"fcgi.");
         environ.set_item(key(py, name)?, latin1(py, value)?)?;
     }
     if let Some(base) = &ctx.base_environ {
         environ.update(base.bind(py).as_mapping())?;
+        shadowed = true;
     }
-    let version = PyTuple::new(py, [1, 0])?;
-    environ.set_item(intern!(py, "wsgi.version"), version)?;
+    if shadowed {
+        // The server's own keys win over params and the `environ` setting.
+        set_constant_keys(py, ctx, &environ)?;
+    }
     environ.set_item(intern!(py, "wsgi.url_scheme"), PyString::intern(py, scheme))?;
     environ.set_item(intern!(py, "wsgi.input"), streams.input)?;
     environ.set_item(intern!(py, "wsgi.errors"), streams.errors)?;
-    environ.set_item(intern!(py, "wsgi.multithread"), ctx.multithread)?;
-    environ.set_item(intern!(py, "wsgi.multiprocess"), ctx.multiprocess)?;
-    environ.set_item(intern!(py, "wsgi.run_once"), false)?;
-    environ.set_item(intern!(py, "wsgi.input_terminated"), true)?;
-    environ.set_item(intern!(py, "wsgi.file_wrapper"), py.get_type::<super::filewrapper::FileWrapper>())?;
     environ.set_item(intern!(py, "fcgi.role"), PyString::intern(py, streams.role.name()))?;
     if let Some(data) = streams.data {
         environ.set_item(intern!(py, "fcgi.data"), data)?;
