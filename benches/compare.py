@@ -1,17 +1,18 @@
 #!/usr/bin/env python3
 """Benchmark oxfcgi against flup, uWSGI, fcgisgi, gunicorn and granian, in one command.
 
-    python3 benches/compare.py [--quick] [--duration S] [--only NAME,...]
+    python3 benches/compare.py [--quick] [--duration S] [--only NAME,...] [--callgrind]
 
 What it does, one step after another, all on this machine's loopback and unix sockets:
 
-1. Tools: installs ``wrk`` and ``nginx`` with apt-get if they are missing; builds the FastCGI
-   load generator (``benches/loadgen``, release) if its binary is missing or older than its
-   sources.
+1. Tools: installs ``wrk``, ``nginx``, ``valgrind``, ``apache2`` and ``libapache2-mod-fcgid``
+   with apt-get if they are missing; builds the FastCGI load generator (``benches/loadgen``,
+   release) if its binary is missing or older than its sources.
 2. Peers: creates ``benches/.venv`` (from the interpreter running this script) and installs
    ``flup==1.0.3``, ``uwsgi`` (built from source; falls back to Debian's ``uwsgi`` +
-   ``uwsgi-plugin-python3`` when the build fails), ``fcgisgi``, ``gunicorn`` and ``granian``
-   from PyPI. A peer that does not install is reported and its rows say why.
+   ``uwsgi-plugin-python3`` when the build fails), ``fcgisgi``, ``gunicorn``, ``granian`` and
+   ``matplotlib`` (the chart) from PyPI. A peer that does not install is reported and its rows
+   say why.
 3. oxfcgi: when this checkout's engine is built (``python/oxfcgi``, which ``scripts/test.sh``
    builds in release mode) and newer than ``src/``, it is put on the venv's ``PYTHONPATH``;
    otherwise (a fresh checkout) ``pip install .`` builds a release wheel into the venv (a few
@@ -21,21 +22,35 @@ What it does, one step after another, all on this machine's loopback and unix so
    (a) through a test-private nginx (``worker_processes 2``; ``fastcgi_pass`` to the unix socket
        with ``fastcgi_keep_conn on`` and upstream ``keepalive 32`` for servers that keep FastCGI
        connections; ``proxy_pass`` over HTTP with keepalive for gunicorn and granian) with
-       ``wrk -t2 -c16 -d{duration}s --latency``, and
-   (b) directly with ``oxfcgi-loadgen`` (16 connections; FastCGI servers only),
-   then stops it. nginx answering by itself (``return 200 "Hello, World!"``) is the ceiling.
-5. Memory: the idle RSS of an oxfcgi process next to a bare python that imported the same app,
-   and the peak RSS increase of oxfcgi while a 100 MB upload is read in 64 KB chunks.
-6. Prints one markdown table (rows: server x mode; columns: the apps with req/s, p99 and the ratio
-   to oxfcgi in the same mode), the issue's targets as ratios, and the memory figures, and writes
-   the same to ``benches/results.md`` with the machine's details.
+       ``wrk -t2 -c16 -d{duration}s --latency``,
+   (b) directly with ``oxfcgi-loadgen`` (16 connections; FastCGI servers only), and for hello
+   (c) directly with a new connection per request (``--per-request``), 1 and 16 at a time: the
+       path of mod_fcgid, lighttpd and nginx without ``fastcgi_keep_conn``,
+   then stops it. Every cell also gives the server's **CPU µs per request**: utime + stime of
+   its whole process group over the measured run (benches/cpu.py), the figure that moves least
+   with the machine's noise. nginx answering by itself (``return 200 "Hello, World!"``) is the
+   ceiling.
+5. Apache mod_fcgid (benches/apache_fcgid.py): a private Apache spawning the hello ``.fcgi``
+   for oxfcgi and for flup (only the import differs), ``wrk -c16``; req/s, CPU per request of
+   the backends and of Apache itself, RSS per backend process.
+6. Memory: the idle RSS of an oxfcgi process next to a bare python that imported the same app,
+   RSS after 10 k and after 1 M requests, and the peak RSS increase of oxfcgi while a 100 MB
+   upload is read in 64 KB chunks.
+7. callgrind (benches/callgrind.py): instructions per request of oxfcgi (hello, one kept
+   connection and a connection per request), split into the engine, Python and libc.
+   ``--callgrind`` runs only this and prints it.
+8. Prints one markdown table (rows: server x mode; columns: the apps with req/s, p99, CPU per
+   request and the ratio to oxfcgi in the same mode), the issue's targets as PASS/FAIL rows, the
+   Apache, memory and callgrind figures, writes the same to ``benches/results.md`` with the
+   machine's details, and draws ``benches/results.png`` (benches/chart.py).
 
 Every process it starts runs in its own process group and is stopped (SIGTERM, then SIGKILL)
 when its cell ends, on errors and on Ctrl-C. Each measurement has a timeout.
 
-``--only`` takes server keys (oxfcgi-1, oxfcgi-2, uwsgi, flup-thread, flup-fork, fcgisgi,
-gunicorn, granian, nginx), app keys (hello, body10k, body1m, echo, sleep10), ``memory`` and
-``nomemory``; each group left unnamed means all of it (e.g. ``--only oxfcgi-1,uwsgi,hello``).
+``--only`` takes server keys (oxfcgi-1, oxfcgi-2, oxfcgi-t1, uwsgi, uwsgi-1, flup-thread,
+flup-fork, fcgisgi, gunicorn, granian, nginx), app keys (hello, body10k, body1m, echo, sleep10),
+``memory``, ``nomemory``, ``apache`` and ``callgrind``; each group left unnamed means all of it
+(e.g. ``--only oxfcgi-1,uwsgi,hello``). Only a full run draws the chart.
 """
 
 from __future__ import annotations
@@ -57,6 +72,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cpu import CpuProbe, group_pids
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 VENV = BENCH / ".venv"
@@ -67,6 +84,7 @@ LOADGEN = LOADGEN_TARGET / "release" / "oxfcgi-loadgen"
 RESULTS = BENCH / "results.md"
 
 PEER_SPECS = {
+    "matplotlib": "matplotlib",
     "flup": "flup==1.0.3",
     "uwsgi": "uwsgi",
     "fcgisgi": "fcgisgi",
@@ -74,7 +92,14 @@ PEER_SPECS = {
     "granian": "granian",
 }
 # Distribution names as importlib.metadata knows them.
-PEER_DISTS = {"flup": "flup", "uwsgi": "uWSGI", "fcgisgi": "fcgisgi", "gunicorn": "gunicorn", "granian": "granian"}
+PEER_DISTS = {
+    "matplotlib": "matplotlib",
+    "flup": "flup",
+    "uwsgi": "uWSGI",
+    "fcgisgi": "fcgisgi",
+    "gunicorn": "gunicorn",
+    "granian": "granian",
+}
 
 CONNECTIONS = 16
 WRK_THREADS = 2
@@ -268,6 +293,10 @@ def ensure_tools(notes: list[str]) -> tuple[str | None, str | None]:
         missing.append("wrk")
     if not find_nginx():
         missing.append("nginx")
+    if not shutil.which("valgrind"):
+        missing.append("valgrind")
+    if not Path("/usr/lib/apache2/modules/mod_fcgid.so").exists():
+        missing += ["apache2", "libapache2-mod-fcgid"]
     if missing:
         log(f"installing {', '.join(missing)} with apt-get")
         if not apt_install(missing):
@@ -475,6 +504,18 @@ SCENARIOS = [
 ]
 
 
+#: A new FastCGI connection for every request (FCGI_KEEP_CONN unset): mod_fcgid, lighttpd
+#: and nginx's default. Mode name -> concurrent connections; measured for these apps only.
+NEW_CONNECTION_MODES = {"newconn1": 1, "newconn16": 16}
+NEW_CONNECTION_SCENARIOS = ("hello",)
+MODE_TITLES = {
+    "nginx": "nginx + wrk",
+    "direct": "direct (loadgen)",
+    "newconn1": "direct, a connection per request, 1 at a time",
+    "newconn16": "direct, a connection per request, 16 at a time",
+}
+
+
 @dataclass
 class Server:
     key: str
@@ -488,6 +529,7 @@ class Server:
 SERVERS = [
     Server("oxfcgi-1", "oxfcgi, 1 worker", "fcgi", True, None, "default threads"),
     Server("oxfcgi-2", "oxfcgi, 2 workers", "fcgi", True, None, "--workers 2, default threads"),
+    Server("oxfcgi-t1", "oxfcgi, 1 worker, 1 thread", "fcgi", True, None, "--threads 1"),
     Server(
         "uwsgi",
         "uWSGI, 2 processes",
@@ -495,6 +537,14 @@ SERVERS = [
         False,
         "uwsgi",
         "--fastcgi-socket --processes 2 --master; closes the connection after each request",
+    ),
+    Server(
+        "uwsgi-1",
+        "uWSGI, 1 process",
+        "fcgi",
+        False,
+        "uwsgi",
+        "--fastcgi-socket --processes 1 --master; closes the connection after each request",
     ),
     Server("flup-thread", "flup 1.0.3 threaded", "fcgi", True, "flup", "flup.server.fcgi.WSGIServer"),
     Server("flup-fork", "flup 1.0.3 fork", "fcgi", True, "flup", "flup.server.fcgi_fork.WSGIServer"),
@@ -526,7 +576,7 @@ class Env:
 def server_unavailable(env: Env, srv: Server) -> str | None:
     if srv.key == "oxfcgi-2" and not env.ox.has_workers:
         return "n/a (no --workers yet)"
-    if srv.key == "uwsgi" and env.uwsgi is None:
+    if srv.key.startswith("uwsgi") and env.uwsgi is None:
         return "n/a (uWSGI not installed)"
     if srv.needs and srv.needs != "uwsgi" and srv.needs not in env.peers:
         return f"n/a ({srv.needs} not installed)"
@@ -541,12 +591,14 @@ def start_backend(env: Env, srv: Server, app: str, sock: Path) -> Proc:
     venv_bin = VENV / "bin"
     if srv.key.startswith("oxfcgi"):
         cmd = [VENV_PY, "-m", "oxfcgi", "serve", target, "--bind", f"unix:{sock}", "--socket-mode", "666"]
-        if env.args.oxfcgi_threads:
+        if srv.key == "oxfcgi-t1":
+            cmd += ["--threads", "1"]
+        elif env.args.oxfcgi_threads:
             cmd += ["--threads", str(env.args.oxfcgi_threads)]
         if srv.key == "oxfcgi-2":
             cmd += ["--workers", "2"]
         proc = Proc(srv.key, cmd, logp, env=env.ox.env)
-    elif srv.key == "uwsgi":
+    elif srv.key.startswith("uwsgi"):
         u = env.uwsgi
         cmd = [
             u.binary,
@@ -555,7 +607,7 @@ def start_backend(env: Env, srv: Server, app: str, sock: Path) -> Proc:
             sock,
             "--chmod-socket=666",
             "--processes",
-            "2",
+            "1" if srv.key == "uwsgi-1" else "2",
             "--master",
             "--chdir",
             u.chdir,
@@ -734,6 +786,9 @@ class Result:
     requests: int = 0
     note: str = ""  # why there is no number
     extra: dict = field(default_factory=dict)
+    #: CPU microseconds per request of the server's processes, and of the web server's.
+    cpu_us: float | None = None
+    web_cpu_us: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -772,7 +827,13 @@ def parse_wrk(out: str) -> Result:
     return r
 
 
-def run_wrk(env: Env, port: int, sc: Scenario) -> Result:
+def per_request_us(seconds: float, r: Result) -> float | None:
+    return seconds * 1e6 / r.requests if r.requests else None
+
+
+def run_wrk(
+    env: Env, port: int, sc: Scenario, probes: tuple[CpuProbe | None, CpuProbe | None] = (None, None)
+) -> Result:
     url = f"http://127.0.0.1:{port}/"
     base = [env.wrk, f"-t{WRK_THREADS}", f"-c{env.args.connections}", "--latency", "--timeout", "10s"]
     if sc.post:
@@ -789,31 +850,57 @@ def run_wrk(env: Env, port: int, sc: Scenario) -> Result:
         # wrk closing its connections aborts requests nginx had in flight; let the server finish
         # them so they do not count against the measured run's concurrency.
         time.sleep(0.5)
+    for probe in probes:
+        if probe:
+            probe.start()
     cp = run(base + [f"-d{env.args.duration:g}s", url], timeout=env.args.duration + 60, check=False)
     r = parse_wrk(cp.stdout or "")
+    backend_probe, web_probe = probes
+    if backend_probe:
+        r.cpu_us = per_request_us(backend_probe.stop(), r)
+    if web_probe:
+        r.web_cpu_us = per_request_us(web_probe.stop(), r)
     if r.note:
         r.note = f"wrk failed: {(cp.stderr or cp.stdout or '').strip()[-200:]}"
     return r
 
 
-def run_loadgen(env: Env, sock: Path, sc: Scenario, keep_conn: bool) -> Result:
-    cmd = [
-        LOADGEN,
-        f"unix:{sock}",
-        "-c",
-        env.args.connections,
-        "-d",
-        env.args.duration,
-        "-w",
-        env.args.warmup,
-        "--json",
-        "--timeout",
-        "10",
-    ]
-    cmd.append("--keep-conn" if keep_conn else "--per-request")
-    if sc.post:
-        cmd += ["--method", "POST", "--body-size", ECHO_BYTES]
-    cp = run(cmd, timeout=env.args.duration + env.args.warmup + 60, check=False)
+def run_loadgen(
+    env: Env,
+    sock: Path,
+    sc: Scenario,
+    keep_conn: bool,
+    probe: CpuProbe | None = None,
+    connections: int | None = None,
+) -> Result:
+    """oxfcgi-loadgen against ``sock``: a warm-up run, then the measured one (``probe``
+    counts the server's CPU over the measured run only)."""
+
+    def command(duration: float) -> list:
+        cmd = [
+            LOADGEN,
+            f"unix:{sock}",
+            "-c",
+            connections or env.args.connections,
+            "-d",
+            duration,
+            "-w",
+            0,
+            "--json",
+            "--timeout",
+            "10",
+        ]
+        cmd.append("--keep-conn" if keep_conn else "--per-request")
+        if sc.post:
+            cmd += ["--method", "POST", "--body-size", ECHO_BYTES]
+        return cmd
+
+    if env.args.warmup > 0:
+        run(command(env.args.warmup), timeout=env.args.warmup + 60, check=False)
+    if probe:
+        probe.start()
+    cp = run(command(env.args.duration), timeout=env.args.duration + 60, check=False)
+    spent = probe.stop() if probe else None
     try:
         data = json.loads((cp.stdout or "").strip().splitlines()[-1])
     except (ValueError, IndexError):
@@ -826,6 +913,8 @@ def run_loadgen(env: Env, sock: Path, sc: Scenario, keep_conn: bool) -> Result:
         requests=data["requests"],
         extra=data,
     )
+    if spent is not None:
+        r.cpu_us = per_request_us(spent, r)
     if data["errors"] and data.get("first_error"):
         r.extra["first_error"] = data["first_error"]
     return r
@@ -846,8 +935,10 @@ def problem_line(path: Path) -> str | None:
 
 def measure_server(env: Env, srv: Server, scenarios: list[Scenario], results: dict) -> None:
     why = server_unavailable(env, srv)
-    modes = ["nginx"] + (["direct"] if srv.proto == "fcgi" else [])
     for sc in scenarios:
+        modes = ["nginx"] + (["direct"] if srv.proto == "fcgi" else [])
+        if srv.proto == "fcgi" and sc.key in NEW_CONNECTION_SCENARIOS:
+            modes += list(NEW_CONNECTION_MODES)
         if why:
             for mode in modes:
                 results[(srv.key, mode, sc.key)] = Result(note=why)
@@ -863,9 +954,11 @@ def measure_server(env: Env, srv: Server, scenarios: list[Scenario], results: di
                 with _suppress():
                     sock.unlink()
                 backend = start_backend(env, srv, sc.app, sock)
+            backend_probe = CpuProbe(lambda b=backend: group_pids(b.pid)) if backend else None
             if env.wrk and env.nginx:
                 nginx, port = start_nginx(env, srv, sock if backend else None)
-                r = results[(srv.key, "nginx", sc.key)] = run_wrk(env, port, sc)
+                web_probe = CpuProbe(lambda n=nginx: group_pids(n.pid))
+                r = results[(srv.key, "nginx", sc.key)] = run_wrk(env, port, sc, (backend_probe, web_probe))
                 nginx.stop()
                 if r.errors:
                     r.extra["first_error"] = (
@@ -877,11 +970,16 @@ def measure_server(env: Env, srv: Server, scenarios: list[Scenario], results: di
             else:
                 results[(srv.key, "nginx", sc.key)] = Result(note="n/a (no wrk/nginx)")
             if srv.proto == "fcgi":
-                r = results[(srv.key, "direct", sc.key)] = run_loadgen(env, sock, sc, srv.keep_conn)
-                if r.errors and backend:
-                    hint = problem_line(backend.log_path)
-                    if hint:
-                        r.extra["first_error"] = f"{r.extra.get('first_error')}; server log: {hint}"
+                runs = [("direct", srv.keep_conn, None)]
+                runs += [(m, False, c) for m, c in NEW_CONNECTION_MODES.items() if m in modes]
+                for mode, keep, connections in runs:
+                    r = results[(srv.key, mode, sc.key)] = run_loadgen(
+                        env, sock, sc, keep, backend_probe, connections=connections
+                    )
+                    if r.errors and backend:
+                        hint = problem_line(backend.log_path)
+                        if hint:
+                            r.extra["first_error"] = f"{r.extra.get('first_error')}; server log: {hint}"
             if backend and not backend.alive():
                 for mode in modes:
                     r = results.get((srv.key, mode, sc.key))
@@ -900,7 +998,8 @@ def measure_server(env: Env, srv: Server, scenarios: list[Scenario], results: di
         for mode in modes:
             r = results.get((srv.key, mode, sc.key))
             if r and r.ok:
-                log(f"  {mode:6s} {r.rps:10.1f} req/s  p99 {fmt_ms(r.p99)}  errors {r.errors}")
+                cpu = f"  CPU {r.cpu_us:.1f} us/req" if r.cpu_us is not None else ""
+                log(f"  {mode:9s} {r.rps:10.1f} req/s  p99 {fmt_ms(r.p99)}  errors {r.errors}{cpu}")
 
 
 # ------------------------------------------------------------------------------------------
@@ -915,18 +1014,6 @@ def rss_kb(pid: int, field_name: str = "VmRSS") -> int | None:
     except OSError:
         return None
     return None
-
-
-def group_pids(pgid: int) -> list[int]:
-    pids = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if os.getpgid(int(d.name)) == pgid:
-                    pids.append(int(d.name))
-            except OSError:
-                pass
-    return pids
 
 
 def measure_memory(env: Env) -> dict:
@@ -998,7 +1085,36 @@ def measure_memory(env: Env) -> dict:
             if p:
                 p.stop()
 
-    # 2. Peak RSS increase while a 100 MB upload is read in 64 KB chunks.
+    # 2. RSS after 10 k requests and after 1 M (a leak shows as growth between them).
+    ox = None
+    try:
+        with _suppress():
+            sock.unlink()
+        ox = Proc(
+            "oxfcgi-long",
+            [VENV_PY, "-m", "oxfcgi", "serve", "benches.apps:hello", "--bind", f"unix:{sock}"],
+            env.path("mem-long.log"),
+            env=env.ox.env,
+        )
+        wait_unix(sock, ox)
+        for count, key in ((10_000, "rss_10k_kb"), (990_000, "rss_1m_kb")):
+            cp = run(
+                [LOADGEN, f"unix:{sock}", "-c", "16", "-n", str(count), "-d", "600", "-w", "0", "--json"],
+                timeout=660,
+                check=False,
+            )
+            data = json.loads((cp.stdout or "{}").strip().splitlines()[-1] or "{}")
+            if data.get("requests", 0) < count:
+                raise RuntimeError(f"loadgen sent {data.get('requests')} of {count} requests")
+            time.sleep(0.5)
+            mem[key] = rss_kb(ox.pid)
+    except (RuntimeError, OSError, subprocess.SubprocessError, ValueError) as e:
+        mem["long_error"] = str(e).splitlines()[0]
+    finally:
+        if ox:
+            ox.stop()
+
+    # 3. Peak RSS increase while a 100 MB upload is read in 64 KB chunks.
     ox = None
     try:
         with _suppress():
@@ -1138,6 +1254,8 @@ def cell(results: dict, srv: Server, mode: str, sc: Scenario) -> str:
     if not r.ok:
         return r.note or "no result"
     text = f"{fmt_rps(r.rps)}/s · p99 {fmt_ms(r.p99)}"
+    if r.cpu_us is not None:
+        text += f" · CPU {r.cpu_us:.0f} µs"
     ref = reference_key(results, mode, sc.key)
     if ref:
         text += f" · {r.rps / results[(ref, mode, sc.key)].rps:.2f}×"
@@ -1151,13 +1269,13 @@ def cell(results: dict, srv: Server, mode: str, sc: Scenario) -> str:
 def build_table(results: dict, servers: list[Server], scenarios: list[Scenario]) -> str:
     head = ["server", "mode"] + [sc.title for sc in scenarios]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for mode in ("nginx", "direct"):
+    for mode in MODE_TITLES:
         for srv in servers:
-            if mode == "direct" and srv.proto != "fcgi":
+            if mode != "nginx" and srv.proto != "fcgi":
                 continue
             if not any((srv.key, mode, sc.key) in results for sc in scenarios):
                 continue
-            mode_text = "nginx + wrk" if mode == "nginx" else "direct (loadgen)"
+            mode_text = MODE_TITLES[mode]
             if mode == "nginx" and srv.proto == "http":
                 mode_text = "nginx proxy_pass + wrk"
             if mode == "nginx" and srv.proto == "static":
@@ -1167,67 +1285,165 @@ def build_table(results: dict, servers: list[Server], scenarios: list[Scenario])
     return "\n".join(lines)
 
 
-def targets(results: dict, mem: dict) -> str:
+def apache_table(rows: dict) -> str:
+    lines = [
+        "| script | req/s · p99 | backend CPU µs/request | Apache CPU µs/request | processes | RSS per process |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows.values():
+        if row.note:
+            lines.append(f"| {row.name} | {row.note} | | | | |")
+            continue
+        rss = ", ".join(f"{k / 1024:.1f} MB" for k in row.backend_rss_kb) or "?"
+        err = f" · **{row.errors} err**" if row.errors else ""
+        lines.append(
+            f"| {row.name} | {fmt_rps(row.rps)}/s · p99 {fmt_ms(row.p99_ms)}{err} | {row.backend_cpu_us or 0:.0f} "
+            f"| {row.apache_cpu_us or 0:.0f} | {row.backend_processes} | {rss} |"
+        )
+    return "\n".join(lines)
+
+
+def draw_chart(results: dict, servers: list[Server], env: Env) -> Path | None:
+    """benches/results.png from this run (matplotlib in the venv), or None."""
+    rows = []
+    for srv in servers:
+        r = results.get((srv.key, "nginx", "hello"))
+        fresh = results.get((srv.key, "newconn16", "hello"))
+        if r and r.ok:
+            rows.append((srv.label, r.rps, r.cpu_us, fresh.cpu_us if fresh and fresh.ok else None))
+    if not rows:
+        return None
+    data = env.run_dir / "chart.json"
+    data.write_text(json.dumps(rows))
+    out = BENCH / "results.png"
+    code = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); import chart; "
+        "chart.draw(json.load(open(sys.argv[2])), __import__('pathlib').Path(sys.argv[3]), sys.argv[4])"
+    )
+    title = f"hello world on {os.cpu_count()} CPUs ({platform.machine()}), one run of benches/compare.py"
+    cp = run([VENV_PY, "-c", code, BENCH, data, out, title], timeout=120, check=False)
+    if cp.returncode != 0:
+        log(f"chart failed: {(cp.stderr or '').strip()[-300:]}")
+        return None
+    log(f"wrote {out}")
+    return out
+
+
+def targets(results: dict, mem: dict, apache_rows: dict) -> str:
+    """The issue's targets, each a PASS/FAIL row with what was measured."""
     rows = ["| target | measured | goal | verdict |", "|---|---|---|---|"]
 
     def get(key, mode="nginx", sc="hello"):
         r = results.get((key, mode, sc))
         return r if r and r.ok else None
 
-    def ratio_row(title, a, b, goal):
+    def verdict(ok: bool) -> str:
+        return "PASS" if ok else "FAIL"
+
+    def cpu_row(title, a, b, goal=0.7):
+        if a and b and a.cpu_us and b.cpu_us:
+            v = a.cpu_us / b.cpu_us
+            rows.append(
+                f"| {title} | {v:.2f}× ({a.cpu_us:.0f} vs {b.cpu_us:.0f} µs) | ≤ {goal}× | {verdict(v <= goal)} |"
+            )
+        else:
+            rows.append(f"| {title} | n/a | ≤ {goal}× | n/a |")
+
+    def rps_row(title, a, b, goal):
         if a and b:
             v = a.rps / b.rps
             rows.append(
                 f"| {title} | {v:.2f}× ({fmt_rps(a.rps)} vs {fmt_rps(b.rps)} req/s) "
-                f"| ≥ {goal}× | {'PASS' if v >= goal else 'FAIL'} |"
+                f"| ≥ {goal}× | {verdict(v >= goal)} |"
             )
         else:
             rows.append(f"| {title} | n/a | ≥ {goal}× | n/a |")
 
-    ox2, ox1 = get("oxfcgi-2"), get("oxfcgi-1")
-    ratio_row("oxfcgi 2 workers ÷ uWSGI 2 processes (hello, nginx, wrk -c16)", ox2, get("uwsgi"), 1.5)
-    ratio_row("oxfcgi 2 workers ÷ granian 2 workers (hello, nginx)", ox2, get("granian"), 1.0)
-    ratio_row("oxfcgi 1 worker ÷ flup threaded (hello, nginx)", ox1, get("flup-thread"), 5.0)
-    ratio_row(
-        "oxfcgi 1 worker ÷ flup threaded (hello, direct)", get("oxfcgi-1", "direct"), get("flup-thread", "direct"), 5.0
+    for mode, n in NEW_CONNECTION_MODES.items():
+        cpu_row(
+            f"a connection per request, {n} at a time: CPU per request, oxfcgi ÷ uWSGI 1 process",
+            get("oxfcgi-1", mode),
+            get("uwsgi-1", mode),
+        )
+    rps_row(
+        "a connection per request, 1 at a time: req/s, oxfcgi ÷ uWSGI 1 process",
+        get("oxfcgi-1", "newconn1"),
+        get("uwsgi-1", "newconn1"),
+        1.0,
     )
-    uw = get("uwsgi")
-    if ox2 and uw and ox2.p99 is not None and uw.p99 is not None:
+    ox, fl = apache_rows.get("oxfcgi"), apache_rows.get("flup")
+    if ox and fl and not ox.note and not fl.note and ox.backend_cpu_us and fl.backend_cpu_us:
+        v = ox.backend_cpu_us / fl.backend_cpu_us
         rows.append(
-            f"| p99 oxfcgi 2 workers vs uWSGI (hello, nginx) | {fmt_ms(ox2.p99)} vs "
-            f"{fmt_ms(uw.p99)} ({ox2.p99 / uw.p99:.2f}×) | ≤ 1.0× | "
-            f"{'PASS' if ox2.p99 <= uw.p99 else 'FAIL'} |"
+            f"| Apache mod_fcgid: backend CPU per request, oxfcgi ÷ flup | {v:.2f}× ({ox.backend_cpu_us:.0f} vs "
+            f"{fl.backend_cpu_us:.0f} µs; Apache itself {ox.apache_cpu_us:.0f} µs) | ≤ 0.25× | {verdict(v <= 0.25)} |"
+        )
+        v = ox.rps / fl.rps if fl.rps else 0
+        rows.append(
+            f"| Apache mod_fcgid: req/s, oxfcgi ÷ flup | {v:.2f}× ({fmt_rps(ox.rps)} vs {fmt_rps(fl.rps)}) "
+            f"| ≥ 2× | {verdict(v >= 2)} |"
+        )
+        a = max(ox.backend_rss_kb or [0])
+        b = max(fl.backend_rss_kb or [0])
+        rows.append(
+            f"| Apache mod_fcgid: RSS per process, oxfcgi vs flup | {a / 1024:.1f} vs {b / 1024:.1f} MB "
+            f"| ≤ flup's | {verdict(0 < a <= b)} |"
         )
     else:
-        rows.append("| p99 oxfcgi 2 workers vs uWSGI (hello, nginx) | n/a | ≤ 1.0× | n/a |")
+        rows.append("| Apache mod_fcgid rows | n/a (not measured) | | n/a |")
+    for sc in ("hello", "body10k", "echo"):
+        cpu_row(
+            f"defaults, {sc}: CPU per request, oxfcgi 1 process ÷ uWSGI --processes 1 (direct)",
+            get("oxfcgi-1", "direct", sc),
+            get("uwsgi-1", "direct", sc),
+        )
+        cpu_row(
+            f"defaults, {sc}: CPU per request, oxfcgi 2 workers ÷ uWSGI --processes 2 (direct)",
+            get("oxfcgi-2", "direct", sc),
+            get("uwsgi", "direct", sc),
+        )
+    rps_row("nginx + wrk -c16: req/s, oxfcgi 2 workers ÷ uWSGI 2 processes", get("oxfcgi-2"), get("uwsgi"), 1.3)
+    ox2, uw = get("oxfcgi-2"), get("uwsgi")
+    if ox2 and uw and ox2.p99 is not None and uw.p99 is not None:
+        rows.append(
+            f"| nginx + wrk -c16: p99, oxfcgi 2 workers vs uWSGI 2 processes | {fmt_ms(ox2.p99)} vs {fmt_ms(uw.p99)} "
+            f"| ≤ uWSGI's | {verdict(ox2.p99 <= uw.p99)} |"
+        )
+    rps_row("nginx + wrk -c16: req/s, oxfcgi 1 worker ÷ uWSGI 1 process", get("oxfcgi-1"), get("uwsgi-1"), 1.0)
+    rps_row(
+        "sleep 10 ms through nginx: req/s, oxfcgi 2 workers ÷ granian 2 workers (default threads each)",
+        get("oxfcgi-2", sc="sleep10"),
+        get("granian", sc="sleep10"),
+        1.0,
+    )
     if mem.get("oxfcgi_idle_kb") and mem.get("bare_kb"):
         v = mem["oxfcgi_idle_kb"] / mem["bare_kb"]
         rows.append(
             f"| idle RSS: oxfcgi process ÷ bare python with the app imported | {v:.2f}× "
-            f"({mem['oxfcgi_idle_kb'] / 1024:.1f} MB vs {mem['bare_kb'] / 1024:.1f} MB; "
-            f"fresh {mem.get('oxfcgi_fresh_kb', 0) / 1024:.1f} MB; a bare python that also "
-            f"imported oxfcgi: {(mem.get('bare_oxfcgi_kb') or 0) / 1024:.1f} MB) | ≤ 1.2× | "
-            f"{'PASS' if v <= 1.2 else 'FAIL'} |"
+            f"({mem['oxfcgi_idle_kb'] / 1024:.1f} MB vs {mem['bare_kb'] / 1024:.1f} MB; a bare python that also "
+            f"imported oxfcgi: {(mem.get('bare_oxfcgi_kb') or 0) / 1024:.1f} MB) | ≤ 1.2× | {verdict(v <= 1.2)} |"
         )
         if mem.get("oxfcgi_worker_kb"):
             v = mem["oxfcgi_worker_kb"] / mem["bare_kb"]
             rows.append(
-                f"| idle RSS: oxfcgi prefork worker (--workers 2) ÷ bare python | {v:.2f}× "
-                f"({mem['oxfcgi_worker_kb'] / 1024:.1f} MB; master "
-                f"{(mem.get('oxfcgi_master_kb') or 0) / 1024:.1f} MB) | ≤ 1.2× | "
-                f"{'PASS' if v <= 1.2 else 'FAIL'} |"
+                f"| idle RSS: oxfcgi prefork worker ÷ bare python | {v:.2f}× "
+                f"({mem['oxfcgi_worker_kb'] / 1024:.1f} MB) | ≤ 1.2× | {verdict(v <= 1.2)} |"
             )
     else:
         rows.append(f"| idle RSS ratio | n/a ({mem.get('idle_error', 'not measured')}) | ≤ 1.2× | n/a |")
+    if mem.get("rss_10k_kb") and mem.get("rss_1m_kb"):
+        d = (mem["rss_1m_kb"] - mem["rss_10k_kb"]) / 1024
+        rows.append(
+            f"| RSS after 1 M requests − RSS after 10 k | {d:+.1f} MB ({mem['rss_10k_kb'] / 1024:.1f} → "
+            f"{mem['rss_1m_kb'] / 1024:.1f} MB) | ≤ 2 MB | {verdict(d <= 2)} |"
+        )
+    else:
+        rows.append(f"| RSS after 1 M requests | n/a ({mem.get('long_error', 'not measured')}) | ≤ 2 MB | n/a |")
     if "upload_increase_kb" in mem and not mem.get("upload_error"):
         v = mem["upload_increase_kb"] / 1024
         rows.append(
             f"| peak RSS increase during a 100 MB upload read in 64 KB chunks | {v:.1f} MB "
-            f"(in {mem['upload_seconds']:.1f} s) | < 16 MB | {'PASS' if v < 16 else 'FAIL'} |"
-        )
-    else:
-        rows.append(
-            f"| peak RSS increase, 100 MB upload | n/a ({mem.get('upload_error', 'not measured')}) | < 16 MB | n/a |"
+            f"(in {mem['upload_seconds']:.1f} s) | < 16 MB | {verdict(v < 16)} |"
         )
     return "\n".join(rows)
 
@@ -1295,6 +1511,12 @@ def parse_args(argv=None):
         "auto (default): checkout when its engine is built and newer than src/, else wheel",
     )
     p.add_argument("--oxfcgi-threads", type=int, help="oxfcgi --threads (default: its own default)")
+    p.add_argument(
+        "--callgrind",
+        action="store_true",
+        help="only count oxfcgi's instructions per request under valgrind (hello; kept and new connections)",
+    )
+    p.add_argument("--callgrind-requests", type=int, default=2000, help="requests counted by --callgrind")
     p.add_argument("--keep-run-dir", action="store_true", help="keep logs and configs in the run directory")
     p.add_argument("--no-write", action="store_true", help=f"do not write {RESULTS.relative_to(ROOT)}")
     args = p.parse_args(argv)
@@ -1305,21 +1527,26 @@ def parse_args(argv=None):
     only = [x.strip() for x in args.only.split(",") if x.strip()]
     server_keys = {s.key for s in SERVERS}
     app_keys = {s.key for s in SCENARIOS}
-    unknown = [x for x in only if x not in server_keys | app_keys | {"memory", "nomemory"}]
+    extras = {"memory", "nomemory", "apache", "callgrind"}
+    unknown = [x for x in only if x not in server_keys | app_keys | extras]
     if unknown:
-        p.error(f"unknown --only names {unknown}; known: {sorted(server_keys | app_keys)}, memory, nomemory")
+        p.error(f"unknown --only names {unknown}; known: {sorted(server_keys | app_keys)}, {', '.join(sorted(extras))}")
     want_servers = [x for x in only if x in server_keys]
     want_apps = [x for x in only if x in app_keys]
     args.servers = [s for s in SERVERS if not want_servers or s.key in want_servers]
     args.scenarios = [s for s in SCENARIOS if not want_apps or s.key in want_apps]
+    whole = not want_servers and not want_apps and not (set(only) & (extras - {"nomemory"}))
     if "nomemory" in only:
         args.memory = False
-    elif "memory" in only:
-        args.memory = True
     else:
-        args.memory = not want_servers and not want_apps
-    if only == ["memory"]:
+        args.memory = "memory" in only or whole
+    args.apache = "apache" in only or whole
+    args.callgrind_section = "callgrind" in only or whole or args.callgrind
+    args.chart = whole and not want_servers
+    if only and set(only) <= extras:
         args.servers = []
+    if args.callgrind:
+        args.servers, args.memory, args.apache, args.chart = [], False, False, False
     args.loadavg = " ".join(f"{x:.2f}" for x in os.getloadavg())
     return args
 
@@ -1339,7 +1566,8 @@ def main(argv=None) -> int:
     try:
         wrk, nginx = ensure_tools(notes)
         ensure_loadgen()
-        wanted = {s.needs for s in args.servers if s.needs}
+        wanted = {s.needs for s in args.servers if s.needs} | ({"flup"} if args.apache else set())
+        wanted |= {"matplotlib"} if args.chart else set()
         peers = ensure_venv(wanted, notes)
         uwsgi = ensure_uwsgi(peers, run_dir, notes) if "uwsgi" in wanted else None
         ox = ensure_oxfcgi(args.oxfcgi_from, notes)
@@ -1350,9 +1578,66 @@ def main(argv=None) -> int:
         for srv in args.servers:
             measure_server(env, srv, args.scenarios, results)
         mem = measure_memory(env) if args.memory else {}
+        apache_rows = {}
+        if args.apache:
+            if wrk and Path("/usr/lib/apache2/modules/mod_fcgid.so").exists():
+                import apache_fcgid
+
+                apache_rows = apache_fcgid.measure(wrk, args.duration, args.warmup, VENV_PY, log)
+            else:
+                notes.append("Apache mod_fcgid mode: apache2/mod_fcgid or wrk missing")
+        callgrind_results = {}
+        if args.callgrind_section:
+            if shutil.which("valgrind"):
+                import callgrind
+
+                try:
+                    callgrind_results = callgrind.measure(
+                        str(
+                            Path(
+                                run([VENV_PY, "-c", "import sys; print(sys.executable)"], timeout=30).stdout.strip()
+                            ).resolve()
+                        ),
+                        LOADGEN,
+                        run_dir,
+                        ox.env,
+                        {
+                            "kept connection": ["--keep-conn", "-c", "1"],
+                            "a connection per request": ["--per-request", "-c", "1"],
+                        },
+                        args.callgrind_requests,
+                        log,
+                    )
+                except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+                    notes.append(f"callgrind: {e}")
+            else:
+                notes.append("callgrind: valgrind is missing")
+        if args.callgrind:
+            import callgrind
+
+            print(callgrind.table(callgrind_results))
+            return 0
 
         table = build_table(results, args.servers, args.scenarios)
-        tgt = targets(results, mem)
+        tgt = targets(results, mem, apache_rows)
+        sections = []
+        if apache_rows:
+            sections += ["## Apache mod_fcgid (the shared-host path)", "", apache_table(apache_rows), ""]
+        if callgrind_results:
+            import callgrind
+
+            sections += [
+                "## Instructions per request (callgrind, oxfcgi hello, one connection at a time)",
+                "",
+                callgrind.table(callgrind_results),
+                "",
+                "User space only: the kernel's share (system calls, wake-ups) is in the CPU column above.",
+                "",
+            ]
+        if args.chart and not args.no_write:
+            chart_path = draw_chart(results, args.servers, env)
+            if chart_path:
+                sections += ["## Chart", "", f"![req/s and CPU per request]({chart_path.name})", ""]
         errors = {
             f"{k[0]} {k[1]} {k[2]}": r.extra.get("first_error")
             for k, r in results.items()
@@ -1368,14 +1653,17 @@ def main(argv=None) -> int:
                 "",
                 *machine_info(env),
                 "",
-                "Each cell: requests/s · p99 latency · ratio of req/s to oxfcgi (2 workers when "
-                "available, else 1) in the same mode. *nginx*: wrk → nginx (2 workers) → server "
+                "Each cell: requests/s · p99 latency · CPU µs per request of the server's processes "
+                "(utime + stime of its whole process group over the measured run; the stable figure) · "
+                "ratio of req/s to oxfcgi (2 workers when available, else 1) in the same mode. "
+                "*nginx*: wrk → nginx (2 workers) → server "
                 "(FastCGI over a unix socket, keep-conn where the server supports it; HTTP over a "
                 "unix socket for gunicorn/granian). *direct*: oxfcgi-loadgen → server's FastCGI socket.",
                 "",
                 table,
                 "",
-                "## Targets (issue: all cores, bounded load, benchmarks that beat uWSGI)",
+                *sections,
+                "## Targets (issue: less CPU per request than uWSGI at the default settings)",
                 "",
                 tgt,
                 "",

@@ -122,10 +122,16 @@ impl ParamsCollector {
 pub fn merge_duplicates(pairs: Vec<(Bytes, Bytes)>) -> Vec<(Bytes, Bytes)> {
     let mut out: Vec<(Bytes, Bytes)> = Vec::with_capacity(pairs.len());
     if pairs.len() <= LINEAR_MERGE {
-        // Params are usually few (nginx sends tens): a scan beats hashing.
+        // Params are usually few (nginx sends tens): a scan beats hashing. Names are
+        // compared by a fingerprint first (most share the prefix `HTTP_`).
+        let mut prints: Vec<u64> = Vec::with_capacity(pairs.len());
         for (name, value) in pairs {
-            match out.iter().position(|(n, _)| *n == name) {
-                None => out.push((name, value)),
+            let print = fingerprint(&name);
+            match prints.iter().zip(&out).position(|(p, (n, _))| *p == print && *n == name) {
+                None => {
+                    prints.push(print);
+                    out.push((name, value));
+                }
                 Some(i) => merge_into(&mut out[i], value),
             }
         }
@@ -143,6 +149,14 @@ pub fn merge_duplicates(pairs: Vec<(Bytes, Bytes)>) -> Vec<(Bytes, Bytes)> {
         }
     }
     out
+}
+
+/// The length and the last (up to) eight bytes of a name: equal names have equal prints.
+fn fingerprint(name: &[u8]) -> u64 {
+    let tail = &name[name.len().saturating_sub(8)..];
+    let mut word = [0u8; 8];
+    word[..tail.len()].copy_from_slice(tail);
+    u64::from_le_bytes(word) ^ ((name.len() as u64) << 56)
 }
 
 /// Up to this many pairs, [`merge_duplicates`] compares names pairwise.

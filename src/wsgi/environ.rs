@@ -52,8 +52,13 @@ impl std::hash::Hasher for Fnv {
 
 type FnvMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Fnv>>;
 
+/// A param name and its environ key.
+type KeySlot = (Box<[u8]>, Py<PyString>);
+
 thread_local! {
     static KEYS: RefCell<FnvMap<Box<[u8]>, Py<PyString>>> = RefCell::new(FnvMap::default());
+    /// The name and key last seen at each position of the params.
+    static BY_POSITION: RefCell<Vec<KeySlot>> = const { RefCell::new(Vec::new()) };
     /// The keys every environ of this thread starts with (see [`template`]).
     static TEMPLATE: RefCell<Option<Py<PyDict>>> = const { RefCell::new(None) };
 }
@@ -83,8 +88,31 @@ fn set_constant_keys(py: Python<'_>, ctx: &AppContext, environ: &Bound<'_, PyDic
 }
 
 /// The environ key for a param name. Names repeat on every request, so each
-/// worker thread keeps their interned strings: no new string, no rehash.
-fn key<'py>(py: Python<'py>, name: &[u8]) -> PyResult<Bound<'py, PyString>> {
+/// worker thread keeps their interned strings: no new string, no rehash. A web
+/// server sends its params in the same order every time, so the name last seen
+/// at this position is tried first (one comparison), then the map.
+fn key<'py>(py: Python<'py>, position: usize, name: &[u8]) -> PyResult<Bound<'py, PyString>> {
+    let by_position = BY_POSITION
+        .with(|slots| slots.borrow().get(position).and_then(|(n, k)| (**n == *name).then(|| k.bind(py).clone())));
+    if let Some(hit) = by_position {
+        return Ok(hit);
+    }
+    let found = key_from_map(py, name)?;
+    if position < KEY_CACHE_LIMIT {
+        BY_POSITION.with(|slots| {
+            let mut slots = slots.borrow_mut();
+            let entry = (Box::<[u8]>::from(name), found.clone().unbind());
+            if position < slots.len() {
+                slots[position] = entry;
+            } else if position == slots.len() {
+                slots.push(entry);
+            }
+        });
+    }
+    Ok(found)
+}
+
+fn key_from_map<'py>(py: Python<'py>, name: &[u8]) -> PyResult<Bound<'py, PyString>> {
     if let Some(hit) = KEYS.with(|keys| keys.borrow().get(name).map(|k| k.bind(py).clone())) {
         return Ok(hit);
     }
@@ -133,9 +161,9 @@ pub fn build<'py>(
     let scheme = cgi::url_scheme(&params);
     let environ = template(py, ctx)?.copy()?;
     let mut shadowed = false;
-    for (name, value) in &params {
+    for (position, (name, value)) in params.iter().enumerate() {
         shadowed |= name.starts_with(b"wsgi.") || name.starts_with(b"fcgi.");
-        environ.set_item(key(py, name)?, latin1(py, value)?)?;
+        environ.set_item(key(py, position, name)?, latin1(py, value)?)?;
     }
     if let Some(base) = &ctx.base_environ {
         environ.update(base.bind(py).as_mapping())?;
