@@ -138,6 +138,7 @@ install_python_packages() {
     log "installing Python test dependencies"
     "$PYTHON" -m pip install -q \
         "pytest>=8" "pytest-timeout>=2.3" "flask>=3" "django>=4.2" "hypothesis>=6" "psutil>=5.9" "mypy>=1.10" \
+        "fastapi>=0.110" "quart>=0.19" \
         "ruff>=0.6" "typing-extensions>=4.7"
 
     log "building the engine and installing oxfcgi (pip install --no-deps --force-reinstall -e .)"

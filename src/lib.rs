@@ -4,17 +4,24 @@
 //! - [`server`]: sockets, connections, admission, shutdown (no pyo3).
 //! - [`cgi`]: CGI/1.1 variable fix-ups (no pyo3).
 //! - `wsgi` (feature `python`): PEP 3333 and the Python module `oxfcgi._oxfcgi`.
+//! - `asgi` (feature `python`): ASGI 3.0 through the same engine.
 
 pub mod cgi;
 pub mod protocol;
 pub mod server;
 
 #[cfg(feature = "python")]
+mod asgi;
+#[cfg(feature = "python")]
 mod wsgi;
 
 #[cfg(feature = "python")]
 #[pyo3::pymodule]
 mod _oxfcgi {
+    #[pymodule_export]
+    use crate::asgi::bridge::Bridge;
+    #[pymodule_export]
+    use crate::asgi::handle::{ClientDisconnected, Done, RequestHandle};
     #[pymodule_export]
     use crate::wsgi::errors::ErrorStream;
     #[pymodule_export]
@@ -38,6 +45,7 @@ mod _oxfcgi {
         // Shown in tracebacks as oxfcgi.BindError, where users import it from.
         m.py().get_type::<BindError>().setattr("__module__", "oxfcgi")?;
         m.py().get_type::<RequestTerminated>().setattr("__module__", "oxfcgi")?;
+        m.py().get_type::<ClientDisconnected>().setattr("__module__", "oxfcgi")?;
         crate::wsgi::log::install_subscriber();
         m.add("__version__", env!("CARGO_PKG_VERSION"))
     }

@@ -19,6 +19,7 @@ libapache2-mod-fcgid installed these tests are skipped, or fail when CI=true.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -788,3 +789,67 @@ def test_flask_traceback_reaches_apaches_error_log_under_serve(apache, apache_si
     assert server.get("/app/boom").status == 500
     log = server.wait_for_log("AppBoom", timeout=10)
     assert "AppBoom" in log and "Traceback" in log
+
+
+def test_fastapi_fcgi_script_under_mod_fcgid(apache, apache_site):
+    """An ASGI app in a classic .fcgi (`run(app)`, nothing else changed) under the generated
+    mod_fcgid config: routes, validation, url_for under the prefix and a streamed response."""
+    script = apache_site.write(
+        "fapi/site.fcgi",
+        (
+            f"#!{apache_site.python}\n"
+            "import sys\n"
+            f"sys.path.insert(0, {str(apache_site.site)!r})\n"
+            "from oxfcgi import run\n"
+            "from fastapi_app import app\n"
+            "run(app)\n"
+        ),
+        0o755,
+    )
+    server = apache(fcgid_config(apache_site, str(script), "/fapi"))
+    r = server.get("/fapi/items/5?q=x", headers={"X-Client": "apache"})
+    assert r.status == 200, (r, server.error_log()[-3000:])
+    assert r.json() == {"item_id": 5, "q": "x", "who": "apache"}
+    assert server.get("/fapi/items/zz").status == 422
+    go = server.get("/fapi/go")
+    assert go.status == 303 and go.header("Location").endswith("/fapi/items/3"), go.headers
+    body = json.dumps({"name": "w", "price": 2.0}).encode()
+    created = server.request("POST", "/fapi/items", body=body, headers={"Content-Type": "application/json"})
+    assert created.status == 200 and created.json()["total"] == 4.0
+    stream = server.get("/fapi/stream?n=3&delay=0.05")
+    assert stream.status == 200 and stream.body == b"chunk 0\nchunk 1\nchunk 2\n"
+
+
+def test_fastapi_in_cgi_mode_under_mod_cgid(apache, apache_site):
+    """The same FastAPI script as a plain CGI (``FCGI_FORCE_CGI=Y``): one request per
+    process, the event loop run once with lifespan; routes, validation, a JSON body."""
+    directory = apache_site.mkdir(f"acgi-{uuid.uuid4().hex[:6]}")
+    rel = directory.relative_to(apache_site.base)
+    apache_site.write(
+        f"{rel}/api.cgi",
+        (
+            f"#!{apache_site.python}\n"
+            "import sys\n"
+            f"sys.path.insert(0, {str(apache_site.site)!r})\n"
+            "from oxfcgi import run\n"
+            "from fastapi_app import app\n"
+            "run(app)\n"
+        ),
+        0o755,
+    )
+    server = apache(
+        f'Alias /acgi/ "{directory}/"\n'
+        f'<Directory "{directory}">\n'
+        "    Require all granted\n"
+        "    Options +ExecCGI\n"
+        "    AddHandler cgi-script .cgi\n"
+        "    SetEnv FCGI_FORCE_CGI Y\n"
+        "</Directory>\n"
+    )
+    r = server.get("/acgi/api.cgi/items/5?q=x", headers={"X-Client": "cgi"})
+    assert r.status == 200, (r, server.error_log()[-3000:])
+    assert r.json() == {"item_id": 5, "q": "x", "who": "cgi"}
+    assert server.get("/acgi/api.cgi/items/zz").status == 422
+    body = json.dumps({"name": "w", "price": 2.0}).encode()
+    created = server.request("POST", "/acgi/api.cgi/items", body=body, headers={"Content-Type": "application/json"})
+    assert created.status == 200 and created.json()["total"] == 4.0, (created, server.error_log()[-3000:])

@@ -404,6 +404,60 @@ def test_force_cgi_serves_one_request(tmp_path):
     assert proc.stdout.endswith(b"got hello")
 
 
+def test_force_cgi_serves_one_asgi_request(tmp_path):
+    """An ASGI app in CGI mode: the body through receive(), the response through send(),
+    lifespan state in the scope; an exception before the start message gives a 500."""
+    path = script(
+        tmp_path,
+        """
+        async def app(scope, receive, send):
+            if scope["type"] == "lifespan":
+                await receive()
+                scope["state"]["greeting"] = "got"
+                await send({"type": "lifespan.startup.complete"})
+                await receive()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+            if scope["path"].endswith("/boom"):
+                raise RuntimeError("deliberate ASGI failure")
+            body, more = b"", True
+            while more:
+                event = await receive()
+                body, more = body + event["body"], event["more_body"]
+            head = [(b"content-type", b"text/plain"), (b"x-path", scope["path"].encode())]
+            await send({"type": "http.response.start", "status": 201, "headers": head})
+            await send({"type": "http.response.body", "body": scope["state"]["greeting"].encode() + b" " + body})
+        oxfcgi.run(app)
+    """,
+    )
+    env = {
+        "FCGI_FORCE_CGI": "Y",
+        "REQUEST_METHOD": "POST",
+        "CONTENT_LENGTH": "5",
+        "SERVER_NAME": "x",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "SCRIPT_NAME": "/s.cgi",
+        "PATH_INFO": "/p",
+    }
+    proc = subprocess.run(
+        [sys.executable, str(path)], input=b"hello", capture_output=True, env={**os.environ, **env}, timeout=15
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stdout.startswith(b"Status: 201 Created\r\n"), proc.stdout
+    assert b"x-path: /s.cgi/p\r\n" in proc.stdout
+    assert proc.stdout.endswith(b"\r\n\r\ngot hello")
+    proc = subprocess.run(
+        [sys.executable, str(path)],
+        input=b"",
+        capture_output=True,
+        env={**os.environ, **env, "PATH_INFO": "/boom", "CONTENT_LENGTH": "0"},
+        timeout=15,
+    )
+    assert proc.stdout.startswith(b"Status: 500 Internal Server Error\r\n"), proc.stdout
+    assert b"deliberate ASGI failure" in proc.stderr and b"Traceback" in proc.stderr
+
+
 # --- the typed stub -------------------------------------------------------------------------------
 
 

@@ -402,3 +402,27 @@ def test_touch_to_reload_under_lighttpd(tmp_path):
         spawned.update(server.backend_pids())
         server.stop()
         kill_survivors(spawned)
+
+
+def test_fastapi_under_bin_path(tmp_path):
+    """An ASGI app (FastAPI) spawned by lighttpd's bin-path from the generated config: the
+    interface is detected, the socket on fd 0 is served by the event loop."""
+    binary = need_binary("lighttpd")
+    snippet = generated("lighttpd", app="tests.apps.fastapi_app:app", socket=str(tmp_path / "fa.sock"), prefix="/fapi")
+    server = start_lighttpd(tmp_path / "lighttpd", [snippet], binary=binary)
+    spawned: set[int] = set()
+    try:
+        wait_backends(server, 2)
+        spawned.update(server.backend_pids())
+        item = expect_json(server.get("/fapi/items/5?q=x", headers={"X-Client": "lighty"}), server=server)
+        assert item == {"item_id": 5, "q": "x", "who": "lighty"}
+        where = expect_json(server.get("/fapi/where"), server=server)
+        assert where["root_path"] == "/fapi"
+        body = json.dumps({"name": "w", "price": 1.5}).encode()
+        created = server.request("POST", "/fapi/items", body=body, headers={"Content-Type": "application/json"})
+        assert expect_json(created, server=server)["total"] == 3.0
+        assert server.get("/fapi/items/zz").status == 422
+    finally:
+        spawned.update(server.backend_pids())
+        server.stop()
+        kill_survivors(spawned)

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from ._listen import write_pidfile as write_pidfile
     from ._options import RunOptions
     from ._oxfcgi import BindError as BindError
+    from ._oxfcgi import ClientDisconnected as ClientDisconnected
     from ._oxfcgi import FileWrapper as FileWrapper
     from ._oxfcgi import InputStream as InputStream
     from ._oxfcgi import Listener as Listener
@@ -50,6 +51,7 @@ __all__ = [
     "make_server",
     "WSGIServer",
     "BindError",
+    "ClientDisconnected",
     "FileWrapper",
     "InputStream",
     "Listener",
@@ -67,7 +69,17 @@ FCGI_AUTHORIZER = 2
 FCGI_FILTER = 3
 
 _ENGINE_NAMES = frozenset(
-    {"BindError", "FileWrapper", "InputStream", "Listener", "RequestTerminated", "Scoreboard", "Server", "__version__"}
+    {
+        "BindError",
+        "ClientDisconnected",
+        "FileWrapper",
+        "InputStream",
+        "Listener",
+        "RequestTerminated",
+        "Scoreboard",
+        "Server",
+        "__version__",
+    }
 )
 _LISTEN_NAMES = frozenset({"listen", "drop_privileges", "write_pidfile", "remove_pidfile"})
 
@@ -145,7 +157,10 @@ def run(app: Callable[..., Any], bind: Any = None, **options: Unpack[RunOptions]
     return _serve_app(app, {**options, **({"bind": bind} if bind is not None else {})}, {})
 
 
-run.__doc__ = f"""Serve ``app`` (a PEP 3333 WSGI callable) over FastCGI until stopped.
+run.__doc__ = f"""Serve ``app`` over FastCGI until stopped: a PEP 3333 WSGI callable, or an
+ASGI 3 application (``async def app(scope, receive, send)``, or an object whose ``__call__``
+is one: FastAPI, Starlette, Quart, Django's ``ASGIHandler``), detected by the ``interface``
+setting (``auto``) and run on one asyncio event loop per process (``loop``, ``lifespan``).
 
 ``bind``: where to listen. ``None`` (default) means the process was started by a FastCGI
 process manager: systemd socket activation (``LISTEN_FDS``), else fd 0 when it is a

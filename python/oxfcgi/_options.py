@@ -47,6 +47,9 @@ class RunOptions(TypedDict, total=False):
     log_level: str
     log_config: str | None
     force_cgi: bool
+    interface: str
+    loop: str
+    lifespan: str
     workers: int | None
     boot_attempts: int
     reload_on_change: Iterable[str] | str

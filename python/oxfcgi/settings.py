@@ -262,6 +262,23 @@ BIND = Kind("bind", _identity, lambda value: value, "Any", "ADDR")
 PATHS = Kind("paths", _parse_paths, _check_paths, "Iterable[str] | str", "PATHS")
 
 
+def _one_of(choices: tuple[str, ...]) -> Kind:
+    """A kind whose values are one of ``choices`` (case-insensitive, kept lower-case)."""
+
+    def check(value: Any) -> str:
+        text = str(value).lower()
+        if text not in choices:
+            raise ValueError(f"choose from {', '.join(choices)}, got {value!r}")
+        return text
+
+    return Kind("choice", _identity, check, "str", "|".join(choices).upper())
+
+
+INTERFACES = ("auto", "wsgi", "asgi")
+LOOPS = ("auto", "asyncio", "uvloop")
+LIFESPANS = ("auto", "on", "off")
+
+
 class Setting:
     """One setting: its name, kind, default and how it is documented.
 
@@ -452,7 +469,7 @@ SETTINGS: tuple[Setting, ...] = (
         "server",
         "requests in flight, queued for a thread or running; over it: FCGI_OVERLOADED (multiplexed) "
         "or 503 + Retry-After: 1, never an unbounded queue",
-        default_text="max(16 x threads, 64)",
+        default_text="max(16 x threads, 64); 1024 for an ASGI app",
         equivalent="FCGI_MAX_REQS",
     ),
     S(
@@ -771,6 +788,35 @@ SETTINGS: tuple[Setting, ...] = (
         extra_flags=("--cgi",),
     ),
     S(
+        "interface",
+        _one_of(INTERFACES),
+        "auto",
+        "process",
+        "the application interface; auto: ASGI for an `async def app(scope, receive, send)` or an object "
+        "whose __call__ is one (FastAPI, Starlette, Django's ASGIHandler, Quart), else WSGI",
+        choices=INTERFACES,
+        equivalent="uvicorn --interface, granian --interface",
+    ),
+    S(
+        "loop",
+        _one_of(LOOPS),
+        "auto",
+        "process",
+        "ASGI: the event loop, one per process on its own thread; auto: uvloop when it is installed, else asyncio",
+        choices=LOOPS,
+        equivalent="uvicorn --loop",
+    ),
+    S(
+        "lifespan",
+        _one_of(LIFESPANS),
+        "auto",
+        "process",
+        "ASGI: the lifespan protocol (startup in each process before it serves, shutdown after its last "
+        "request); auto: used when the app supports it, on: its failure stops the server, off: not sent",
+        choices=LIFESPANS,
+        equivalent="uvicorn --lifespan",
+    ),
+    S(
         "workers",
         COUNT,
         None,
@@ -904,6 +950,24 @@ def default_max_in_flight(threads: int | None = None) -> int:
     return max(16 * int(BY_NAME["threads"].default if threads is None else threads), 64)
 
 
+#: ``max_in_flight`` when it is not given and the app is ASGI: one event loop holds many
+#: waiting requests (uvicorn has no limit by default; this keeps one, at ``max_conns``' default).
+ASGI_MAX_IN_FLIGHT = 1024
+
+_RULE_TEXT = "(max(16 x threads, 64))"
+
+
+def for_interface(resolved: Resolved, interface: str) -> Resolved:
+    """``resolved`` with the rules that depend on the app's interface (``"wsgi"`` or
+    ``"asgi"``, known once the app is loaded) applied: an ASGI app's default
+    ``max_in_flight`` is :data:`ASGI_MAX_IN_FLIGHT`. Returns a new :class:`Resolved`."""
+    values, sources = dict(resolved.values), dict(resolved.sources)
+    if interface == "asgi" and sources["max_in_flight"].endswith(_RULE_TEXT):
+        values["max_in_flight"] = ASGI_MAX_IN_FLIGHT
+        sources["max_in_flight"] = sources["max_in_flight"].replace(_RULE_TEXT, "(ASGI app)")
+    return Resolved(values, sources)
+
+
 def resolve(
     given: Mapping[str, Any] | None = None,
     *,
@@ -953,7 +1017,7 @@ def resolve(
         put(name, value, BY_NAME[name].flag)
     if values["max_in_flight"] is None:
         values["max_in_flight"] = default_max_in_flight(values["threads"])
-        origin["max_in_flight"] = f"{origin['max_in_flight']} (max(16 x threads, 64))"
+        origin["max_in_flight"] = f"{origin['max_in_flight']} {_RULE_TEXT}"
     if values["multithread"] is None:
         values["multithread"] = values["threads"] > 1
         origin["multithread"] = f"{origin['multithread']} (threads > 1)"

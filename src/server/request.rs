@@ -50,6 +50,9 @@ const ABORTED_RUNNING: u8 = 3;
 #[derive(Debug, Default)]
 pub struct RequestControl {
     state: AtomicU8,
+    /// Woken when the request is aborted (for code that waits for that, such
+    /// as an ASGI app awaiting `http.disconnect`).
+    aborted: tokio::sync::Notify,
 }
 
 impl RequestControl {
@@ -66,12 +69,27 @@ impl RequestControl {
     /// Mark the request aborted. Returns `true` when it had not started yet
     /// (so nobody else will answer it).
     pub fn abort(&self) -> bool {
-        match self.state.compare_exchange(QUEUED, ABORTED_QUEUED, Ordering::AcqRel, Ordering::Acquire) {
+        let unstarted = match self.state.compare_exchange(QUEUED, ABORTED_QUEUED, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => true,
             Err(_) => {
                 let _ = self.state.compare_exchange(RUNNING, ABORTED_RUNNING, Ordering::AcqRel, Ordering::Acquire);
                 false
             }
+        };
+        self.aborted.notify_waiters();
+        unstarted
+    }
+
+    /// Wait until the request is aborted (at once if it is already).
+    pub async fn until_aborted(&self) {
+        loop {
+            let notified = self.aborted.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_aborted() {
+                return;
+            }
+            notified.await;
         }
     }
 

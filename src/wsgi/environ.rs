@@ -129,6 +129,15 @@ fn key_from_map<'py>(py: Python<'py>, name: &[u8]) -> PyResult<Bound<'py, PyStri
     Ok(made)
 }
 
+/// Log the configuration warnings of [`cgi::sanitize`] (each kind once per process).
+pub(crate) fn log_warnings(py: Python<'_>, warnings: Vec<cgi::Warning>) {
+    for warning in warnings {
+        if warning.once.is_none_or(first_time) {
+            log_now(py, LEVEL_WARNING, &warning.message);
+        }
+    }
+}
+
 /// Whether a once-per-process warning of this kind is new.
 fn first_time(kind: cgi::WarningKind) -> bool {
     static SEEN: Mutex<Vec<cgi::WarningKind>> = Mutex::new(Vec::new());
@@ -183,10 +192,6 @@ pub fn build<'py>(
     // Configuration warnings go to the server's log, not to this request's FCGI_STDERR:
     // that stream is the application's (wsgi.errors, tracebacks), and HAProxy 2.6.12
     // crashes on FCGI_STDERR that arrives right after the params.
-    for warning in warnings {
-        if warning.once.is_none_or(first_time) {
-            log_now(py, LEVEL_WARNING, &warning.message);
-        }
-    }
+    log_warnings(py, warnings);
     Ok(environ)
 }

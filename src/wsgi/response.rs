@@ -235,6 +235,25 @@ fn is_token_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
+/// A response header as RFC 9110 allows it: a token name (§5.1), no CR, LF
+/// or NUL in the value (the CGI header block is line-based). `ValueError` otherwise.
+pub(crate) fn check_header(name: &[u8], value: &[u8]) -> PyResult<()> {
+    if name.is_empty() || !name.iter().copied().all(is_token_char) {
+        return Err(PyValueError::new_err(format!(
+            "invalid header name {:?}: only token characters are allowed (RFC 9110 §5.1)",
+            String::from_utf8_lossy(name)
+        )));
+    }
+    if value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
+        return Err(PyValueError::new_err(format!(
+            "header {} has a CR, LF or NUL in its value {:?}",
+            String::from_utf8_lossy(name),
+            String::from_utf8_lossy(value)
+        )));
+    }
+    Ok(())
+}
+
 /// Check `status` and `headers` as PEP 3333 and RFC 9110 require, always
 /// (flup used `assert`, which `python -O` removes), and build the header block.
 fn build_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<Head> {
@@ -270,19 +289,7 @@ fn build_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult
         })?;
         let name = latin1_bytes(&pair.get_item(0)?, "header name")?;
         let value = latin1_bytes(&pair.get_item(1)?, "header value")?;
-        if name.is_empty() || !name.iter().copied().all(is_token_char) {
-            return Err(PyValueError::new_err(format!(
-                "invalid header name {:?}: only token characters are allowed (RFC 9110 §5.1)",
-                String::from_utf8_lossy(&name)
-            )));
-        }
-        if value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
-            return Err(PyValueError::new_err(format!(
-                "header {} has a CR, LF or NUL in its value {:?}",
-                String::from_utf8_lossy(&name),
-                String::from_utf8_lossy(&value)
-            )));
-        }
+        check_header(&name, &value)?;
         if name.eq_ignore_ascii_case(b"status") {
             return Err(PyValueError::new_err(
                 "a 'Status' response header is not allowed: pass the status as start_response()'s first argument",
@@ -587,7 +594,7 @@ fn report(
     1
 }
 
-fn format_traceback(py: Python<'_>, err: &PyErr) -> String {
+pub(crate) fn format_traceback(py: Python<'_>, err: &PyErr) -> String {
     let formatted = py.import("traceback").and_then(|tb| {
         let lines = tb.call_method1("format_exception", (err.get_type(py), err.value(py), err.traceback(py)))?;
         PyString::new(py, "").call_method1("join", (lines,))?.extract::<String>()
@@ -596,7 +603,7 @@ fn format_traceback(py: Python<'_>, err: &PyErr) -> String {
 }
 
 /// The 500 response: a short page, or with `debug` the traceback (HTML-escaped).
-fn error_page(py: Python<'_>, traceback: Option<&String>) -> Bytes {
+pub(crate) fn error_page(py: Python<'_>, traceback: Option<&String>) -> Bytes {
     let body = match traceback {
         Some(tb) => {
             let escaped = py
@@ -606,7 +613,7 @@ fn error_page(py: Python<'_>, traceback: Option<&String>) -> Bytes {
                 .unwrap_or_else(|_| "(traceback unavailable)".into());
             format!(
                 "<!DOCTYPE html>\n<html><head><title>500 Internal Server Error</title></head><body>\n\
-                 <h1>Internal Server Error</h1>\n<p>Unhandled exception in the WSGI application (shown because debug is on):</p>\n\
+                 <h1>Internal Server Error</h1>\n<p>Unhandled exception in the application (shown because debug is on):</p>\n\
                  <pre>{escaped}</pre>\n</body></html>\n"
             )
         }

@@ -15,6 +15,7 @@ use super::log;
 use super::pool::Pool;
 use super::scoreboard::Scoreboard;
 use super::settings::{self, AppSettings};
+use crate::asgi::bridge::{AsgiDispatcher, Bridge, BridgeInner, Serving};
 use crate::server::shutdown::{StopHandle, StopReason};
 use crate::server::{self as engine, Config};
 
@@ -80,11 +81,22 @@ impl Server {
     /// over) until stopped. Returns True when stopped by SIGHUP or
     /// `stop(reload=True)` (flup's `run()` contract), False otherwise. Raises
     /// `RuntimeError` if already serving or the listener was used up.
-    fn serve(&self, py: Python<'_>, listener: &Bound<'_, Listener>) -> PyResult<bool> {
+    ///
+    /// With `bridge` (an `AsgiBridge`), `app` is an ASGI application run on
+    /// that bridge's event loop (`oxfcgi/_asgi.py` runs the loop and the
+    /// requests): requests go to the bridge instead of the worker threads.
+    #[pyo3(signature = (listener, bridge=None))]
+    fn serve(
+        &self,
+        py: Python<'_>,
+        listener: &Bound<'_, Listener>,
+        bridge: Option<&Bound<'_, Bridge>>,
+    ) -> PyResult<bool> {
         if self.running.swap(true, Ordering::AcqRel) {
             return Err(PyRuntimeError::new_err("this server is already serving"));
         }
-        let result = self.serve_once(py, listener.get());
+        let bridge = bridge.map(|b| b.get().inner.clone());
+        let result = self.serve_once(py, listener.get(), bridge);
         *self.stop.lock().unwrap_or_else(|e| e.into_inner()) = StopHandle::new();
         self.running.store(false, Ordering::Release);
         result
@@ -134,17 +146,53 @@ impl Server {
 }
 
 impl Server {
-    fn serve_once(&self, py: Python<'_>, listener: &Listener) -> PyResult<bool> {
+    fn serve_once(&self, py: Python<'_>, listener: &Listener, bridge: Option<Arc<BridgeInner>>) -> PyResult<bool> {
         let forwarder = log::LogForwarder::start(py)?;
-        let result = self.listen_and_serve(py, listener);
+        let result = match bridge {
+            Some(bridge) => self.serve_asgi(py, listener, bridge),
+            None => self.listen_and_serve(py, listener),
+        };
         py.detach(|| forwarder.stop());
         result
     }
 
+    fn options(&self) -> engine::ServeOptions {
+        engine::ServeOptions {
+            stop: self.stop.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            handle_signals: self.handle_signals,
+            hooks: engine::Hooks { reopen_logs: Some(Box::new(log::request_reopen)) },
+            row: self.row.clone(),
+        }
+    }
+
+    /// An ASGI application: requests go to `bridge`'s event loop.
+    fn serve_asgi(&self, py: Python<'_>, listener: &Listener, bridge: Arc<BridgeInner>) -> PyResult<bool> {
+        let bound = take(listener)?;
+        let s = &self.settings;
+        tracing::info!(
+            "oxfcgi {} serving an ASGI application on {}: one event loop, multiplexing {}, max_conns {}, max_in_flight {}{}",
+            env!("CARGO_PKG_VERSION"),
+            listener.description(),
+            if self.config.multiplexed { "on" } else { "off" },
+            self.config.max_conns,
+            self.config.max_in_flight,
+            s.script_name.as_ref().map(|p| format!(", script_name {p:?}")).unwrap_or_default(),
+        );
+        bridge.attach(Serving {
+            row: self.row.clone(),
+            script_name: s.script_name.as_ref().map(|p| p.as_bytes().to_vec()),
+        });
+        let dispatcher = AsgiDispatcher { bridge };
+        let options = self.options();
+        let config = self.config.clone();
+        let served = py.detach(move || engine::serve(config, bound, Arc::new(dispatcher), options));
+        let reason = served.map_err(EngineError::from)?;
+        tracing::info!("oxfcgi stopped");
+        Ok(reason.is_reload())
+    }
+
     fn listen_and_serve(&self, py: Python<'_>, listener: &Listener) -> PyResult<bool> {
-        let bound = listener.take().ok_or_else(|| {
-            PyRuntimeError::new_err("this listener was closed or used by another server; create a new one")
-        })?;
+        let bound = take(listener)?;
         let s = &self.settings;
         tracing::info!(
             "oxfcgi {} serving on {}: {} thread(s), multiplexing {}, max_conns {}, max_in_flight {}{}",
@@ -171,12 +219,7 @@ impl Server {
         });
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(ctx.clone());
         let (pool, dispatcher) = Pool::start(ctx, s.threads).map_err(EngineError::from)?;
-        let options = engine::ServeOptions {
-            stop: self.stop.lock().unwrap_or_else(|e| e.into_inner()).clone(),
-            handle_signals: self.handle_signals,
-            hooks: engine::Hooks { reopen_logs: Some(Box::new(log::request_reopen)) },
-            row: self.row.clone(),
-        };
+        let options = self.options();
         let config = self.config.clone();
         let served = py.detach(move || engine::serve(config, bound, Arc::new(dispatcher), options));
         self.current.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -191,4 +234,10 @@ impl Server {
         tracing::info!("oxfcgi stopped");
         Ok(reason.is_reload())
     }
+}
+
+fn take(listener: &Listener) -> PyResult<crate::server::listener::Bound> {
+    listener
+        .take()
+        .ok_or_else(|| PyRuntimeError::new_err("this listener was closed or used by another server; create a new one"))
 }

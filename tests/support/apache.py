@@ -9,7 +9,7 @@ tests/test_apache.py)
     interpreter (pyenv) lives. So the apps run on Debian's ``/usr/bin/python3``
     from a world-readable directory ``/tmp/oxfcgi-apache-XXXX`` (mode 0755;
     /tmp/pytest-of-root is 0700): ``site/`` holds a fresh copy of
-    ``python/oxfcgi`` (the abi3 engine loads in Debian's 3.11), Flask installed
+    ``python/oxfcgi`` (the abi3 engine loads in Debian's 3.11), Flask and FastAPI installed
     with ``pip install --target``, and the app modules (tests/apps/flask_app.py,
     tests/apps/apache_app.py). Everything is ``chmod -R a+rX``.
 
@@ -163,6 +163,18 @@ def _chmod_world_readable(path: Path) -> None:
 
 
 FLASK_DISTRIBUTIONS = ("flask", "werkzeug", "jinja2", "markupsafe", "itsdangerous", "click", "blinker")
+FASTAPI_DISTRIBUTIONS = (
+    "fastapi",
+    "starlette",
+    "pydantic",
+    "pydantic-core",
+    "annotated-types",
+    "typing-extensions",
+    "typing-inspection",
+    "anyio",
+    "idna",
+    "sniffio",
+)
 
 
 def _copy_distributions(names, target: Path) -> None:
@@ -204,6 +216,7 @@ def make_site() -> Site:
                 "--target",
                 str(site),
                 "flask",
+                "fastapi",
             ],
             capture_output=True,
             text=True,
@@ -217,13 +230,13 @@ def make_site() -> Site:
         # Offline? Copy Flask and its dependencies from the test interpreter instead
         # (same CPython minor version as Debian's, so compiled parts load too).
         try:
-            _copy_distributions(FLASK_DISTRIBUTIONS, site)
+            _copy_distributions(FLASK_DISTRIBUTIONS + FASTAPI_DISTRIBUTIONS, site)
         except Exception as e:
             raise ApacheError(
-                f"pip install --target {site} flask failed:\n{pip_failure}\n"
+                f"pip install --target {site} flask fastapi failed:\n{pip_failure}\n"
                 f"and copying the installed Flask failed too: {e}"
             ) from e
-    for name in ("flask_app.py", "apache_app.py"):
+    for name in ("flask_app.py", "apache_app.py", "fastapi_app.py"):
         shutil.copy(ROOT / "tests" / "apps" / name, site / name)
     _chmod_world_readable(base)
     return Site(base=base, site=site)
