@@ -90,6 +90,9 @@ PEER_SPECS = {
     "fcgisgi": "fcgisgi",
     "gunicorn": "gunicorn",
     "granian": "granian",
+    "uvicorn": "uvicorn[standard]",
+    "a2wsgi": "a2wsgi",
+    "fastapi": "fastapi",
 }
 # Distribution names as importlib.metadata knows them.
 PEER_DISTS = {
@@ -99,6 +102,9 @@ PEER_DISTS = {
     "fcgisgi": "fcgisgi",
     "gunicorn": "gunicorn",
     "granian": "granian",
+    "uvicorn": "uvicorn",
+    "a2wsgi": "a2wsgi",
+    "fastapi": "fastapi",
 }
 
 CONNECTIONS = 16
@@ -503,11 +509,17 @@ SCENARIOS = [
     Scenario("sleep10", "sleep 10 ms", "sleep10"),
 ]
 
+#: The apps of the ASGI table (benches/asgi_apps.py), served by the ASGI servers only.
+ASGI_SCENARIOS = [
+    Scenario("asgi_hello", "ASGI hello", "asgi_hello"),
+    Scenario("fastapi_json", "FastAPI JSON", "fastapi_json"),
+]
+
 
 #: A new FastCGI connection for every request (FCGI_KEEP_CONN unset): mod_fcgid, lighttpd
 #: and nginx's default. Mode name -> concurrent connections; measured for these apps only.
 NEW_CONNECTION_MODES = {"newconn1": 1, "newconn16": 16}
-NEW_CONNECTION_SCENARIOS = ("hello",)
+NEW_CONNECTION_SCENARIOS = ("hello", "asgi_hello")
 MODE_TITLES = {
     "nginx": "nginx + wrk",
     "direct": "direct (loadgen)",
@@ -524,6 +536,8 @@ class Server:
     keep_conn: bool  # keeps connections between requests (FastCGI FCGI_KEEP_CONN / HTTP keep-alive)
     needs: str | None  # peer package
     note: str = ""
+    #: "asgi": serves the ASGI apps (the ASGI table); oxfcgi-a2wsgi too, through a2wsgi.
+    interface: str = "wsgi"
 
 
 SERVERS = [
@@ -552,6 +566,28 @@ SERVERS = [
     Server("gunicorn", "gunicorn, 2 workers", "http", True, "gunicorn", "-w 2 -k gthread --threads 4"),
     Server("granian", "granian, 2 workers", "http", True, "granian", "--interface wsgi --workers 2"),
     Server("nginx", "nginx alone (ceiling)", "static", True, None, 'return 200 "Hello, World!"'),
+    Server("oxfcgi-asgi", "oxfcgi ASGI, 1 worker", "fcgi", True, "fastapi", "one event loop", "asgi"),
+    Server("oxfcgi-asgi-2", "oxfcgi ASGI, 2 workers", "fcgi", True, "fastapi", "--workers 2", "asgi"),
+    Server(
+        "oxfcgi-a2wsgi",
+        "oxfcgi WSGI + a2wsgi, 1 worker",
+        "fcgi",
+        True,
+        "a2wsgi",
+        "a2wsgi.ASGIMiddleware on oxfcgi's WSGI side, default threads",
+        "asgi",
+    ),
+    Server("fcgisgi-asgi", "fcgisgi ASGI", "fcgi", True, "fcgisgi", "run_asgi_server", "asgi"),
+    Server(
+        "uvicorn",
+        "uvicorn, 2 workers",
+        "http",
+        True,
+        "uvicorn",
+        "uvicorn[standard] (uvloop, httptools) --workers 2",
+        "asgi",
+    ),
+    Server("granian-asgi", "granian ASGI, 2 workers", "http", True, "granian", "--interface asgi --workers 2", "asgi"),
 ]
 
 
@@ -580,13 +616,22 @@ def server_unavailable(env: Env, srv: Server) -> str | None:
         return "n/a (uWSGI not installed)"
     if srv.needs and srv.needs != "uwsgi" and srv.needs not in env.peers:
         return f"n/a ({srv.needs} not installed)"
+    if srv.interface == "asgi" and "fastapi" not in env.peers:
+        return "n/a (fastapi not installed)"
     if srv.proto != "fcgi" and (not env.wrk or not env.nginx):
         return "n/a (no wrk/nginx)"
     return None
 
 
+def app_target(srv: Server, app: str) -> str:
+    """The ``module:attr`` a server serves for scenario app ``app``."""
+    if srv.key == "oxfcgi-a2wsgi":
+        return f"benches.asgi_apps:wsgi_{app}"
+    return f"benches.{'asgi_apps' if srv.interface == 'asgi' else 'apps'}:{app}"
+
+
 def start_backend(env: Env, srv: Server, app: str, sock: Path) -> Proc:
-    target = f"benches.apps:{app}"
+    target = app_target(srv, app)
     logp = env.path(f"{srv.key}-{app}.log")
     venv_bin = VENV / "bin"
     if srv.key.startswith("oxfcgi"):
@@ -595,7 +640,7 @@ def start_backend(env: Env, srv: Server, app: str, sock: Path) -> Proc:
             cmd += ["--threads", "1"]
         elif env.args.oxfcgi_threads:
             cmd += ["--threads", str(env.args.oxfcgi_threads)]
-        if srv.key == "oxfcgi-2":
+        if srv.key in ("oxfcgi-2", "oxfcgi-asgi-2"):
             cmd += ["--workers", "2"]
         proc = Proc(srv.key, cmd, logp, env=env.ox.env)
     elif srv.key.startswith("uwsgi"):
@@ -620,7 +665,7 @@ def start_backend(env: Env, srv: Server, app: str, sock: Path) -> Proc:
             "128",
         ]
         proc = Proc(srv.key, cmd, logp, cwd=u.chdir)
-    elif srv.key in ("flup-thread", "flup-fork", "fcgisgi"):
+    elif srv.key in ("flup-thread", "flup-fork", "fcgisgi", "fcgisgi-asgi"):
         cmd = [VENV_PY, BENCH / "peer_servers.py", srv.key, target, sock]
         proc = Proc(srv.key, cmd, logp)
     elif srv.key == "gunicorn":
@@ -643,11 +688,26 @@ def start_backend(env: Env, srv: Server, app: str, sock: Path) -> Proc:
             target,
         ]
         proc = Proc(srv.key, cmd, logp)
-    elif srv.key == "granian":
+    elif srv.key == "uvicorn":
+        cmd = [
+            venv_bin / "uvicorn",
+            "--workers",
+            "2",
+            "--uds",
+            sock,
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            "--app-dir",
+            ROOT,
+            target,
+        ]
+        proc = Proc(srv.key, cmd, logp, cwd=ROOT)
+    elif srv.key in ("granian", "granian-asgi"):
         cmd = [
             venv_bin / "granian",
             "--interface",
-            "wsgi",
+            "asgi" if srv.key == "granian-asgi" else "wsgi",
             "--workers",
             "2",
             "--uds",
@@ -1240,7 +1300,7 @@ def fmt_rps(v: float) -> str:
 
 
 def reference_key(results: dict, mode: str, sc: str) -> str | None:
-    for key in ("oxfcgi-2", "oxfcgi-1"):
+    for key in ("oxfcgi-2", "oxfcgi-1", "oxfcgi-asgi-2", "oxfcgi-asgi"):
         r = results.get((key, mode, sc))
         if r and r.ok:
             return key
@@ -1448,6 +1508,34 @@ def targets(results: dict, mem: dict, apache_rows: dict) -> str:
     return "\n".join(rows)
 
 
+def asgi_targets(results: dict) -> str:
+    """The ASGI issue's targets, PASS/FAIL rows (through nginx unless said)."""
+    rows = ["| target | measured | goal | verdict |", "|---|---|---|---|"]
+    for sc in ("asgi_hello", "fastapi_json"):
+        for title, a, b, goal, mode in (
+            ("oxfcgi ASGI 2 workers ÷ uvicorn 2 workers", "oxfcgi-asgi-2", "uvicorn", 1.2, "nginx"),
+            ("oxfcgi ASGI 2 workers ÷ granian ASGI 2 workers", "oxfcgi-asgi-2", "granian-asgi", 1.0, "nginx"),
+            ("oxfcgi ASGI 1 worker ÷ fcgisgi ASGI", "oxfcgi-asgi", "fcgisgi-asgi", 5.0, "nginx"),
+            ("oxfcgi ASGI 1 worker ÷ fcgisgi ASGI (direct)", "oxfcgi-asgi", "fcgisgi-asgi", 5.0, "direct"),
+            ("oxfcgi ASGI 1 worker ÷ oxfcgi WSGI + a2wsgi", "oxfcgi-asgi", "oxfcgi-a2wsgi", 1.0, "nginx"),
+        ):
+            ra, rb = results.get((a, mode, sc)), results.get((b, mode, sc))
+            if ra and rb and ra.ok and rb.ok:
+                v = ra.rps / rb.rps
+                cpu = (
+                    f"; CPU {ra.cpu_us:.0f} vs {rb.cpu_us:.0f} µs/req"
+                    if ra.cpu_us is not None and rb.cpu_us is not None
+                    else ""
+                )
+                rows.append(
+                    f"| {sc}: {title} | {v:.2f}× ({fmt_rps(ra.rps)} vs {fmt_rps(rb.rps)} req/s{cpu}) "
+                    f"| ≥ {goal}× | {'PASS' if v >= goal else 'FAIL'} |"
+                )
+            else:
+                rows.append(f"| {sc}: {title} | n/a | ≥ {goal}× | n/a |")
+    return "\n".join(rows)
+
+
 def machine_info(env: Env) -> list[str]:
     cpu = "?"
     try:
@@ -1526,7 +1614,7 @@ def parse_args(argv=None):
         args.warmup = 1.0 if args.quick else 2.0
     only = [x.strip() for x in args.only.split(",") if x.strip()]
     server_keys = {s.key for s in SERVERS}
-    app_keys = {s.key for s in SCENARIOS}
+    app_keys = {s.key for s in SCENARIOS + ASGI_SCENARIOS}
     extras = {"memory", "nomemory", "apache", "callgrind"}
     unknown = [x for x in only if x not in server_keys | app_keys | extras]
     if unknown:
@@ -1535,6 +1623,7 @@ def parse_args(argv=None):
     want_apps = [x for x in only if x in app_keys]
     args.servers = [s for s in SERVERS if not want_servers or s.key in want_servers]
     args.scenarios = [s for s in SCENARIOS if not want_apps or s.key in want_apps]
+    args.asgi_scenarios = [s for s in ASGI_SCENARIOS if not want_apps or s.key in want_apps]
     whole = not want_servers and not want_apps and not (set(only) & (extras - {"nomemory"}))
     if "nomemory" in only:
         args.memory = False
@@ -1567,6 +1656,7 @@ def main(argv=None) -> int:
         wrk, nginx = ensure_tools(notes)
         ensure_loadgen()
         wanted = {s.needs for s in args.servers if s.needs} | ({"flup"} if args.apache else set())
+        wanted |= {"fastapi"} if any(s.interface == "asgi" for s in args.servers) else set()
         wanted |= {"matplotlib"} if args.chart else set()
         peers = ensure_venv(wanted, notes)
         uwsgi = ensure_uwsgi(peers, run_dir, notes) if "uwsgi" in wanted else None
@@ -1576,7 +1666,7 @@ def main(argv=None) -> int:
 
         results: dict = {}
         for srv in args.servers:
-            measure_server(env, srv, args.scenarios, results)
+            measure_server(env, srv, args.asgi_scenarios if srv.interface == "asgi" else args.scenarios, results)
         mem = measure_memory(env) if args.memory else {}
         apache_rows = {}
         if args.apache:
@@ -1618,7 +1708,9 @@ def main(argv=None) -> int:
             print(callgrind.table(callgrind_results))
             return 0
 
-        table = build_table(results, args.servers, args.scenarios)
+        table = build_table(results, [s for s in args.servers if s.interface == "wsgi"], args.scenarios)
+        asgi_servers = [s for s in args.servers if s.interface == "asgi"]
+        asgi_table = build_table(results, asgi_servers, args.asgi_scenarios) if asgi_servers else ""
         tgt = targets(results, mem, apache_rows)
         sections = []
         if apache_rows:
@@ -1662,6 +1754,21 @@ def main(argv=None) -> int:
                 "",
                 table,
                 "",
+                *(
+                    [
+                        "## ASGI",
+                        "",
+                        "The same modes; ratios to oxfcgi ASGI (2 workers when available). uvicorn and "
+                        "granian behind nginx `proxy_pass` over a unix socket, as their docs deploy them.",
+                        "",
+                        asgi_table,
+                        "",
+                        asgi_targets(results),
+                        "",
+                    ]
+                    if asgi_table
+                    else []
+                ),
                 *sections,
                 "## Targets (issue: less CPU per request than uWSGI at the default settings)",
                 "",

@@ -6,6 +6,7 @@ KIND:
     flup-thread   flup.server.fcgi.WSGIServer (threaded, flup 1.0.3 defaults)
     flup-fork     flup.server.fcgi_fork.WSGIServer (prefork, flup 1.0.3 defaults)
     fcgisgi       fcgisgi.run_wsgi_server (asyncio + thread pool, defaults)
+    fcgisgi-asgi  fcgisgi.run_asgi_server (an ASGI app, defaults)
     bare          import the app and sleep (the memory baseline); SOCKET_PATH is ignored
     bare-oxfcgi   the same, having also imported oxfcgi (its Python package and engine)
 
@@ -62,6 +63,14 @@ def main(argv):
         print("ready", flush=True)
         os.umask(0)
         asyncio.run(run_wsgi_server(app, bind_address=sock))
+    elif kind == "fcgisgi-asgi":
+        import asyncio
+
+        from fcgisgi import run_asgi_server
+
+        print("ready", flush=True)
+        os.umask(0)
+        asyncio.run(run_asgi_server(app, bind_address=sock))
     else:
         sys.exit(f"unknown kind {kind!r}\n\n{__doc__}")
 
