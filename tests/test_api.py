@@ -376,6 +376,22 @@ def test_ipv6_loopback(start_server):
 # --- CGI mode -------------------------------------------------------------------------------------
 
 
+def run_cgi(path, body: bytes, **variables: str) -> subprocess.CompletedProcess:
+    """Run ``path`` as a CGI request (``FCGI_FORCE_CGI=Y``) with ``body`` on stdin."""
+    env = {
+        "FCGI_FORCE_CGI": "Y",
+        "REQUEST_METHOD": "POST",
+        "CONTENT_LENGTH": str(len(body)),
+        "SERVER_NAME": "x",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        **variables,
+    }
+    return subprocess.run(
+        [sys.executable, str(path)], input=body, capture_output=True, env={**os.environ, **env}, timeout=15
+    )
+
+
 def test_force_cgi_serves_one_request(tmp_path):
     path = script(
         tmp_path,
@@ -387,18 +403,7 @@ def test_force_cgi_serves_one_request(tmp_path):
         oxfcgi.run(echo)
     """,
     )
-    env = {
-        "FCGI_FORCE_CGI": "Y",
-        "REQUEST_METHOD": "POST",
-        "CONTENT_LENGTH": "5",
-        "SERVER_NAME": "x",
-        "SERVER_PORT": "80",
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        "PATH_INFO": "/",
-    }
-    proc = subprocess.run(
-        [sys.executable, str(path)], input=b"hello", capture_output=True, env={**os.environ, **env}, timeout=15
-    )
+    proc = run_cgi(path, b"hello", PATH_INFO="/")
     assert proc.returncode == 0, proc.stderr.decode()
     assert proc.stdout.startswith(b"Status: 201 Made\r\n")
     assert proc.stdout.endswith(b"got hello")
@@ -430,30 +435,12 @@ def test_force_cgi_serves_one_asgi_request(tmp_path):
         oxfcgi.run(app)
     """,
     )
-    env = {
-        "FCGI_FORCE_CGI": "Y",
-        "REQUEST_METHOD": "POST",
-        "CONTENT_LENGTH": "5",
-        "SERVER_NAME": "x",
-        "SERVER_PORT": "80",
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        "SCRIPT_NAME": "/s.cgi",
-        "PATH_INFO": "/p",
-    }
-    proc = subprocess.run(
-        [sys.executable, str(path)], input=b"hello", capture_output=True, env={**os.environ, **env}, timeout=15
-    )
+    proc = run_cgi(path, b"hello", SCRIPT_NAME="/s.cgi", PATH_INFO="/p")
     assert proc.returncode == 0, proc.stderr.decode()
     assert proc.stdout.startswith(b"Status: 201 Created\r\n"), proc.stdout
     assert b"x-path: /s.cgi/p\r\n" in proc.stdout
     assert proc.stdout.endswith(b"\r\n\r\ngot hello")
-    proc = subprocess.run(
-        [sys.executable, str(path)],
-        input=b"",
-        capture_output=True,
-        env={**os.environ, **env, "PATH_INFO": "/boom", "CONTENT_LENGTH": "0"},
-        timeout=15,
-    )
+    proc = run_cgi(path, b"", SCRIPT_NAME="/s.cgi", PATH_INFO="/boom")
     assert proc.stdout.startswith(b"Status: 500 Internal Server Error\r\n"), proc.stdout
     assert b"deliberate ASGI failure" in proc.stderr and b"Traceback" in proc.stderr
 
