@@ -47,6 +47,25 @@ mod _oxfcgi {
         m.py().get_type::<RequestTerminated>().setattr("__module__", "oxfcgi")?;
         m.py().get_type::<ClientDisconnected>().setattr("__module__", "oxfcgi")?;
         crate::wsgi::log::install_subscriber();
+        m.add("build_info", build_info(m.py())?)?;
         m.add("__version__", env!("CARGO_PKG_VERSION"))
+    }
+
+    /// `oxfcgi --version`'s details: `{"version", "git", "rustc", "pyo3", "features",
+    /// "profile"}`, all `str` (build.rs records them at compile time).
+    fn build_info(py: pyo3::Python<'_>) -> pyo3::PyResult<pyo3::Bound<'_, pyo3::types::PyDict>> {
+        use pyo3::types::PyDictMethods;
+        let info = pyo3::types::PyDict::new(py);
+        info.set_item("version", env!("CARGO_PKG_VERSION"))?;
+        info.set_item("git", env!("OXFCGI_GIT_REV"))?;
+        info.set_item("rustc", env!("OXFCGI_RUSTC"))?;
+        info.set_item("pyo3", concat!(env!("OXFCGI_PYO3"), " (abi3, Python >= 3.10)"))?;
+        let features: Vec<&str> = [("python", cfg!(feature = "python")), ("harness", cfg!(feature = "harness"))]
+            .into_iter()
+            .filter_map(|(name, on)| on.then_some(name))
+            .collect();
+        info.set_item("features", features.join(","))?;
+        info.set_item("profile", if cfg!(debug_assertions) { "debug" } else { "release" })?;
+        Ok(info)
     }
 }

@@ -254,3 +254,16 @@ def test_request_command_no_server(tmp_path):
     result = oxfcgi("request", f"unix:{tmp_path}/x.sock", "/")
     assert result.returncode == 2
     assert f"cannot connect to unix:{tmp_path}/x.sock: No such file or directory".encode() in result.stderr
+
+
+def test_version_prints_the_engine_build():
+    """What a bug report needs: the engine's git revision, compiler, pyo3 and features."""
+    import re
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "oxfcgi", "--version"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    first, engine = done.stdout.splitlines()[:2]
+    assert first.startswith("oxfcgi 0.") and "Python 3." in first
+    assert re.match(r"engine: git \S+.*, rustc 1\.\d+.*, pyo3 0\.\d+\.\d+ \(abi3.*features python", engine), engine

@@ -20,8 +20,11 @@ __all__ = [
     "StartResponse",
     "Write",
     "__version__",
+    "build_info",
 ]
 __version__: str
+#: `oxfcgi --version` details: version, git, rustc, pyo3, features, profile.
+build_info: dict[str, str]
 
 class BindError(OSError):
     """The server could not listen where it was told to."""

@@ -60,6 +60,15 @@ class _VersionAction(argparse.Action):
         option_string: str | None = None,
     ) -> None:
         print(f"oxfcgi {_version()} (Python {sys.version.split()[0]})")
+        try:
+            from oxfcgi._oxfcgi import build_info
+        except ImportError as e:
+            print(f"engine: not loadable ({e})")
+        else:
+            print(
+                f"engine: git {build_info['git']}, {build_info['rustc']}, pyo3 {build_info['pyo3']}, "
+                f"features {build_info['features'] or 'none'}, {build_info['profile']} build"
+            )
         parser.exit()
 
 
