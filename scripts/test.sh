@@ -16,7 +16,11 @@
 #      from the settings table; any finding fails the run;
 #   5. runs `cargo test`, a fuzz smoke run (scripts/fuzz.sh: each target for
 #      OXFCGI_FUZZ_SECONDS, default 20; any crash, hang or OOM fails), then
-#      `python -m pytest -q -ra`.
+#      `python -m pytest -q -ra` (the docs' strict MkDocs build among them);
+#   6. the release artifacts: scripts/build-wheels.sh (a manylinux2014 abi3
+#      wheel through zig and an sdist, auditwheel, twine, an install into a venv
+#      of Debian's python that answers a FastCGI request). OXFCGI_SKIP_WHEELS=1
+#      skips it.
 # It exits non-zero if the lint gate or either test run fails; pytest's "no
 # tests collected" (exit status 5) counts as a failure.
 #
@@ -65,7 +69,7 @@ install_debian_packages() {
     # Real servers and spawners the integration tests drive, plus Debian's own
     # python3 (Apache runs apps as www-data, which cannot enter /root).
     local wanted=(nginx curl apache2 libapache2-mod-fcgid lighttpd spawn-fcgi libfcgi-bin fcgiwrap mercurial
-                  haproxy caddy h2o iproute2 python3 systemd)
+                  haproxy caddy h2o iproute2 python3 python3-venv systemd)
     local missing=() pkg
     for pkg in "${wanted[@]}"; do
         if [ "$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null)" != installed ]; then
@@ -138,7 +142,7 @@ install_python_packages() {
     log "installing Python test dependencies"
     "$PYTHON" -m pip install -q \
         "pytest>=8" "pytest-timeout>=2.3" "flask>=3" "django>=4.2" "hypothesis>=6" "psutil>=5.9" "mypy>=1.10" \
-        "fastapi>=0.110" "quart>=0.19" \
+        "fastapi>=0.110" "quart>=0.19" "mkdocs-material>=9.5" "pyyaml>=6" \
         "ruff>=0.6" "typing-extensions>=4.7"
 
     log "building the engine and installing oxfcgi (pip install --no-deps --force-reinstall -e .)"
@@ -201,9 +205,22 @@ case "$pytest_status" in
     *) echo "pytest failed (exit $pytest_status)" >&2; status=1 ;;
 esac
 
+wheels_status=skipped
+if [ "${OXFCGI_SKIP_WHEELS:-}" != 1 ]; then
+    log "release artifacts (scripts/build-wheels.sh)"
+    wheels_status=0
+    wheels_dir=$(mktemp -d)
+    bash "$ROOT/scripts/build-wheels.sh" "$wheels_dir" || wheels_status=$?
+    rm -rf "$wheels_dir"
+    if [ "$wheels_status" -ne 0 ]; then
+        echo "building or checking the wheel failed (exit $wheels_status)" >&2
+        status=1
+    fi
+fi
+
 if [ "$status" -eq 0 ]; then
     log "all tests passed"
 else
-    log "FAILED: lint exit $lint_status, cargo test exit $cargo_status, fuzz exit $fuzz_status, pytest exit $pytest_status"
+    log "FAILED: lint exit $lint_status, cargo test exit $cargo_status, fuzz exit $fuzz_status, pytest exit $pytest_status, wheels exit $wheels_status"
 fi
 exit "$status"
