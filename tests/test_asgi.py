@@ -190,6 +190,57 @@ def test_abort_mid_response_makes_send_raise_an_oserror(asgi, tmp_path):
     assert "Traceback" not in asgi.log(), asgi.log()
 
 
+def test_an_abort_before_the_last_body_still_ends_the_request(asgi, tmp_path):
+    """The app's final send fails (ClientDisconnected); FCGI_END_REQUEST must still come, or the
+    connection would wait for ever."""
+    mark = tmp_path / "mark"
+    with asgi.connect(timeout=5) as conn:
+        conn.begin_request(1, keep_conn=True)
+        conn.send_params(1, cgi_params("GET", f"/late-final?s=0.5&mark={mark}"))
+        conn.send_stdin(1, b"")
+        time.sleep(0.1)
+        conn.abort(1)
+        end = conn.read_response(1)
+        assert end.protocol_status is not None
+        # The kept connection goes on.
+        conn.begin_request(2, keep_conn=True)
+        conn.send_params(2, cgi_params("GET", "/scope"))
+        conn.send_stdin(2, b"")
+        assert conn.read_response(2).status == 200
+    assert wait_for(mark.exists, timeout=5) and mark.read_text() == "ClientDisconnected"
+
+
+def test_a_receive_waiting_after_the_response_gets_http_disconnect(asgi, tmp_path):
+    mark = tmp_path / "mark"
+    resp = asgi.request("GET", f"/listen-after-response?mark={mark}")
+    assert resp.status == 200 and resp.body == b"done", resp.stderr
+    assert mark.read_text() == "http.disconnect"
+
+
+def test_a_cancelled_receive_loses_no_body(asgi):
+    body = os.urandom(300_000)
+    with asgi.connect(timeout=20) as conn:
+        conn.begin_request(1)
+        conn.send_params(1, cgi_params("POST", "/cancelled-receive", body_length=len(body)))
+        time.sleep(0.2)  # the app's first receive() times out meanwhile
+        conn.send_stdin(1, body)
+        resp = conn.read_response(1)
+    data = json.loads(resp.body)
+    assert (data["early"], data["size"], data["sha256"]) == (False, len(body), hashlib.sha256(body).hexdigest())
+
+
+def test_a_failure_after_start_but_before_any_body_is_a_500(asgi):
+    resp = asgi.request("GET", "/start-then-raise")
+    assert resp.status == 500, resp
+    assert b"failed after http.response.start" in resp.stderr
+
+
+def test_system_exit_in_a_request_does_not_stop_the_loop(asgi):
+    resp = asgi.request("GET", "/system-exit")
+    assert resp.status == 500
+    assert asgi.request("GET", "/scope").status == 200, "the event loop still serves"
+
+
 # --- send -----------------------------------------------------------------------------------
 
 
@@ -315,9 +366,10 @@ def test_interface_wsgi_for_an_asgi_app_is_an_error(start_server):
 def test_lifespan_state_reaches_requests_and_shutdown_runs(start_server, tmp_path):
     marks = tmp_path / "lifespan.txt"
     server = start_server("tests.apps.asgi_apps:lifespan_app", env={"OXFCGI_TEST_LIFESPAN_FILE": str(marks)})
-    assert "startup" in marks.read_text(), "startup ran after the socket accepted"
+    # The socket listens before the startup runs; the first request is answered after it.
     state = json.loads(server.request("GET", "/state").body)
     assert state["greeting"] == "hello from startup"
+    assert "startup" in marks.read_text(), "startup ran before the first request was served"
     server.signal(signal.SIGTERM)
     assert server.wait(20) == 0
     assert "shutdown" in marks.read_text()

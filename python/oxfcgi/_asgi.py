@@ -121,8 +121,12 @@ class Runner:
         self.loop.run_forever()
 
     def _check(self) -> None:
-        self.watch.check()
-        self.loop.call_later(self.watch.interval, self._check)
+        try:
+            self.watch.check()
+        except Exception:  # the watchdog must outlive one bad check
+            log.exception("the ASGI request watchdog failed")
+        finally:
+            self.loop.call_later(self.watch.interval, self._check)
 
     def _drain(self) -> None:
         for handle in self.bridge.drain():
@@ -142,15 +146,13 @@ class Runner:
             pass  # the web server went away; nothing to answer
         except asyncio.CancelledError as e:
             if task is not None and task in self.watch.terminated:
-                await handle.terminate()  # request_terminate_timeout: the engine answers 504
-                return
+                return  # request_terminate_timeout: the watchdog had the engine answer 504
             await handle.finish("".join(traceback.format_exception(e)), self.debug)
             raise
         except BaseException as e:  # the app's failure is the request's, not the loop's
+            # SystemExit or KeyboardInterrupt in a request too: re-raised, it would stop the
+            # event loop and leave every later request unanswered.
             failure = "".join(traceback.format_exception(e))
-            if not isinstance(e, Exception):
-                await handle.finish(failure, self.debug)
-                raise
         finally:
             if task is not None:
                 self.watch.forget(task)
@@ -181,12 +183,14 @@ class Runner:
         if not self._thread.is_alive():
             return
         try:
+            # Requests still running are past the graceful deadline: cancelled before the
+            # app's shutdown releases what they use.
+            self._call(self._cancel_all(), 10)
             if self._lifespan is not None and self._lifespan.supported:
                 self._call(self._lifespan.shutdown(), self.shutdown_timeout + 5)
         except Exception as e:  # a broken shutdown must not keep the process alive
-            log.error("ASGI lifespan shutdown failed: %s", e)
+            log.error("ASGI lifespan shutdown failed: %s", e or type(e).__name__)
         finally:
-            self._call(self._cancel_all(), 10)
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(10)
             if not self._thread.is_alive():
@@ -219,7 +223,7 @@ class _Watch:
 
     def check(self) -> None:
         now = time.monotonic()
-        for task, (began, what, _handle) in list(self.running.items()):
+        for task, (began, what, handle) in list(self.running.items()):
             age = now - began
             if self.slowlog and age > self.slowlog and task not in self.logged:
                 self.logged.add(task)
@@ -232,6 +236,9 @@ class _Watch:
                 )
             if self.terminate and age > self.terminate and task not in self.terminated:
                 self.terminated.add(task)
+                # Answered now, whether or not the app lets the cancellation through (the
+                # engine carries the 504 out; nothing here needs to wait for it).
+                handle.terminate()
                 log.error(
                     "request_terminate_timeout (%gs): %s has run for %.1fs: answered with 504 and its task "
                     "cancelled. Its task's stack:\n%s",
@@ -316,6 +323,8 @@ class _Lifespan:
             log.error("ASGI lifespan shutdown failed: %s", reply.get("message", ""))
         elif reply.get("type") == "lifespan.shutdown.complete":
             log.info("ASGI lifespan shutdown complete")
+        elif self._error is not None:
+            log.error("the ASGI application's lifespan raised:\n%s", "".join(traceback.format_exception(self._error)))
 
 
 def settle(resolved: Any, app: Any) -> Any:

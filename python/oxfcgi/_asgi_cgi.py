@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import http
+import os
 import sys
 import traceback
 from collections.abc import Mapping
@@ -27,14 +28,14 @@ def cgi_scope(environ: Mapping[str, str]) -> dict[str, Any]:
     path = (script + path_info) or "/"
     raw = environ.get("REQUEST_URI", "").split("?", 1)[0] or path
     headers = [
-        (name[5:].lower().replace("_", "-").encode("latin-1"), value.encode("latin-1"))
+        (name[5:].lower().replace("_", "-").encode("latin-1"), _raw(value))
         for name, value in environ.items()
         if name.startswith("HTTP_") and name not in ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH")
     ]
     if environ.get("CONTENT_TYPE"):
-        headers.append((b"content-type", environ["CONTENT_TYPE"].encode("latin-1")))
+        headers.append((b"content-type", _raw(environ["CONTENT_TYPE"])))
     if environ.get("CONTENT_LENGTH", "").isdigit():
-        headers.append((b"content-length", environ["CONTENT_LENGTH"].encode("latin-1")))
+        headers.append((b"content-length", _raw(environ["CONTENT_LENGTH"])))
     protocol = environ.get("SERVER_PROTOCOL", "HTTP/1.1").partition("/")[2] or "1.1"
     port = environ.get("SERVER_PORT", "")
     client = environ.get("REMOTE_ADDR")
@@ -46,14 +47,20 @@ def cgi_scope(environ: Mapping[str, str]) -> dict[str, Any]:
         "method": environ.get("REQUEST_METHOD", "GET"),
         "scheme": "https" if environ.get("HTTPS", "off").lower() in ("on", "1") else "http",
         "path": path,
-        "raw_path": raw.encode("latin-1", "replace"),
+        "raw_path": _raw(raw),
         "root_path": script,
-        "query_string": environ.get("QUERY_STRING", "").encode("latin-1", "replace"),
+        "query_string": _raw(environ.get("QUERY_STRING", "")),
         "headers": headers,
         "client": (client, int(remote_port) if remote_port.isdigit() else 0) if client else None,
         "server": (environ.get("SERVER_NAME", ""), int(port) if port.isdigit() else None),
         "extensions": {"cgi": {"environ": dict(environ)}},
     }
+
+
+def _raw(value: str) -> bytes:
+    """A CGI variable's bytes as the web server sent them (``os.environ`` decoded them with the
+    file system encoding and surrogate escapes)."""
+    return os.fsencode(value)
 
 
 class _Exchange:
@@ -109,17 +116,20 @@ async def _once(app: Any, environ: Mapping[str, str], lifespan: str, stdin: Bina
     life = None if lifespan == "off" else _Lifespan(app, state, required=lifespan == "on")
     if life is not None:
         await life.startup()
-    scope = cgi_scope(environ)
-    if life is not None and life.supported:
-        scope["state"] = dict(state)
+    # RFC 3875 §4.1.2: no CONTENT_LENGTH, no body (stdin is not read to its end).
     length_text = environ.get("CONTENT_LENGTH", "")
-    exchange = _Exchange(stdin, stdout, int(length_text) if length_text.isdigit() else None)
+    exchange = _Exchange(stdin, stdout, int(length_text) if length_text.isdigit() else 0)
     try:
+        scope = cgi_scope(environ)
+        if life is not None and life.supported:
+            scope["state"] = dict(state)
         await app(scope, exchange.receive, exchange.send)
+        if not exchange.finished:
+            raise RuntimeError("the ASGI application returned without completing its response")
     except Exception as e:
         sys.stderr.write(f"Error in the ASGI application (CGI mode): {e}\n{''.join(traceback.format_exception(e))}")
         sys.stderr.flush()
-        if not exchange.started:
+        if exchange.head is not None or not exchange.started:  # nothing went out yet
             body = b"The server could not complete the request. The error was logged.\n"
             stdout.write(
                 b"Status: 500 Internal Server Error\r\nContent-Type: text/plain\r\n"

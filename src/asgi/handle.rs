@@ -16,6 +16,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use pyo3::{create_exception, intern};
 use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
 
 use super::bridge::{BridgeInner, OpFuture, OpResult};
 use crate::server::request::{InputError, InputQueue, Output, Request, RequestControl, ResponseSink};
@@ -37,12 +38,31 @@ const RECEIVE_COALESCE: usize = 256 * 1024;
 /// Bytes read from a file per FCGI_STDOUT message (`http.response.pathsend`).
 const FILE_CHUNK: usize = 64 * 1024;
 
+/// The request body between the input queue and `receive()`. A waiting
+/// `receive()` moves what it reads into `ready` (under the queue's async
+/// lock) and its event takes it out; when the app cancelled that `receive()`,
+/// the bytes stay for the next one, in order.
+#[derive(Default)]
 struct Input {
-    queue: Option<InputQueue>,
-    /// A chunk whose `receive()` was cancelled before it got it.
-    stash: Option<Bytes>,
-    /// The empty FCGI_STDIN record arrived: the body is complete.
+    /// Read from the queue, not yet given to the app.
+    ready: BytesMut,
+    /// The empty FCGI_STDIN record was read from the queue.
     ended: bool,
+    /// ... and the `more_body: False` event for it was given to the app.
+    end_reported: bool,
+    /// The request was aborted while a `receive()` waited.
+    aborted: bool,
+}
+
+impl Input {
+    /// The event for what is ready, if anything is: `(body, more_body)`.
+    fn take_event(&mut self) -> Option<(Bytes, bool)> {
+        if !self.ready.is_empty() || (self.ended && !self.end_reported) {
+            self.end_reported = self.ended;
+            return Some((self.ready.split().freeze(), !self.ended));
+        }
+        None
+    }
 }
 
 #[derive(Default)]
@@ -50,7 +70,11 @@ struct Response {
     /// The CGI header block, held until the first body bytes (one write).
     head: Option<Vec<u8>>,
     started: bool,
+    /// The app sent its last message (or the request was ended for it).
     finished: bool,
+    /// The message that ends the request (`Output::Last`/`End`/`Terminated`)
+    /// went to the connection; until then `finish()` must send one.
+    end_sent: bool,
 }
 
 /// An ASGI request in progress (made by `AsgiBridge.drain()`).
@@ -63,11 +87,16 @@ pub struct RequestHandle {
     control: Arc<RequestControl>,
     params: Mutex<Option<Vec<(Bytes, Bytes)>>>,
     input: Arc<Mutex<Input>>,
+    /// The body's queue; a waiting `receive()` holds its lock while it reads.
+    queue: Arc<tokio::sync::Mutex<InputQueue>>,
     response: Mutex<Response>,
     permit: Mutex<Option<OwnedSemaphorePermit>>,
     errors: ErrorStream,
     /// The request counts as running on the scoreboard.
     counted: Mutex<bool>,
+    /// Cancelled by `finish()`/`terminate()`: a `receive()` waiting for a
+    /// disconnect after the body then gets it, so its wait ends.
+    over: CancellationToken,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -113,21 +142,6 @@ fn request_event(py: Python<'_>, body: &[u8], more: bool) -> PyResult<Py<PyAny>>
     event.set_item(intern!(py, "body"), PyBytes::new(py, body))?;
     event.set_item(intern!(py, "more_body"), more)?;
     Ok(event.into_any().unbind())
-}
-
-/// A chunk handed to a `receive()` that may have been cancelled meanwhile:
-/// if the event is never made (the waiter is gone), the chunk goes back.
-struct Delivery {
-    chunk: Option<Bytes>,
-    input: Arc<Mutex<Input>>,
-}
-
-impl Drop for Delivery {
-    fn drop(&mut self) {
-        if let Some(chunk) = self.chunk.take() {
-            lock(&self.input).stash = Some(chunk);
-        }
-    }
 }
 
 /// The standard reason phrase for `code` (RFC 9110), or `Unknown`.
@@ -252,10 +266,12 @@ impl RequestHandle {
             sink,
             control,
             params: Mutex::new(Some(params)),
-            input: Arc::new(Mutex::new(Input { queue: Some(stdin), stash: None, ended: false })),
+            input: Arc::new(Mutex::new(Input::default())),
+            queue: Arc::new(tokio::sync::Mutex::new(stdin)),
             response: Mutex::new(Response::default()),
             permit: Mutex::new(Some(permit)),
             counted: Mutex::new(false),
+            over: CancellationToken::new(),
         }
     }
 
@@ -337,69 +353,67 @@ impl RequestHandle {
         if self.control.is_aborted() || lock(&self.response).finished {
             return done(py, disconnect(py)?);
         }
-        let mut input = lock(&self.input);
-        if input.ended {
-            drop(input);
-            let control = self.control.clone();
-            let future: OpFuture = Box::pin(async move {
-                control.until_aborted().await;
-                Box::new(disconnect) as OpResult
-            });
-            return self.wait(py, future);
-        }
-        let mut body = BytesMut::new();
-        if let Some(chunk) = input.stash.take() {
-            body.extend_from_slice(&chunk);
-        }
-        let mut queue = input.queue.take().ok_or_else(|| PyRuntimeError::new_err("receive() is already waiting"))?;
-        let mut ended = false;
-        let mut aborted = false;
-        while body.len() < RECEIVE_COALESCE {
-            match queue.try_next() {
-                Some(Ok(Some(chunk))) => body.extend_from_slice(&chunk),
-                Some(Ok(None)) => {
-                    ended = true;
-                    break;
+        {
+            let mut input = lock(&self.input);
+            if input.end_reported && input.ready.is_empty() {
+                drop(input);
+                // After the body: wait for an abort, or the end of the request.
+                let (control, over) = (self.control.clone(), self.over.clone());
+                let future: OpFuture = Box::pin(async move {
+                    tokio::select! {
+                        _ = control.until_aborted() => {},
+                        _ = over.cancelled() => {},
+                    }
+                    Box::new(disconnect) as OpResult
+                });
+                return self.wait(py, future);
+            }
+            // Without waiting: what is ready plus what the queue holds, unless a
+            // cancelled receive() still waits on the queue.
+            if let Ok(mut queue) = self.queue.try_lock() {
+                while input.ready.len() < RECEIVE_COALESCE && !input.ended {
+                    match queue.try_next() {
+                        Some(Ok(Some(chunk))) => input.ready.extend_from_slice(&chunk),
+                        Some(Ok(None)) => input.ended = true,
+                        Some(Err(InputError::Aborted)) => {
+                            input.aborted = true;
+                            break;
+                        }
+                        None => break,
+                    }
                 }
-                Some(Err(InputError::Aborted)) => {
-                    aborted = true;
-                    break;
-                }
-                None => break,
+            }
+            if let Some((body, more)) = input.take_event() {
+                return done(py, request_event(py, &body, more)?);
+            }
+            if input.aborted {
+                return done(py, disconnect(py)?);
             }
         }
-        if !body.is_empty() || ended || aborted {
-            input.queue = Some(queue);
-            input.ended = ended;
-            drop(input);
-            return if aborted && body.is_empty() {
-                done(py, disconnect(py)?)
-            } else {
-                done(py, request_event(py, &body, !ended)?)
-            };
-        }
-        drop(input);
-        let shared = self.input.clone();
+        let (shared, queue) = (self.input.clone(), self.queue.clone());
         let future: OpFuture = Box::pin(async move {
-            let next = queue.next().await;
-            let mut input = lock(&shared);
-            input.queue = Some(queue);
-            match next {
-                Ok(Some(chunk)) => {
-                    drop(input);
-                    let delivery = Delivery { chunk: Some(chunk), input: shared };
-                    Box::new(move |py: Python<'_>| {
-                        let mut delivery = delivery;
-                        let chunk = delivery.chunk.take().unwrap_or_default();
-                        request_event(py, &chunk, true)
-                    }) as OpResult
+            let mut queue = queue.lock().await;
+            let waiting = {
+                let input = lock(&shared);
+                input.ready.is_empty() && !input.ended && !input.aborted
+            };
+            if waiting {
+                let next = queue.next().await;
+                let mut input = lock(&shared);
+                match next {
+                    Ok(Some(chunk)) => input.ready.extend_from_slice(&chunk),
+                    Ok(None) => input.ended = true,
+                    Err(InputError::Aborted) => input.aborted = true,
                 }
-                Ok(None) => {
-                    input.ended = true;
-                    Box::new(|py: Python<'_>| request_event(py, b"", false)) as OpResult
-                }
-                Err(InputError::Aborted) => Box::new(disconnect) as OpResult,
             }
+            drop(queue);
+            Box::new(move |py: Python<'_>| {
+                let mut input = lock(&shared);
+                match input.take_event() {
+                    Some((body, more)) => request_event(py, &body, more),
+                    None => disconnect(py),
+                }
+            }) as OpResult
         });
         self.wait(py, future)
     }
@@ -454,18 +468,19 @@ impl RequestHandle {
                     }
                 };
                 if self.control.is_aborted() {
-                    self.release_if_finished(!more);
+                    // finish() sends the END_REQUEST the connection waits for.
                     return Err(ClientDisconnected::new_err("the web server aborted the request"));
                 }
-                let result = if more {
+                if more {
                     if data.is_empty() {
                         return done(py, py.None());
                     }
-                    self.output(py, Output::Stdout(data))
-                } else {
-                    self.output(py, Output::Last { data, app_status: 0 })
-                };
-                self.release_if_finished(!more);
+                    return self.output(py, Output::Stdout(data));
+                }
+                let result = self.output(py, Output::Last { data, app_status: 0 });
+                lock(&self.response).end_sent = true; // handed over, or the connection is gone
+                self.over.cancel(); // a receive() waiting now gets http.disconnect (ASGI HTTP 2.4)
+                self.release();
                 result
             }
             "http.response.pathsend" => {
@@ -473,18 +488,25 @@ impl RequestHandle {
                     Some(p) => p.extract()?,
                     None => return Err(PyValueError::new_err("http.response.pathsend needs a 'path'")),
                 };
-                let head = {
-                    let mut response = lock(&self.response);
+                {
+                    let response = lock(&self.response);
                     if !response.started || response.finished {
                         return Err(PyRuntimeError::new_err(
                             "http.response.pathsend must follow http.response.start and end the response",
                         ));
                     }
-                    response.finished = true;
-                    response.head.take().unwrap_or_default()
-                };
+                }
+                // Opened before anything is marked: a missing file is the app's
+                // error before its response went out (finish() answers 500).
                 let file = std::fs::File::open(&path)
                     .map_err(|e| PyOSError::new_err(format!("http.response.pathsend: cannot open {path}: {e}")))?;
+                let head = {
+                    let mut response = lock(&self.response);
+                    response.finished = true;
+                    response.end_sent = true; // the sending thread ends the request
+                    response.head.take().unwrap_or_default()
+                };
+                self.over.cancel();
                 let sink = self.sink.clone();
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 std::thread::Builder::new()
@@ -515,8 +537,13 @@ impl RequestHandle {
     /// it; later `send()`s fail. Returns an awaitable (php-fpm's
     /// `request_terminate_timeout` answers the same way).
     fn terminate(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let finished = std::mem::replace(&mut lock(&self.response).finished, true);
-        if finished {
+        self.over.cancel();
+        let end_sent = {
+            let mut response = lock(&self.response);
+            response.finished = true;
+            std::mem::replace(&mut response.end_sent, true)
+        };
+        if end_sent {
             return done(py, py.None());
         }
         self.release();
@@ -533,19 +560,35 @@ impl RequestHandle {
     /// and the `oxfcgi` logger. Returns an awaitable.
     #[pyo3(signature = (traceback=None, debug=false))]
     fn finish(&self, py: Python<'_>, traceback: Option<String>, debug: bool) -> PyResult<Py<PyAny>> {
-        let (started, finished) = {
-            let response = lock(&self.response);
-            (response.started, response.finished)
+        self.over.cancel();
+        let (out, finished, end_sent) = {
+            let mut response = lock(&self.response);
+            // Headers held back until the first body bytes never went out.
+            let out = response.started && response.head.is_none();
+            let state = (out, response.finished, response.end_sent);
+            response.head = None;
+            response.finished = true;
+            response.end_sent = true;
+            state
         };
         let aborted = self.control.is_aborted();
         let what = format!("request {}", self.request_id);
-        let kind = match (&traceback, started, finished) {
-            (_, _, true) => None,
+        let kind = match (&traceback, out, finished) {
+            (Some(tb), _, _) if end_sent || finished => {
+                // The response was complete (or the engine ends it): log only.
+                self.errors.emit(
+                    py,
+                    &format!("Error in the ASGI application for {what} after its response: {tb}"),
+                    LEVEL_ERROR,
+                );
+                (!end_sent).then_some(Output::End { app_status: 1 })
+            }
+            _ if end_sent => None,
             (Some(tb), false, _) => {
                 self.errors.emit(py, &format!("Error in the ASGI application for {what}: {tb}"), LEVEL_ERROR);
                 Some(page(py, debug.then_some(tb)))
             }
-            (Some(tb), true, false) => {
+            (Some(tb), true, _) => {
                 let note = "(after the response started; it is cut short)";
                 self.errors.emit(py, &format!("Error in the ASGI application for {what} {note}: {tb}"), LEVEL_ERROR);
                 Some(Output::End { app_status: 1 })
@@ -566,9 +609,9 @@ impl RequestHandle {
                 );
                 Some(Output::End { app_status: 1 })
             }
+            // Aborted, or a last body the connection refused: END_REQUEST all the same.
             _ => Some(Output::End { app_status: 0 }),
         };
-        lock(&self.response).finished = true;
         self.release();
         match kind {
             None => done(py, py.None()),
@@ -576,14 +619,6 @@ impl RequestHandle {
                 Err(e) if e.is_instance_of::<ClientDisconnected>(py) => done(py, py.None()),
                 other => other,
             },
-        }
-    }
-}
-
-impl RequestHandle {
-    fn release_if_finished(&self, finished: bool) {
-        if finished {
-            self.release();
         }
     }
 }

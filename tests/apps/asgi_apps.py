@@ -121,6 +121,45 @@ async def app(scope, receive, send):
             with open(q["mark"], "w") as f:
                 f.write(type(e).__name__)
             raise
+    elif path == "/late-final":
+        # The last body goes out after a pause (the web server may abort meanwhile).
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await asyncio.sleep(float(q.get("s", 0.5)))
+        try:
+            await send({"type": "http.response.body", "body": b"late"})
+        except OSError as e:
+            with open(q["mark"], "w") as f:
+                f.write(type(e).__name__)
+    elif path == "/listen-after-response":
+        # Django's pattern: a task waits for http.disconnect while the response is made.
+        async def listen():
+            message = await receive()
+            with open(q["mark"], "w") as f:
+                f.write(message["type"])
+
+        while (await receive())["more_body"]:
+            pass
+        listener = asyncio.ensure_future(listen())
+        await asyncio.sleep(0.05)  # the listener waits in receive() before the response
+        await _respond(send, 200, b"done")
+        await asyncio.wait_for(listener, 5)
+    elif path == "/cancelled-receive":
+        # A receive() cancelled by a timeout, then the body read as usual.
+        try:
+            await asyncio.wait_for(receive(), 0.05)
+            early = True
+        except asyncio.TimeoutError:
+            early = False
+        body, more = b"", True
+        while more:
+            event = await receive()
+            body, more = body + event.get("body", b""), event.get("more_body", False)
+        await _json(send, {"early": early, "size": len(body), "sha256": hashlib.sha256(body).hexdigest()})
+    elif path == "/start-then-raise":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        raise RuntimeError("failed after http.response.start, before any body")
+    elif path == "/system-exit":
+        raise SystemExit(3)
     elif path == "/trailers":
         try:
             await send({"type": "http.response.start", "status": 200, "headers": [], "trailers": True})
