@@ -272,3 +272,24 @@ def test_max_requests_under_mod_fcgid_warns(tmp_path):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=10)
     assert b"FcgidMaxRequestsPerProcess 100" in err
+
+
+def test_processes_seeing_one_change_stop_one_after_another(tmp_path):
+    """reload_on_change under a spawner with several processes (lighttpd max-procs): the
+    second stops only TURN_GAP after the first has exited, so one of them always answers."""
+    import subprocess
+    import sys
+
+    changed = tmp_path / "site.fcgi"
+    changed.write_text("")
+    code = (
+        "import sys, time; from oxfcgi import _reload; "
+        f"_reload._take_turn({str(changed)!r}, 10); print(time.time(), flush=True); time.sleep(float(sys.argv[1]))"
+    )
+    first = subprocess.Popen([sys.executable, "-c", code, "0.5"], stdout=subprocess.PIPE, text=True)
+    first_turn = float(first.stdout.readline())
+    second = subprocess.Popen([sys.executable, "-c", code, "0"], stdout=subprocess.PIPE, text=True)
+    second_turn = float(second.stdout.readline())
+    first.wait(10)
+    second.wait(10)
+    assert second_turn - first_turn >= 0.5 + 1.0 - 0.05, (first_turn, second_turn)

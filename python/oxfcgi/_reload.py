@@ -8,6 +8,8 @@ are looked at once a second; when one is touched, replaced or edited:
   until no request is running, then stops gracefully; the spawner answers the next request
   with a fresh process that imports the new code (mod_fcgid keys its processes by the
   script's inode and never looks at its mtime, so without this ``touch`` does nothing);
+  several processes of one spawner (lighttpd ``max-procs``) stop one after another, a
+  second apart, so that one of them always answers;
 - under a prefork master the workers are replaced one by one, as on SIGHUP.
 """
 
@@ -83,8 +85,46 @@ def _watch(server: Server, watcher: Watcher, graceful_timeout: float) -> None:
         deadline = time.monotonic() + graceful_timeout
         while server.active() and time.monotonic() < deadline:
             time.sleep(0.02)
+        _take_turn(path, graceful_timeout + 5)
         log.info("%s changed (reload_on_change): this process stops to be replaced with the new code", path)
         server.stop(reload=True)
+        return
+
+
+#: After the process before it stopped, how long the next one waits before it stops too, in
+#: seconds: time for the spawner to start the first one's replacement.
+TURN_GAP = 1.0
+
+
+def _take_turn(path: str, patience: float) -> None:
+    """Processes of one spawner that see the same change stop one at a time (lighttpd's
+    ``max-procs`` answers 503 while none of them is up): the first takes an ``flock`` on a
+    file named after the changed path and holds it until it exits; each other one waits for
+    the lock (at most ``patience`` seconds), then :data:`TURN_GAP` more. Best effort: no lock
+    file, no wait."""
+    import fcntl
+    import hashlib
+    import tempfile
+
+    name = hashlib.sha256(os.path.abspath(path).encode()).hexdigest()[:16]
+    lock_path = os.path.join(tempfile.gettempdir(), f"oxfcgi-reload-{os.getuid()}-{name}.lock")
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        return
+    deadline, waited = time.monotonic() + patience, False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            if time.monotonic() > deadline:
+                return
+            waited = True
+            time.sleep(0.1)
+            continue
+        # Held (the fd stays open) until this process exits: the next one's turn.
+        if waited:
+            time.sleep(TURN_GAP)
         return
 
 
