@@ -62,6 +62,40 @@ def doctor_titles() -> set[str]:
     return titles
 
 
+def startup_messages() -> set[str]:
+    """The errors oxfcgi prints when it cannot start: the loader's (LoadError), the
+    listener's (BindError in src/server/listener.rs) and the start-up failure hook's."""
+    messages: set[str] = set()
+    loader = ast.parse((ROOT / "python" / "oxfcgi" / "_loader.py").read_text())
+    for node in ast.walk(loader):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "LoadError" and node.args:
+            text = _template(node.args[0])
+            if text:
+                messages.add(text.removeprefix("oxfcgi: ").split("\n")[0])
+    rust = (ROOT / "src" / "server" / "listener.rs").read_text()
+    for match in re.finditer(r'#\[error\(\s*"((?:[^"\\]|\\.)*)"', rust, re.S):
+        text = re.sub(r"\\\n\s*", "", match.group(1)).replace('\\"', '"')
+        messages.add(re.sub(r"\{[^}]*\}", "…", text))
+    hook = {
+        "_startup.py": "… failed before it could serve (it was started by a FastCGI process manager).",
+        "_hints.py": "The application reads the environment variable …, which this process does not have.",
+    }
+    for module, text in hook.items():
+        source = (ROOT / "python" / "oxfcgi" / module).read_text()
+        assert all(part.strip() in source for part in text.split("…")), f"{module} no longer says {text!r}"
+        messages.add(text)
+    return messages
+
+
+def test_every_startup_error_has_a_troubleshooting_entry():
+    assert len(startup_messages()) >= 15, sorted(startup_messages())
+    page = re.sub(r"\n[ ]+", " ", (DOCS / "troubleshooting.md").read_text())
+    items = [line for line in page.splitlines() if line.startswith("- `oxfcgi` says:")]
+    documented = {message for item in items for message in re.findall(r"“([^”]+)”", item)}
+    missing = sorted(startup_messages() - documented)
+    assert not missing, "add a `oxfcgi` says: “…” entry for:\n" + "\n".join(missing)
+
+
 def test_the_doctor_titles_are_found():
     titles = doctor_titles()
     assert len(titles) >= 30, sorted(titles)
