@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,11 @@ def _wait_until_listening(server: ServerProcess, timeout: float = 20.0) -> None:
         host, _, port = server.address.rpartition(":")
         address = (host.strip("[]"), int(port))
     if wait_accepting(address, server.proc, timeout):
+        # The socket listens (the kernel queues connections) before the engine logs its
+        # "serving" banner: tests that read the log wait for that line too (bounded).
+        deadline = time.monotonic() + 5
+        while " serving " not in server.log() and server.proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
         return
     if server.proc.poll() is not None:
         raise RuntimeError(f"oxfcgi exited with {server.proc.returncode}:\n{server.log()}")
