@@ -12,7 +12,7 @@
 //!   when the web server sends no `REQUEST_URI`.
 //! - `query_string`: `QUERY_STRING` (bytes).
 //! - `headers`: each `HTTP_*` param as a lower-cased name with `-` for `_`,
-//!   plus `content-type` and `content-length` from `CONTENT_TYPE` and a valid
+//!   plus `content-type` and `content-length` from `CONTENT_TYPE` and
 //!   `CONTENT_LENGTH` (then their `HTTP_CONTENT_*` copies are dropped); a value the web server merged
 //!   from several header lines stays one header (the merge is the comma or
 //!   semicolon join those headers allow).
@@ -104,13 +104,14 @@ pub fn build<'py>(
     // length), and empty CONTENT_* for a request without a body: one header each,
     // from the CGI variable when it has a value (Django joins repeated headers).
     let has_type = get(&params, "CONTENT_TYPE").is_some_and(|v| !v.is_empty());
-    let has_length = get(&params, "CONTENT_LENGTH").is_some_and(|v| !v.is_empty() && v.iter().all(u8::is_ascii_digit));
+    // cgi::sanitize has removed an empty or invalid CONTENT_LENGTH already.
+    let has_length = get(&params, "CONTENT_LENGTH").is_some();
     for (name, value) in &params {
         raw.set_item(latin1(py, name)?, latin1(py, value)?)?;
         let header = match &name[..] {
             b"CONTENT_TYPE" if has_type => Some(b"content-type".to_vec()),
-            b"CONTENT_LENGTH" if has_length => Some(b"content-length".to_vec()),
-            b"CONTENT_TYPE" | b"CONTENT_LENGTH" => None,
+            b"CONTENT_LENGTH" => Some(b"content-length".to_vec()),
+            b"CONTENT_TYPE" => None,
             b"HTTP_CONTENT_TYPE" if has_type => None,
             b"HTTP_CONTENT_LENGTH" if has_length => None,
             _ => header_name(name),
