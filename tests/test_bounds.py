@@ -257,7 +257,21 @@ def test_group_without_user_is_an_error_naming_user(tmp_path):
 def test_serving_as_root_is_never_silent(start_server):
     srv = start_server(APP)
     assert "serving as root (uid 0)" in wait_for_text(srv.log, "serving as root")
-    srv2 = start_server(APP, "--user", "www-data")
+    # As www-data the app is imported after the switch: from a directory www-data can read
+    # (the checkout may not be, e.g. a clone under mktemp -d, mode 0700).
+    import tempfile
+
+    readable = tempfile.mkdtemp(prefix="oxfcgi-app-")
+    os.chmod(readable, 0o755)
+    app_file = os.path.join(readable, "hello_app.py")
+    with open(app_file, "w") as f:
+        f.write(
+            "def app(environ, start_response):\n"
+            "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+            "    return [b'hello']\n"
+        )
+    os.chmod(app_file, 0o644)
+    srv2 = start_server(f"{app_file}:app", "--user", "www-data")
     assert served(srv2)
     assert "serving as root" not in srv2.log()
 
