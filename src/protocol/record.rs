@@ -69,10 +69,16 @@ pub fn padding_for(content_len: usize) -> usize {
     (8 - content_len % 8) % 8
 }
 
-/// Append one record header for `content_len` bytes of content (at most 65535).
+/// Append one record header for `content_len` bytes of content (at most 65535),
+/// with the padding of [`padding_for`].
 pub fn put_header(out: &mut BytesMut, record_type: u8, request_id: u16, content_len: usize) {
-    debug_assert!(content_len <= FCGI_MAX_CONTENT_LEN);
-    let padding = padding_for(content_len);
+    put_header_padded(out, record_type, request_id, content_len, padding_for(content_len));
+}
+
+/// Append one record header for `content_len` bytes of content (at most 65535)
+/// followed by `padding` bytes of padding (at most 255).
+fn put_header_padded(out: &mut BytesMut, record_type: u8, request_id: u16, content_len: usize, padding: usize) {
+    debug_assert!(content_len <= FCGI_MAX_CONTENT_LEN && padding <= 255);
     out.put_u8(FCGI_VERSION_1);
     out.put_u8(record_type);
     out.put_u16(request_id);
@@ -96,6 +102,29 @@ pub fn put_stream(out: &mut BytesMut, record_type: u8, request_id: u16, data: &[
     out.reserve(data.len() + (data.len() / FCGI_MAX_CONTENT_LEN + 1) * (FCGI_HEADER_LEN + 7));
     for chunk in data.chunks(FCGI_MAX_CONTENT_LEN) {
         put_record(out, record_type, request_id, chunk);
+    }
+}
+
+/// Largest content of one FCGI_STDERR record we send, in bytes.
+pub const STDERR_RECORD_MAX: usize = 8192;
+
+/// Append `data` as FCGI_STDERR records of at most [`STDERR_RECORD_MAX`] content
+/// bytes, each padded to a multiple of 8 with 1 to 8 bytes, never 0.
+///
+/// HAProxy before commit 665703d45 (Sept 2023; Debian 12 ships 2.6.12 without it)
+/// swaps its demux buffer with its static trash chunk when one STDERR record's
+/// content is all it has read, that is when the record has no padding and ends
+/// a read, or is larger than its 16 KiB buffer (`tune.bufsize`); it then frees
+/// the trash chunk and crashes (`fcgi_io_cb`). With padding after the content and
+/// records well under the buffer size that never happens. The spec allows any
+/// padding up to 255 bytes (§3.3); the empty record that ends the stream has
+/// nothing to copy and keeps [`put_record`]'s padding.
+pub fn put_stderr(out: &mut BytesMut, request_id: u16, data: &[u8]) {
+    for chunk in data.chunks(STDERR_RECORD_MAX) {
+        let padding = 8 - chunk.len() % 8;
+        put_header_padded(out, super::FCGI_STDERR, request_id, chunk.len(), padding);
+        out.put_slice(chunk);
+        out.put_bytes(0, padding);
     }
 }
 
@@ -162,6 +191,25 @@ mod tests {
         }
         assert_eq!(lengths, vec![65535, 65535, 10]);
         assert_eq!(joined, data);
+    }
+
+    #[test]
+    fn stderr_records_always_have_padding_and_stay_small() {
+        for len in [1, 7, 8, 16, 1800, STDERR_RECORD_MAX, STDERR_RECORD_MAX + 8, 40_000] {
+            let data: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            let mut buf = BytesMut::new();
+            put_stderr(&mut buf, 3, &data);
+            let mut joined = Vec::new();
+            while !buf.is_empty() {
+                let header = Header::parse(&buf[..FCGI_HEADER_LEN]);
+                assert_eq!(header.record_type, FCGI_STDERR);
+                assert!((1..=8).contains(&header.padding_length), "{len}: padding {}", header.padding_length);
+                assert!(header.content_length as usize <= STDERR_RECORD_MAX, "{len}");
+                assert_eq!((header.content_length as usize + header.padding_length as usize) % 8, 0);
+                joined.extend_from_slice(&decode(&mut buf).unwrap().unwrap().content);
+            }
+            assert_eq!(joined, data, "{len}");
+        }
     }
 
     proptest! {

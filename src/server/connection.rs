@@ -23,13 +23,11 @@ use super::request::{
 use super::Shared;
 use crate::protocol::management::{put_end_request, put_get_values_result, put_unknown_type, BeginRequest};
 use crate::protocol::params::{merge_duplicates, PairsError, ParamsCollector};
-use crate::protocol::record::{self, put_record, put_stream, Record};
+use crate::protocol::record::{self, put_record, put_stderr, put_stream, Record};
 use crate::protocol::*;
 
 /// Unwritten output above which the connection stops taking application output.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
-/// The most FCGI_STDERR bytes held back before a request's first STDOUT record.
-const STDERR_HOLD_LIMIT: usize = 64 * 1024;
 /// During a stop, how long a connection accepted but still silent may take
 /// to send its first request.
 const FRESH_GRACE: Duration = Duration::from_secs(2);
@@ -67,12 +65,6 @@ struct ActiveRequest {
     control: Arc<RequestControl>,
     stdout_sent: bool,
     stderr_sent: bool,
-    /// FCGI_STDERR written before any FCGI_STDOUT, held back until the first
-    /// STDOUT record (or the end) up to [`STDERR_HOLD_LIMIT`] bytes: HAProxy
-    /// 2.6 (Debian 12's) crashes in `fcgi_io_cb` on STDERR right after the
-    /// params. php-fpm's output buffer has the same effect.
-    held_stderr: Vec<Bytes>,
-    held_stderr_len: usize,
     /// When its FCGI_BEGIN_REQUEST arrived (for `params_timeout`).
     began: Instant,
     /// `REQUEST_METHOD` and `REQUEST_URI` (or `SCRIPT_NAME`+`PATH_INFO`), for log lines.
@@ -636,8 +628,6 @@ impl Conn {
             control: Arc::new(RequestControl::new()),
             stdout_sent: false,
             stderr_sent: false,
-            held_stderr: Vec::new(),
-            held_stderr_len: 0,
             began: self.partial_since.unwrap_or_else(Instant::now),
             method: None,
             target: None,
@@ -829,22 +819,20 @@ impl Conn {
         let req = &mut self.requests[i];
         let aborted = req.control.is_aborted();
         match message.kind {
-            Output::Stdout(data) if !aborted => put_stdout(&mut self.wbuf, req, &data),
-            Output::Stderr(data) if !aborted && !data.is_empty() => {
-                if req.stdout_sent || req.held_stderr_len + data.len() > STDERR_HOLD_LIMIT {
-                    flush_held_stderr(&mut self.wbuf, req);
-                    put_stream(&mut self.wbuf, FCGI_STDERR, req.request_id, &data);
-                    req.stderr_sent = true;
-                } else {
-                    req.held_stderr_len += data.len();
-                    req.held_stderr.push(data);
-                }
+            Output::Stdout(data) if !aborted => {
+                put_stream(&mut self.wbuf, FCGI_STDOUT, req.request_id, &data);
+                req.stdout_sent |= !data.is_empty();
+            }
+            Output::Stderr(data) if !aborted => {
+                put_stderr(&mut self.wbuf, req.request_id, &data);
+                req.stderr_sent |= !data.is_empty();
             }
             Output::Stdout(_) | Output::Stderr(_) => {}
             Output::End { app_status } => self.finish(i, app_status),
             Output::Last { data, app_status } => {
                 if !aborted {
-                    put_stdout(&mut self.wbuf, req, &data);
+                    put_stream(&mut self.wbuf, FCGI_STDOUT, req.request_id, &data);
+                    req.stdout_sent |= !data.is_empty();
                 }
                 self.finish(i, app_status);
             }
@@ -874,8 +862,7 @@ impl Conn {
 
     /// Close the output streams and send FCGI_END_REQUEST (§5.5).
     fn finish(&mut self, i: usize, app_status: u32) {
-        let mut req = self.requests.remove(i);
-        flush_held_stderr(&mut self.wbuf, &mut req);
+        let req = self.requests.remove(i);
         if req.stdout_sent {
             put_record(&mut self.wbuf, FCGI_STDOUT, req.request_id, &[]);
         }
@@ -948,24 +935,6 @@ impl Conn {
             req.control.abort();
         }
     }
-}
-
-/// Write a request's FCGI_STDOUT, then any FCGI_STDERR held back for it.
-fn put_stdout(wbuf: &mut BytesMut, req: &mut ActiveRequest, data: &[u8]) {
-    put_stream(wbuf, FCGI_STDOUT, req.request_id, data);
-    if !data.is_empty() {
-        req.stdout_sent = true;
-        flush_held_stderr(wbuf, req);
-    }
-}
-
-/// Write the FCGI_STDERR held back while no FCGI_STDOUT had gone out.
-fn flush_held_stderr(wbuf: &mut BytesMut, req: &mut ActiveRequest) {
-    for data in std::mem::take(&mut req.held_stderr) {
-        put_stream(wbuf, FCGI_STDERR, req.request_id, &data);
-        req.stderr_sent = true;
-    }
-    req.held_stderr_len = 0;
 }
 
 #[cfg(test)]
@@ -1334,42 +1303,5 @@ mod tests {
             kinds.push(rec.record_type);
         }
         assert_eq!(kinds, vec![FCGI_STDOUT, FCGI_STDOUT, FCGI_END_REQUEST], "body, end of stream and end in one write");
-    }
-
-    /// Logs to FCGI_STDERR before its response (an app that fails before `start_response`,
-    /// or that writes to `wsgi.errors` first), then answers.
-    struct LogsFirst;
-
-    impl Handler for LogsFirst {
-        fn dispatch(&self, request: Request) {
-            tokio::spawn(async move {
-                assert!(request.control.start());
-                let _ = request.sink.send(Output::Stderr(Bytes::from_static(b"traceback\n"))).await;
-                let _ = request.sink.send(Output::Stdout(Bytes::from_static(b"Status: 500 Oops\r\n\r\n"))).await;
-                let _ = request.sink.send(Output::Stderr(Bytes::from_static(b"later\n"))).await;
-                let _ = request.sink.send(Output::End { app_status: 1 }).await;
-            });
-        }
-    }
-
-    #[tokio::test]
-    async fn stderr_before_any_stdout_follows_the_first_stdout_record() {
-        let (mut wr, mut rd) = start_with(Config::default(), Arc::new(LogsFirst), 1 << 20);
-        let mut out = BytesMut::new();
-        begin(&mut out, 1, FCGI_RESPONDER, 0);
-        params(&mut out, 1, &[("REQUEST_METHOD", "GET")]);
-        put_record(&mut out, FCGI_STDIN, 1, &[]);
-        wr.write_all(&out).await.unwrap();
-        let recs = read_records(&mut rd, is_end).await;
-        let seen: Vec<(u8, Vec<u8>)> = recs.iter().map(|r| (r.record_type, r.content.to_vec())).collect();
-        assert_eq!(
-            seen[..3],
-            [
-                (FCGI_STDOUT, b"Status: 500 Oops\r\n\r\n".to_vec()),
-                (FCGI_STDERR, b"traceback\n".to_vec()),
-                (FCGI_STDERR, b"later\n".to_vec()),
-            ]
-        );
-        assert_eq!(recs.last().map(|r| r.content[4]), Some(FCGI_REQUEST_COMPLETE));
     }
 }

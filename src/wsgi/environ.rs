@@ -190,8 +190,7 @@ pub fn build<'py>(
         environ.set_item(intern!(py, "fcgi.data"), data)?;
     }
     // Configuration warnings go to the server's log, not to this request's FCGI_STDERR:
-    // that stream is the application's (wsgi.errors, tracebacks), and HAProxy 2.6.12
-    // crashes on FCGI_STDERR that arrives right after the params.
+    // that stream is the application's (wsgi.errors, tracebacks).
     log_warnings(py, warnings);
     Ok(environ)
 }

@@ -212,6 +212,19 @@ def logged_error():
     return jsonify(logged=token), 500
 
 
+@app.route("/log")
+def log_line():
+    """Write one ``size``-byte line (``token``, then ``x``s, then a newline) to wsgi.errors,
+    flush it, and answer after ``ms`` milliseconds (50), so the line travels on its own."""
+    token = request.args.get("token", "no-token")
+    size = request.args.get("size", 64, type=int)
+    stream = request.environ["wsgi.errors"]
+    stream.write(token.ljust(size - 1, "x")[: size - 1] + "\n")
+    stream.flush()
+    time.sleep(request.args.get("ms", 50, type=int) / 1000.0)
+    return jsonify(logged=token, size=size)
+
+
 @app.route("/pid")
 def pid():
     return jsonify(pid=os.getpid(), **_proc_status())
