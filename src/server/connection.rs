@@ -203,6 +203,8 @@ struct Conn {
     /// it was last marked as holding no request.
     evictable: Arc<super::evict::Evictable>,
     marked_idle: bool,
+    /// Its `max_conns` slot and scoreboard counts.
+    ticket: super::ConnTicket,
 }
 
 /// Serve one accepted connection until it closes.
@@ -212,7 +214,7 @@ pub(crate) async fn serve_connection<R, W>(
     peer: Arc<str>,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
-    _ticket: super::ConnTicket,
+    ticket: super::ConnTicket,
 ) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -240,6 +242,7 @@ pub(crate) async fn serve_connection<R, W>(
         read_closed: false,
         held: false,
         draining: false,
+        ticket,
     };
     tracing::debug!("{}: connection accepted", conn.peer);
     // One timer for the connection's life, moved only when the deadline moves
@@ -577,6 +580,9 @@ impl Conn {
 
     fn on_begin(&mut self, id: u16, content: &[u8]) -> Result<(), ProtocolError> {
         let begin = BeginRequest::parse(content)?;
+        if !begin.keep_conn() {
+            self.ticket.not_kept();
+        }
         if self.index(id).is_some() {
             return Err(ProtocolError::DuplicateRequest(id));
         }

@@ -332,6 +332,12 @@ async fn accept_loop(
     loop {
         count += 1;
         // Let a less loaded worker take the next connection (bounded wait).
+        // First let the connections just accepted run (this runtime has one
+        // thread): those whose first request came without FCGI_KEEP_CONN stop
+        // counting before the comparison.
+        if shared.row.board.should_defer_accept(shared.row.index) {
+            tokio::task::yield_now().await;
+        }
         let mut deferred = 0;
         while deferred < ACCEPT_DEFER_ROUNDS && shared.row.board.should_defer_accept(shared.row.index) {
             tokio::select! {
@@ -413,20 +419,23 @@ static REFUSED: LogLimit = LogLimit::new(loglimit::WINDOW);
 static AT_MAX_CONNS: LogLimit = LogLimit::new(loglimit::WINDOW);
 static ACCEPT_FAILED: LogLimit = LogLimit::new(loglimit::WINDOW);
 
-/// How long a worker holding more connections than another waits before
-/// accepting anyway, per round, and how many rounds at most. Short rounds:
-/// with a new connection per request (nginx's default, mod_fcgid) every
-/// accept may pass through here; 2 ms rounds cut two workers, 16 clients at
-/// a time, to 1.9k req/s, 200 µs rounds give 5k (one worker: 13k), and
-/// kept-open connections still spread (8 and 9 of 17).
+/// How long a worker holding more kept connections than another waits before
+/// accepting anyway, per round, and how many rounds at most (tokio's timer
+/// has a 1 ms resolution: a round lasts about 1 ms). Only connections that
+/// may stay open count ([`scoreboard::WorkerRow::kept`]): when every
+/// connection counted, a new connection per request (nginx's default,
+/// mod_fcgid) made two workers wait here on most accepts (16 clients at a
+/// time: 5k req/s against one worker's 13k).
 const ACCEPT_DEFER: Duration = Duration::from_micros(200);
 const ACCEPT_DEFER_ROUNDS: u32 = 10;
 
-/// An open connection: its `max_conns` slot and its count on the scoreboard,
-/// both given back when the connection ends.
+/// An open connection: its `max_conns` slot and its counts on the scoreboard
+/// (`open`, and `kept` until [`ConnTicket::not_kept`]), given back when the
+/// connection ends.
 pub(crate) struct ConnTicket {
     _permit: tokio::sync::OwnedSemaphorePermit,
     row: ScoreboardRow,
+    kept: bool,
 }
 
 impl ConnTicket {
@@ -434,17 +443,53 @@ impl ConnTicket {
         let counters = row.counters();
         counters.accepted_conns.fetch_add(1, Ordering::Relaxed);
         counters.open.fetch_add(1, Ordering::Relaxed);
-        ConnTicket { _permit: permit, row }
+        counters.kept.fetch_add(1, Ordering::Relaxed);
+        ConnTicket { _permit: permit, row, kept: true }
+    }
+
+    /// A request on this connection came without FCGI_KEEP_CONN: the
+    /// connection closes after it, so accept balancing stops counting it.
+    pub(crate) fn not_kept(&mut self) {
+        if std::mem::take(&mut self.kept) {
+            decrement(&self.row.counters().kept);
+        }
     }
 }
 
 impl Drop for ConnTicket {
     fn drop(&mut self) {
-        let _ = self.row.counters().open.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
+        self.not_kept();
+        decrement(&self.row.counters().open);
     }
+}
+
+fn decrement(counter: &std::sync::atomic::AtomicU64) {
+    let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
 }
 
 enum Either {
     Unix(tokio::net::UnixStream),
     Tcp(tokio::net::TcpStream),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_stops_counting_as_kept_at_its_first_request_without_keep_conn() {
+        let row = ScoreboardRow::alone().unwrap();
+        let permits = Arc::new(tokio::sync::Semaphore::new(2));
+        let mut ticket = ConnTicket::new(permits.clone().try_acquire_owned().unwrap(), row.clone());
+        let other = ConnTicket::new(permits.try_acquire_owned().unwrap(), row.clone());
+        let counters = row.counters();
+        assert_eq!((counters.open.load(Ordering::Relaxed), counters.kept.load(Ordering::Relaxed)), (2, 2));
+        ticket.not_kept();
+        ticket.not_kept();
+        assert_eq!((counters.open.load(Ordering::Relaxed), counters.kept.load(Ordering::Relaxed)), (2, 1));
+        drop(ticket);
+        assert_eq!((counters.open.load(Ordering::Relaxed), counters.kept.load(Ordering::Relaxed)), (1, 1));
+        drop(other);
+        assert_eq!((counters.open.load(Ordering::Relaxed), counters.kept.load(Ordering::Relaxed)), (0, 0));
+    }
 }

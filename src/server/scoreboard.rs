@@ -25,6 +25,10 @@ pub struct WorkerRow {
     pub slow: AtomicU64,
     /// Connections open now.
     pub open: AtomicU64,
+    /// Of those, the ones that may stay open between requests: every
+    /// connection from its accept until a request on it comes without
+    /// FCGI_KEEP_CONN (§5.1). What accept balancing compares.
+    pub kept: AtomicU64,
 }
 
 #[repr(C)]
@@ -106,7 +110,7 @@ impl Scoreboard {
     pub fn claim(&self, i: usize, pid: u32) {
         self.release(i);
         let s = self.row(i);
-        for counter in [&s.accepted_conns, &s.requests, &s.rejected, &s.slow, &s.open] {
+        for counter in [&s.accepted_conns, &s.requests, &s.rejected, &s.slow, &s.open, &s.kept] {
             counter.store(0, Ordering::Relaxed);
         }
         s.started_ms.store(now_ms(), Ordering::Relaxed);
@@ -141,18 +145,20 @@ impl Scoreboard {
     }
 
     /// Whether worker `i` should let the others accept first: it holds at
-    /// least two more open connections than the least loaded live worker.
-    /// (All workers share one listening socket and are all woken for each
-    /// connection; without this the first to wake takes a burst of
-    /// long-lived kept-open connections and the other cores stay idle.)
+    /// least two more possibly long-lived connections ([`WorkerRow::kept`])
+    /// than the least loaded live worker. (All workers share one listening
+    /// socket and are all woken for each connection; without this the first
+    /// to wake takes a burst of kept-open connections and the other cores stay
+    /// idle. A connection whose request came without FCGI_KEEP_CONN — nginx's
+    /// default, mod_fcgid — closes after it and does not count.)
     pub fn should_defer_accept(&self, i: usize) -> bool {
         if self.rows < 2 {
             return false;
         }
-        let mine = self.row(i).open.load(Ordering::Relaxed);
+        let mine = self.row(i).kept.load(Ordering::Relaxed);
         let least = (0..self.rows)
             .filter(|&j| j != i % self.rows && self.row(j).pid.load(Ordering::Relaxed) != 0)
-            .map(|j| self.row(j).open.load(Ordering::Relaxed))
+            .map(|j| self.row(j).kept.load(Ordering::Relaxed))
             .min();
         least.is_some_and(|least| mine >= least + 2)
     }
@@ -207,8 +213,8 @@ mod tests {
         let board = Scoreboard::new(3).unwrap();
         board.claim(0, 1);
         board.claim(1, 2);
-        board.row(0).open.store(3, Ordering::Relaxed);
-        board.row(1).open.store(1, Ordering::Relaxed);
+        board.row(0).kept.store(3, Ordering::Relaxed);
+        board.row(1).kept.store(1, Ordering::Relaxed);
         assert!(board.should_defer_accept(0));
         assert!(!board.should_defer_accept(1));
         board.row(1).pid.store(0, Ordering::Relaxed); // gone: nobody to defer to
