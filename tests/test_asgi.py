@@ -312,6 +312,20 @@ def test_invalid_header_values_are_refused(start_server, tmp_path):
     assert "CR, LF or NUL" in resp.stderr.decode()
 
 
+@pytest.mark.parametrize("workers", [(), ("--workers", "1")])
+def test_a_wsgi_app_is_served_without_importing_asyncio(start_server, tmp_path, workers):
+    """asyncio (and the ssl module it imports) costs about 8 MB per process: only an ASGI
+    app's process loads it."""
+    (tmp_path / "plain_wsgi.py").write_text(
+        "import sys\n"
+        "def application(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [b'asyncio ' + str('asyncio' in sys.modules).encode()]\n"
+    )
+    server = start_server(str(tmp_path / "plain_wsgi.py"), *workers)
+    assert server.request("GET", "/").body == b"asyncio False"
+
+
 # --- concurrency, limits, engine pages ------------------------------------------------------------
 
 

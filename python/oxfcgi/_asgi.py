@@ -13,7 +13,7 @@ can and otherwise return an asyncio future the bridge resolves (a body chunk arr
 connection's output queue has room), so a slow client never blocks the loop. The spec
 followed: ASGI 3.0, HTTP 2.4, lifespan 2.0.
 
-- ``interface`` (``auto``/``wsgi``/``asgi``): :func:`is_asgi` decides ``auto``.
+- ``interface`` (``auto``/``wsgi``/``asgi``): :func:`oxfcgi._interface.is_asgi` decides ``auto``.
 - ``loop`` (``auto``/``asyncio``/``uvloop``): ``auto`` takes uvloop when it is installed.
 - ``lifespan`` (``auto``/``on``/``off``, uvicorn's meanings): startup runs in each process
   before it accepts a connection (a failure stops the process with the app's message, and a
@@ -26,41 +26,15 @@ WebSocket cannot be carried by FastCGI (no upgrade), so a ``websocket`` scope ne
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import threading
 import time
 import traceback
 from typing import Any
 
+from ._interface import LifespanFailed
+
 log = logging.getLogger("oxfcgi")
-
-
-class LifespanFailed(RuntimeError):
-    """The application's lifespan startup failed (``lifespan.startup.failed``, or it raised
-    with ``lifespan=on``); the process does not serve."""
-
-
-def is_asgi(app: Any) -> bool:
-    """Whether ``app`` is an ASGI 3 application: an ``async def`` function, or an object
-    (FastAPI, Starlette, Quart, Django's ``ASGIHandler``) whose ``__call__`` is one."""
-    if inspect.iscoroutinefunction(app):
-        return True
-    call = getattr(app, "__call__", None)  # noqa: B004 - the method itself is inspected
-    return call is not None and not inspect.isfunction(app) and inspect.iscoroutinefunction(call)
-
-
-def interface_of(app: Any, setting: str) -> str:
-    """``"wsgi"`` or ``"asgi"`` for ``app`` under the ``interface`` setting. ``TypeError``
-    when the setting names one interface and the app is visibly the other."""
-    if setting == "auto":
-        return "asgi" if is_asgi(app) else "wsgi"
-    if setting == "wsgi" and is_asgi(app):
-        raise TypeError(
-            f"interface=wsgi, but {app!r} is an ASGI application (async def app(scope, receive, send)); "
-            "remove the setting or set interface=asgi"
-        )
-    return setting
 
 
 def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
@@ -327,21 +301,11 @@ class _Lifespan:
             log.error("the ASGI application's lifespan raised:\n%s", "".join(traceback.format_exception(self._error)))
 
 
-def settle(resolved: Any, app: Any) -> Any:
-    """The settings for serving ``app``: ``resolved`` (a :class:`oxfcgi.settings.Resolved`)
-    with the rules that depend on its interface applied. ``TypeError`` as :func:`interface_of`."""
-    from oxfcgi import settings
-
-    return settings.for_interface(resolved, interface_of(app, resolved.values["interface"]))
-
-
-def serve(server: Any, listener: Any, app: Any, values: dict[str, Any]) -> bool:
-    """Serve ``app`` on ``listener`` with the engine ``server``, as WSGI or, per the
-    ``interface`` setting, as ASGI on this process's event loop. Returns ``server.serve()``'s
-    result. Raises ``LifespanFailed`` when the ASGI startup fails (before any connection is
+def run(server: Any, listener: Any, app: Any, values: dict[str, Any]) -> bool:
+    """Serve the ASGI application ``app`` on ``listener`` with the engine ``server`` on this
+    process's event loop (see :func:`oxfcgi._interface.serve`). Returns ``server.serve()``'s
+    result. Raises ``LifespanFailed`` when the startup fails (before any connection is
     accepted)."""
-    if interface_of(app, values["interface"]) == "wsgi":
-        return bool(server.serve(listener))
     runner = Runner(
         app,
         loop=values["loop"],

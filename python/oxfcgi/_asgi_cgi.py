@@ -16,7 +16,8 @@ import traceback
 from collections.abc import Mapping
 from typing import Any, BinaryIO
 
-from ._asgi import LifespanFailed, _Lifespan
+from ._asgi import _Lifespan
+from ._interface import LifespanFailed
 
 #: Bytes of the request body per ``http.request`` event.
 CHUNK = 64 * 1024

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from . import _asgi, _reload, _startup, _watchdog, supervisor
+from . import _interface, _reload, _startup, _watchdog, supervisor
 from ._cgi import force_cgi_requested, serve_cgi
 from ._listen import drop_privileges, listen, remove_pidfile, write_pidfile
 from ._loader import Loaded
@@ -116,8 +116,8 @@ def serve(load: Callable[[], Loaded], base: Resolved, finalize: Finalize, script
     values = base.values
     if force_cgi_requested(values["force_cgi"]):
         once = load()
-        final = _asgi.settle(finalize(once), once.app)
-        if _asgi.interface_of(once.app, final.values["interface"]) == "asgi":
+        final = _interface.settle(finalize(once), once.app)
+        if _interface.interface_of(once.app, final.values["interface"]) == "asgi":
             from ._asgi_cgi import serve_cgi_asgi
 
             environ = {**os.environ, **(final.values["environ"] or {})}
@@ -157,7 +157,7 @@ def serve(load: Callable[[], Loaded], base: Resolved, finalize: Finalize, script
                 master.watcher = _reload.Watcher(values["reload_on_change"], script)
             return master.run()
         loaded = loaded or load()
-        final = _asgi.settle(finalize(loaded), loaded.app)
+        final = _interface.settle(finalize(loaded), loaded.app)
         warn_max_requests_under_mod_fcgid(final.values["max_requests"])
         server = Server(loaded.app, final.group("server"))
         _watchdog.start(
@@ -166,7 +166,7 @@ def serve(load: Callable[[], Loaded], base: Resolved, finalize: Finalize, script
         if values["reload_on_change"]:
             watcher = _reload.Watcher(values["reload_on_change"], loaded.file or script_file)
             _reload.watch_server(server, watcher, values["graceful_timeout"])
-        return _asgi.serve(server, listener, loaded.app, final.values)
+        return _interface.serve(server, listener, loaded.app, final.values)
     finally:
         sys.stdout = stdout
         if pidfile:

@@ -381,7 +381,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _fail(str(e), 2)
     try:
         import oxfcgi
-        from oxfcgi import _asgi, _serve, supervisor
+        from oxfcgi import _interface, _serve, supervisor
         from oxfcgi._loader import LoadError, load_target, prepare_paths, split_target
     except ImportError as e:
         return _fail(f"the engine cannot be imported ({e}); reinstall oxfcgi", 2)
@@ -405,7 +405,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         pass
     except supervisor.BootFailed as e:
         return _fail(str(e), supervisor.EXIT_LOAD_FAILED)
-    except _asgi.LifespanFailed as e:
+    except _interface.LifespanFailed as e:
         return _fail(str(e), supervisor.EXIT_LOAD_FAILED)
     except LoadError as e:
         print(e, file=sys.stderr)

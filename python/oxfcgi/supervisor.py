@@ -194,16 +194,16 @@ class Master:
             log.error("worker %d cannot load the application:\n%s", os.getpid(), text)
             self._tell_master("LOADFAIL=1\n" + text[-TRACEBACK_LIMIT:])
             return EXIT_LOAD_FAILED
-        from . import _asgi, _serve, _watchdog
+        from . import _interface, _serve, _watchdog
 
-        final = _asgi.settle(self.finalize(loaded), loaded.app)
+        final = _interface.settle(self.finalize(loaded), loaded.app)
         server = Server(loaded.app, _serve.worker_settings(final), scoreboard=self.board, worker_row=row)
         _watchdog.start(
             server, final.values["request_slowlog_timeout"], final.values["request_terminate_timeout"], replace=True
         )
         try:
-            _asgi.serve(server, self.listener, loaded.app, final.values)
-        except _asgi.LifespanFailed as e:
+            _interface.serve(server, self.listener, loaded.app, final.values)
+        except _interface.LifespanFailed as e:
             # As an import error: the master stops booting workers that fail this way.
             log.error("worker %d: %s", os.getpid(), e)
             self._tell_master("LOADFAIL=1\n" + str(e)[-TRACEBACK_LIMIT:])
