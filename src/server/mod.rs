@@ -337,12 +337,12 @@ async fn accept_loop(
         // counting before the comparison.
         if shared.row.board.should_defer_accept(shared.row.index) {
             tokio::task::yield_now().await;
-        }
-        let mut deferred = 0;
-        while deferred < ACCEPT_DEFER_ROUNDS && shared.row.board.should_defer_accept(shared.row.index) {
-            tokio::select! {
-                _ = tokio::time::sleep(ACCEPT_DEFER) => deferred += 1,
-                _ = stop.graceful().cancelled() => return Ok(()),
+            let mut deferred = 0;
+            while deferred < ACCEPT_DEFER_ROUNDS && shared.row.board.should_defer_accept(shared.row.index) {
+                tokio::select! {
+                    _ = tokio::time::sleep(ACCEPT_DEFER) => deferred += 1,
+                    _ = stop.graceful().cancelled() => return Ok(()),
+                }
             }
         }
         let accepted = tokio::select! {
