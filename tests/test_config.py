@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from oxfcgi import settings
 from oxfcgi.config import ConfigOptions, generate
 from oxfcgi.config import nginx as nginx_config
 from oxfcgi.config import systemd as systemd_config
@@ -275,9 +276,10 @@ def test_haproxy_multiplexed_backends_and_web_server_addrs():
     lines = code_lines(sections)
     assert "option mpxs-conns" in " ".join(lines) and any(ln.startswith("http-reuse always") for ln in lines)
     servers = [ln for ln in lines if ln.startswith("server ")]
+    maxconn = settings.default_max_in_flight()  # the backends' max_in_flight
     assert servers == [
-        "server s1 10.0.0.11:9000 proto fcgi maxconn 64 check inter 2s",
-        "server s2 10.0.0.12:9000 proto fcgi maxconn 64 check inter 2s",
+        f"server s1 10.0.0.11:9000 proto fcgi maxconn {maxconn} check inter 2s",
+        f"server s2 10.0.0.12:9000 proto fcgi maxconn {maxconn} check inter 2s",
     ]
     assert code_lines(frontend) == ["default_backend oxfcgi_root"]
     commands = commented_commands(text, "oxfcgi serve")

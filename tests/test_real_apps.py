@@ -307,7 +307,7 @@ def test_doctor_warns_about_mercurial_demandimport_with_threads(debian_site, tmp
         proc = subprocess.run(
             [sys.executable, "-m", "oxfcgi", "check", str(script)], capture_output=True, text=True, timeout=120
         )
-        assert ("Mercurial's demandimport is enabled, with 4 threads" in proc.stdout) is warned, proc.stdout
+        assert ("Mercurial's demandimport is enabled, with 32 threads" in proc.stdout) is warned, proc.stdout
         assert "threads=1" in proc.stdout or not warned
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -151,6 +152,57 @@ def test_two_threads_run_concurrently(start_server):
     assert [r.status for r in results] == [200, 200]
     assert elapsed < 1.8, elapsed
     assert results[0].body != results[1].body  # two different worker threads
+
+
+def worker_threads(pid: int) -> int:
+    """How many ``oxfcgi-worker-N`` threads process ``pid`` has now."""
+    count = 0
+    for comm in Path(f"/proc/{pid}/task").glob("*/comm"):
+        try:
+            count += comm.read_text().startswith("oxfcgi-worker")
+        except OSError:  # the thread exited meanwhile
+            pass
+    return count
+
+
+def test_the_pool_starts_threads_when_requests_wait_up_to_threads_and_ends_idle_ones(start_server):
+    """flup's ``ThreadPool`` grows up to ``maxThreads``; php-fpm's ``ondemand`` ends idle
+    workers after ``pm.process_idle_timeout`` (10 s): one thread at first and for requests
+    that come one at a time, a thread for each waiting sleeper up to ``threads``, and back
+    to one thread 10 s after the burst."""
+    s = serve(start_server, "sleep_app", "--threads", "6")
+    pid = s.proc.pid
+    for _ in range(50):
+        assert s.request("GET", "/", query="t=0").status == 200
+    assert worker_threads(pid) == 1
+    results, most = [], [0]
+    done = threading.Event()
+
+    def one():
+        results.append(s.request("GET", "/", query="t=1.0", timeout=30))
+
+    def watch():
+        while not done.is_set():
+            most[0] = max(most[0], worker_threads(pid))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    sleepers = [threading.Thread(target=one) for _ in range(8)]
+    t0 = time.monotonic()
+    for t in sleepers:
+        t.start()
+    for t in sleepers:
+        t.join()
+    elapsed = time.monotonic() - t0
+    done.set()
+    watcher.join()
+    assert [r.status for r in results] == [200] * 8
+    # Six at once, then the last two: two rounds of one second, not eight.
+    assert 1.9 <= elapsed < 4.0, elapsed
+    assert len({r.body for r in results}) == 6 and most[0] == 6, ({r.body for r in results}, most)
+    assert wait_for(lambda: worker_threads(pid) == 1, timeout=25), worker_threads(pid)
+    assert s.request("GET", "/", query="t=0").status == 200
 
 
 def test_one_thread_serialises(start_server):

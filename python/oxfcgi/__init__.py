@@ -196,11 +196,12 @@ class WSGIServer:
 
     Arguments mean what they mean in flup 1.0.3 and map onto the settings of the same
     meaning (the ``flup`` column of :mod:`oxfcgi.settings`). ``kw`` takes flup's thread
-    pool arguments ``minSpare``, ``maxSpare`` (accepted, no effect: the pool is fixed) and
-    ``maxThreads`` (the number of threads, capped at 64; flup's default is unlimited, ours
-    is 4), plus any :func:`run` option by its name (``threads``, ``graceful_timeout``,
-    ``socket_mode``, …). ``jobClass`` and ``jobArgs`` are dropped, as flup does. Anything
-    else raises ``TypeError``, as flup does; a bad value raises ``ValueError`` now, as
+    pool arguments ``minSpare``, ``maxSpare`` (accepted, no effect: the pool starts one
+    thread, grows when requests wait and ends threads idle for 10 s) and ``maxThreads`` (the
+    most threads, capped at 64; flup's default is unlimited, ours 32), plus any :func:`run`
+    option by its name (``threads``, ``graceful_timeout``, ``socket_mode``, …). ``jobClass``
+    and ``jobArgs`` are dropped, as flup does. Anything else raises ``TypeError``, as flup
+    does; a bad value raises ``ValueError`` now, as
     flup's constructor checks its arguments. ``multithreaded=False`` means one thread.
     """
 

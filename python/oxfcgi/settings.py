@@ -438,9 +438,11 @@ SETTINGS: tuple[Setting, ...] = (
     S(
         "threads",
         THREADS,
-        4,
+        32,
         "server",
-        "Python threads running requests; an idle kept-open connection holds none",
+        "the most Python threads running requests: one is started at first, another when a "
+        "request has waited 1 ms while none finished, and one idle for 10 s exits (one always "
+        "stays); an idle kept-open connection holds none",
         equivalent="flup maxThreads",
         flup="maxThreads",
         extra_flags=("-t",),

@@ -63,6 +63,16 @@ thread_local! {
     static TEMPLATE: RefCell<Option<Py<PyDict>>> = const { RefCell::new(None) };
 }
 
+/// Drop this thread's caches (call with the GIL held before the thread
+/// exits): the strings and the template are released now rather than by
+/// thread-local destructors that run without the GIL.
+pub fn forget_thread_caches(_py: Python<'_>) {
+    // try_with: nothing to drop if the thread is already tearing them down.
+    let _ = KEYS.try_with(|keys| keys.take());
+    let _ = BY_POSITION.try_with(|slots| slots.take());
+    let _ = TEMPLATE.try_with(|t| t.take());
+}
+
 /// The `wsgi.*` keys that are the same for every request of this server: a
 /// dict each environ starts as a copy of (one presized copy instead of a
 /// growing dict and eight insertions). A worker thread serves one server, so

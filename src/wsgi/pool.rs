@@ -1,10 +1,11 @@
-//! Python worker threads fed through [`super::handoff`]. Each thread attaches
-//! to the interpreter once; it keeps the GIL from one queued request to the
-//! next and releases it only to sleep (or to wait for the connection); tokio
-//! tasks never touch the GIL.
+//! Python worker threads fed through [`super::handoff`], started on demand up
+//! to the `threads` setting and ended after [`IDLE_TIMEOUT`] idle (one always
+//! stays). Each thread attaches to the interpreter once; it keeps the GIL from
+//! one queued request to the next and releases it only to sleep (or to wait
+//! for the connection); tokio tasks never touch the GIL.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,10 @@ use crate::server::handoff::{self, Job, Receiver, Sender, Take};
 use crate::server::request::{Output, Request, ResponseSink};
 use crate::server::Handler;
 
+/// How long a worker thread beyond the first stays idle before it exits:
+/// php-fpm's `pm.process_idle_timeout` default (10 s), for threads.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The [`Handler`] the server module calls: queue the request for a thread.
 pub struct Dispatcher {
     tx: Sender<Request>,
@@ -30,32 +35,46 @@ impl Handler for Dispatcher {
     }
 }
 
-/// The running worker threads.
+/// The worker threads started so far (exited ones are joined as new ones start).
 pub struct Pool {
-    threads: Vec<JoinHandle<()>>,
+    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl Pool {
-    /// Start `threads` workers; the returned dispatcher feeds them. They exit
+    /// Start the first worker thread; the returned dispatcher feeds the pool,
+    /// which grows to at most `threads` (see [`handoff`]). The workers exit
     /// when every dispatcher is dropped and the queue is empty.
+    ///
+    /// Errors: the first worker or the spill thread could not be started.
     pub fn start(ctx: Arc<AppContext>, threads: usize) -> std::io::Result<(Pool, Dispatcher)> {
-        let (tx, receivers) = handoff::channel(threads.max(1))?;
-        let mut handles = Vec::with_capacity(threads);
-        for (n, rx) in receivers.into_iter().enumerate() {
+        let handles: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let started = handles.clone();
+        let spawn: handoff::Spawn<Request> = Box::new(move |rx: Receiver<Request>| {
             let ctx = ctx.clone();
-            handles.push(
-                std::thread::Builder::new().name(format!("oxfcgi-worker-{n}")).spawn(move || worker(ctx, rx, n))?,
-            );
-        }
+            let n = rx.id();
+            let thread =
+                std::thread::Builder::new().name(format!("oxfcgi-worker-{n}")).spawn(move || worker(ctx, rx, n))?;
+            let mut threads = started.lock().unwrap_or_else(|e| e.into_inner());
+            let (done, running): (Vec<_>, Vec<_>) = threads.drain(..).partition(|t| t.is_finished());
+            *threads = running;
+            threads.push(thread);
+            for t in done {
+                let _ = t.join();
+            }
+            Ok(())
+        });
+        let tx = handoff::channel(threads.max(1), IDLE_TIMEOUT, spawn)?;
         Ok((Pool { threads: handles }, Dispatcher { tx }))
     }
 
-    /// Wait for the workers to finish (call without holding the GIL), at
-    /// most `timeout`. Returns how many were still busy.
+    /// Wait for the workers to finish (call without holding the GIL, after
+    /// every dispatcher is dropped, so no thread starts any more), at most
+    /// `timeout`. Returns how many were still busy.
     pub fn join(self, timeout: Duration) -> usize {
         let deadline = Instant::now() + timeout;
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
         let mut busy = 0;
-        for thread in self.threads {
+        for thread in threads {
             while !thread.is_finished() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
             }
@@ -72,20 +91,30 @@ impl Pool {
 fn worker(ctx: Arc<AppContext>, rx: Receiver<Request>, n: usize) {
     // SAFETY: pthread_self has no preconditions.
     let thread_id = unsafe { libc::pthread_self() } as u64;
-    Python::attach(|py| loop {
-        // A request already queued is taken with the GIL held; only an idle
-        // worker releases it, to sleep.
-        let job = match rx.try_take() {
-            Take::Job(job) => job,
-            Take::Idle => py.detach(|| rx.wait()),
-        };
-        let Job::Run(request) = job else { break };
-        let id = request.request_id;
-        if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| handle(py, &ctx, request, n, thread_id))) {
-            let what =
-                panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned());
-            tracing::error!("internal error while serving request {id}: {}", what.unwrap_or_default());
+    // A thread started for a waiting request gets it before attaching.
+    let mut first = rx.first();
+    Python::attach(|py| {
+        loop {
+            // A request already queued is taken with the GIL held; only an
+            // idle worker releases it, to sleep.
+            let job = match first.take() {
+                Some(job) => job,
+                None => match rx.try_take() {
+                    Take::Job(job) => job,
+                    Take::Idle => py.detach(|| rx.wait()),
+                },
+            };
+            let Job::Run(request) = job else { break };
+            let id = request.request_id;
+            if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| handle(py, &ctx, request, n, thread_id))) {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned());
+                tracing::error!("internal error while serving request {id}: {}", what.unwrap_or_default());
+            }
         }
+        environ::forget_thread_caches(py);
     });
 }
 

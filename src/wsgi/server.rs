@@ -195,7 +195,7 @@ impl Server {
         let bound = take(listener)?;
         let s = &self.settings;
         tracing::info!(
-            "oxfcgi {} serving on {}: {} thread(s), multiplexing {}, max_conns {}, max_in_flight {}{}",
+            "oxfcgi {} serving on {}: up to {} thread(s), multiplexing {}, max_conns {}, max_in_flight {}{}",
             env!("CARGO_PKG_VERSION"),
             listener.description(),
             s.threads,

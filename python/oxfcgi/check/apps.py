@@ -8,11 +8,12 @@ import os
 import shlex
 from typing import Any
 
+from .. import settings
 from .access import Unknown, blocked_fix, group_name, ls, path_blocked
 from .context import Context
 
 #: oxfcgi's default number of threads (the settings table's), when nothing else is known.
-DEFAULT_THREADS = 4
+DEFAULT_THREADS = int(settings.BY_NAME["threads"].default)
 
 
 def _writable(ctx: Context, path: str) -> tuple[bool, str, str]:
