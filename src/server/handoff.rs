@@ -12,7 +12,10 @@
 //! worker finished anything (they are slow, or blocked in I/O with the GIL
 //! released) is handed by the spill thread to an idle worker, or, when none is
 //! idle and fewer than the maximum exist, to a new worker it starts (at most
-//! one per [`SPILL_AFTER`]). So a fast application keeps one thread and a
+//! one per [`SPILL_AFTER`]). When jobs themselves run that long (a moving
+//! average from hand-out to the worker's next take), waiting for a running
+//! worker gains nothing: a request goes to an idle worker at once, or the
+//! spill thread starts one at the pace above. So a fast application keeps one thread and a
 //! slow or sleeping one gets as many as it needs, like flup's `ThreadPool`
 //! (which grows up to `maxThreads`).
 //! A worker idle for the channel's idle timeout exits unless it is the last
@@ -25,8 +28,8 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -61,6 +64,9 @@ struct State<T> {
     running: usize,
     /// When a worker last finished a job.
     progress: Instant,
+    /// How long a job runs, from hand-out to its worker asking for the next
+    /// (a moving average; zero until one has finished).
+    service: Duration,
     closed: bool,
     /// Which worker ids (`0..max`) are taken; `live` of them are.
     ids: Vec<bool>,
@@ -81,6 +87,12 @@ impl<T> State<T> {
         let slot = self.idle.pop()?;
         self.running += 1;
         Some((slot, item))
+    }
+
+    /// Whether jobs run so long that waiting for a running worker costs more
+    /// than waking an idle one (or starting one).
+    fn slow(&self, spill_after: Duration) -> bool {
+        self.service >= spill_after
     }
 
     /// Take the lowest free worker id (the caller checked `live < max`).
@@ -108,6 +120,7 @@ struct Shared<T> {
     spill_after: Duration,
     idle_timeout: Duration,
     spawn: Spawn<T>,
+    epoch: Instant,
 }
 
 impl<T> Shared<T> {
@@ -119,6 +132,7 @@ impl<T> Shared<T> {
             retired: AtomicBool::new(false),
             id,
             handed,
+            since: AtomicU64::new(0),
         }
     }
 }
@@ -153,6 +167,8 @@ pub struct Receiver<T> {
     id: usize,
     /// Started by the spill thread for a job that is handed to it next.
     handed: bool,
+    /// When it got its current job, in nanoseconds since `Shared::epoch`.
+    since: AtomicU64,
 }
 
 /// A queue served by at most `max` workers (at least one), started by `spawn`:
@@ -176,14 +192,22 @@ fn channel_with<T: Send + 'static>(
         idle: Vec::new(),
         running: 0,
         progress: Instant::now(),
+        service: Duration::ZERO,
         closed: false,
         ids: vec![false; max],
         live: 0,
         starting: 0,
         grown: Instant::now(),
     };
-    let shared =
-        Arc::new(Shared { state: Mutex::new(state), queued: Condvar::new(), max, spill_after, idle_timeout, spawn });
+    let shared = Arc::new(Shared {
+        state: Mutex::new(state),
+        queued: Condvar::new(),
+        max,
+        spill_after,
+        idle_timeout,
+        spawn,
+        epoch: Instant::now(),
+    });
     let id = lock(&shared.state).take_id().unwrap_or(0);
     (shared.spawn)(shared.new_receiver(id, false))?;
     // From here on, dropping the sender (on an error too) closes the queue.
@@ -216,12 +240,15 @@ fn spill<T>(shared: &Arc<Shared<T>>) {
         // SPILL_AFTER): while they keep finishing requests, another thread
         // would only take turns at the GIL with them. New workers start at
         // most one per SPILL_AFTER.
-        let mut start = since.max(state.progress);
+        // When jobs run long, nothing is gained by waiting: only the pace
+        // of new workers applies.
+        let mut due =
+            if state.slow(shared.spill_after) { since } else { since.max(state.progress) + shared.spill_after };
         if state.idle.is_empty() {
-            start = start.max(state.grown);
+            due = due.max(state.grown + shared.spill_after);
         }
         let now = Instant::now();
-        if let Some(left) = (start + shared.spill_after).checked_duration_since(now).filter(|d| !d.is_zero()) {
+        if let Some(left) = due.checked_duration_since(now).filter(|d| !d.is_zero()) {
             state = shared.queued.wait_timeout(state, left).unwrap_or_else(|e| e.into_inner()).0;
             continue;
         }
@@ -269,13 +296,14 @@ fn spill<T>(shared: &Arc<Shared<T>>) {
 }
 
 impl<T> Sender<T> {
-    /// Hand `item` to the most recently idle worker when none is running,
-    /// else queue it (for a running worker, or the spill thread).
+    /// Hand `item` to the most recently idle worker when none is running (or
+    /// jobs run for [`SPILL_AFTER`] or longer), else queue it (for a running
+    /// worker, or the spill thread).
     pub fn send(&self, item: T) {
         let mut state = lock(&self.shared.state);
         let was_empty = state.queue.is_empty();
         state.queue.push_back((item, Instant::now()));
-        if state.running == 0 {
+        if state.running == 0 || state.slow(self.shared.spill_after) {
             // The oldest item (this one unless some are waiting for the spill thread).
             if let Some((slot, item)) = state.spill_one() {
                 drop(state);
@@ -352,19 +380,32 @@ impl<T> Receiver<T> {
         let job = lock(&self.slot.job).take();
         // The spill thread counted this worker in `running` for it.
         self.busy.store(matches!(job, Some(Job::Run(_))), Relaxed);
+        self.mark_started(Instant::now());
         job
+    }
+
+    fn mark_started(&self, now: Instant) {
+        let nanos = now.saturating_duration_since(self.shared.epoch).as_nanos();
+        self.since.store(u64::try_from(nanos).unwrap_or(u64::MAX), Relaxed);
     }
 
     /// The next queued item without blocking; otherwise register as idle.
     pub fn try_take(&self) -> Take<T> {
         let mut state = lock(&self.shared.state);
+        let now = Instant::now();
         if self.busy.load(Relaxed) {
-            state.progress = Instant::now();
+            state.progress = now;
+            let ran = now.saturating_duration_since(self.shared.epoch + Duration::from_nanos(self.since.load(Relaxed)));
+            state.service = match state.service {
+                Duration::ZERO => ran,
+                before => (before * 7 + ran) / 8,
+            };
         }
         if let Some((item, _)) = state.queue.pop_front() {
             if !self.busy.swap(true, Relaxed) {
                 state.running += 1;
             }
+            self.mark_started(now);
             return Take::Job(Job::Run(item));
         }
         if self.busy.swap(false, Relaxed) {
@@ -386,6 +427,7 @@ impl<T> Receiver<T> {
             if let Some(j) = job.take() {
                 // A sender counted this worker in `running` when it handed the job.
                 self.busy.store(matches!(j, Job::Run(_)), Relaxed);
+                self.mark_started(Instant::now());
                 return j;
             }
             let (guard, waited) =
@@ -562,6 +604,27 @@ mod tests {
         assert_eq!(got, Some(3));
         assert!(queued_at.elapsed() >= SPILL_AFTER, "spilled before SPILL_AFTER");
         waiter.join().unwrap();
+        drop(b);
+    }
+
+    #[test]
+    fn when_jobs_run_longer_than_the_spill_delay_an_idle_worker_gets_the_next_at_once() {
+        let spill_after = Duration::from_millis(50);
+        let (tx, workers) = pool_with(2, spill_after, LONG);
+        let a = workers.recv().unwrap();
+        assert!(matches!(a.try_take(), Take::Idle));
+        tx.send(1);
+        assert_eq!(run(a.wait()), Some(1));
+        tx.send(2);
+        let b = workers.recv_timeout(SOON).unwrap();
+        assert_eq!(b.first().map(run), Some(Some(2)));
+        std::thread::sleep(spill_after);
+        // a's job took longer than spill_after: jobs are slow.
+        assert!(matches!(a.try_take(), Take::Idle));
+        // b is running, a idle: 3 goes to a without waiting for b.
+        tx.send(3);
+        assert_eq!(tx.queued(), 0, "queued behind a slow running worker");
+        assert_eq!(run(a.wait()), Some(3));
         drop(b);
     }
 
