@@ -134,21 +134,22 @@ def test_slow_reader_gets_whole_body(start_server):
     assert r.body == expected
 
 
-def test_two_threads_run_concurrently(start_server):
-    s = serve(start_server, "sleep_app", "--threads", "2")
-    s.request("GET", "/", query="t=0")  # warm up
+def at_once(n, call):
+    """``call()`` in ``n`` threads started together: the results, and the seconds until all returned."""
     results = []
-
-    def one():
-        results.append(s.request("GET", "/", query="t=1.0"))
-
-    threads = [threading.Thread(target=one) for _ in range(2)]
+    threads = [threading.Thread(target=lambda: results.append(call())) for _ in range(n)]
     t0 = time.monotonic()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    elapsed = time.monotonic() - t0
+    return results, time.monotonic() - t0
+
+
+def test_two_threads_run_concurrently(start_server):
+    s = serve(start_server, "sleep_app", "--threads", "2")
+    s.request("GET", "/", query="t=0")  # warm up
+    results, elapsed = at_once(2, lambda: s.request("GET", "/", query="t=1.0"))
     assert [r.status for r in results] == [200, 200]
     assert elapsed < 1.8, elapsed
     assert results[0].body != results[1].body  # two different worker threads
@@ -175,11 +176,8 @@ def test_the_pool_starts_threads_when_requests_wait_up_to_threads_and_ends_idle_
     for _ in range(50):
         assert s.request("GET", "/", query="t=0").status == 200
     assert worker_threads(pid) == 1
-    results, most = [], [0]
+    most = [0]
     done = threading.Event()
-
-    def one():
-        results.append(s.request("GET", "/", query="t=1.0", timeout=30))
 
     def watch():
         while not done.is_set():
@@ -188,13 +186,7 @@ def test_the_pool_starts_threads_when_requests_wait_up_to_threads_and_ends_idle_
 
     watcher = threading.Thread(target=watch)
     watcher.start()
-    sleepers = [threading.Thread(target=one) for _ in range(8)]
-    t0 = time.monotonic()
-    for t in sleepers:
-        t.start()
-    for t in sleepers:
-        t.join()
-    elapsed = time.monotonic() - t0
+    results, elapsed = at_once(8, lambda: s.request("GET", "/", query="t=1.0", timeout=30))
     done.set()
     watcher.join()
     assert [r.status for r in results] == [200] * 8
@@ -208,19 +200,9 @@ def test_the_pool_starts_threads_when_requests_wait_up_to_threads_and_ends_idle_
 def test_one_thread_serialises(start_server):
     s = serve(start_server, "sleep_app", "--threads", "1")
     s.request("GET", "/", query="t=0")
-    results = []
-
-    def one():
-        results.append(s.request("GET", "/", query="t=0.6", timeout=30))
-
-    threads = [threading.Thread(target=one) for _ in range(2)]
-    t0 = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results, elapsed = at_once(2, lambda: s.request("GET", "/", query="t=0.6", timeout=30))
     assert [r.status for r in results] == [200, 200]
-    assert time.monotonic() - t0 >= 1.15
+    assert elapsed >= 1.15
 
 
 def test_streaming_echo_interleaves_input_and_output(start_server):

@@ -518,6 +518,25 @@ mod tests {
         (channel_with(max, spill_after, idle_timeout, spawn).unwrap(), workers)
     }
 
+    /// The first worker, running 1 while 2 is sent (and waits for it).
+    fn run_one_then_queue_two(tx: &Sender<u32>, workers: &mpsc::Receiver<Receiver<u32>>) -> Receiver<u32> {
+        let first = workers.recv().unwrap();
+        assert!(matches!(first.try_take(), Take::Idle));
+        tx.send(1);
+        assert_eq!(run(first.wait()), Some(1));
+        tx.send(2);
+        first
+    }
+
+    /// [`run_one_then_queue_two`], and the second worker started for 2.
+    /// Returns both, still running 1 and 2.
+    fn grow_to_two(tx: &Sender<u32>, workers: &mpsc::Receiver<Receiver<u32>>) -> (Receiver<u32>, Receiver<u32>) {
+        let first = run_one_then_queue_two(tx, workers);
+        let second = workers.recv_timeout(SOON).expect("no worker was started for the waiting request");
+        assert_eq!(second.first().map(run), Some(Some(2)));
+        (first, second)
+    }
+
     const LONG: Duration = Duration::from_secs(60);
     const SOON: Duration = Duration::from_secs(10);
 
@@ -561,13 +580,7 @@ mod tests {
     fn the_most_recently_idle_worker_gets_an_item_and_the_next_waits_for_it() {
         // A slow spill, so that nothing spills while the test looks at the queue.
         let (tx, workers) = pool_with(2, Duration::from_millis(300), LONG);
-        let b = workers.recv().unwrap();
-        assert!(matches!(b.try_take(), Take::Idle));
-        tx.send(1);
-        assert_eq!(run(b.wait()), Some(1));
-        tx.send(2);
-        let a = workers.recv_timeout(SOON).unwrap();
-        assert_eq!(a.first().map(run), Some(Some(2)));
+        let (b, a) = grow_to_two(&tx, &workers);
         assert!(matches!(a.try_take(), Take::Idle));
         assert!(matches!(b.try_take(), Take::Idle));
         tx.send(7);
@@ -586,13 +599,7 @@ mod tests {
     #[test]
     fn an_item_that_waits_for_a_busy_worker_spills_to_an_idle_one() {
         let (tx, workers) = pool(2, LONG);
-        let b = workers.recv().unwrap();
-        assert!(matches!(b.try_take(), Take::Idle));
-        tx.send(1);
-        assert_eq!(run(b.wait()), Some(1));
-        tx.send(2);
-        let a = workers.recv_timeout(SOON).unwrap();
-        assert_eq!(a.first().map(run), Some(Some(2)));
+        let (b, a) = grow_to_two(&tx, &workers);
         assert!(matches!(a.try_take(), Take::Idle));
         // b is still busy; a is idle: 3 goes to a after SPILL_AFTER.
         assert_eq!(tx.live(), 2);
@@ -611,13 +618,7 @@ mod tests {
     fn when_jobs_run_longer_than_the_spill_delay_an_idle_worker_gets_the_next_at_once() {
         let spill_after = Duration::from_millis(50);
         let (tx, workers) = pool_with(2, spill_after, LONG);
-        let a = workers.recv().unwrap();
-        assert!(matches!(a.try_take(), Take::Idle));
-        tx.send(1);
-        assert_eq!(run(a.wait()), Some(1));
-        tx.send(2);
-        let b = workers.recv_timeout(SOON).unwrap();
-        assert_eq!(b.first().map(run), Some(Some(2)));
+        let (a, b) = grow_to_two(&tx, &workers);
         std::thread::sleep(spill_after);
         // a's job took longer than spill_after: jobs are slow.
         assert!(matches!(a.try_take(), Take::Idle));
@@ -631,13 +632,7 @@ mod tests {
     #[test]
     fn an_idle_worker_exits_after_the_idle_timeout_but_the_last_one_stays() {
         let (tx, workers) = pool(2, Duration::from_millis(50));
-        let a = workers.recv().unwrap();
-        assert!(matches!(a.try_take(), Take::Idle));
-        tx.send(1);
-        assert_eq!(run(a.wait()), Some(1));
-        tx.send(2);
-        let b = workers.recv_timeout(SOON).unwrap();
-        assert_eq!(b.first().map(run), Some(Some(2)));
+        let (a, b) = grow_to_two(&tx, &workers);
         assert!(matches!(a.try_take(), Take::Idle));
         assert!(matches!(b.try_take(), Take::Idle));
         let (done_tx, done) = mpsc::channel();
@@ -681,11 +676,7 @@ mod tests {
             started.send(rx).map_err(|_| io::Error::other("test over"))
         });
         let tx = channel(2, LONG, spawn).unwrap();
-        let a = workers.recv().unwrap();
-        assert!(matches!(a.try_take(), Take::Idle));
-        tx.send(1);
-        assert_eq!(run(a.wait()), Some(1));
-        tx.send(2);
+        let a = run_one_then_queue_two(&tx, &workers);
         let deadline = Instant::now() + SOON;
         while attempts.load(Relaxed) < 2 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));
@@ -716,11 +707,7 @@ mod tests {
             Err(io::Error::other("no threads left"))
         });
         let tx = channel(2, LONG, spawn).unwrap();
-        let a = workers.recv().unwrap();
-        assert!(matches!(a.try_take(), Take::Idle));
-        tx.send(1);
-        assert_eq!(run(a.wait()), Some(1));
-        tx.send(2);
+        let a = run_one_then_queue_two(&tx, &workers);
         trying.recv_timeout(SOON).expect("no second worker was tried");
         // 2 is with the worker being started; a goes idle, and the pool closes.
         assert!(matches!(a.try_take(), Take::Idle));
