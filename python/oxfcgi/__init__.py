@@ -201,8 +201,8 @@ class WSGIServer:
     most threads, capped at 64; flup's default is unlimited, ours 32), plus any :func:`run`
     option by its name (``threads``, ``graceful_timeout``, ``socket_mode``, …). ``jobClass``
     and ``jobArgs`` are dropped, as flup does. Anything else raises ``TypeError``, as flup
-    does; a bad value raises ``ValueError`` now, as
-    flup's constructor checks its arguments. ``multithreaded=False`` means one thread.
+    does; a bad value raises ``ValueError`` now, as flup's constructor checks its
+    arguments. ``multithreaded=False`` means one thread.
     """
 
     _flavour_kw: frozenset[str] = frozenset({"minSpare", "maxSpare", "maxThreads"})

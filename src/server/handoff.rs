@@ -15,9 +15,9 @@
 //! one per [`SPILL_AFTER`]). When jobs themselves run that long (a moving
 //! average from hand-out to the worker's next take), waiting for a running
 //! worker gains nothing: a request goes to an idle worker at once, or the
-//! spill thread starts one at the pace above. So a fast application keeps one thread and a
-//! slow or sleeping one gets as many as it needs, like flup's `ThreadPool`
-//! (which grows up to `maxThreads`).
+//! spill thread starts one at the pace above. So a fast application keeps one
+//! thread and a slow or sleeping one gets as many as it needs, like flup's
+//! `ThreadPool` (which grows up to `maxThreads`).
 //! A worker idle for the channel's idle timeout exits unless it is the last
 //! one (php-fpm's `pm = ondemand` with `pm.process_idle_timeout`); the idle
 //! stack is LIFO, so the least recently used workers are the ones that expire.
@@ -93,6 +93,14 @@ impl<T> State<T> {
     /// than waking an idle one (or starting one).
     fn slow(&self, spill_after: Duration) -> bool {
         self.service >= spill_after
+    }
+
+    /// Take `slot` off the idle stack; false if it was not on it (a sender
+    /// has popped it to hand it a job).
+    fn leave_idle(&mut self, slot: &Arc<Slot<T>>) -> bool {
+        let Some(at) = self.idle.iter().position(|idle| Arc::ptr_eq(idle, slot)) else { return false };
+        self.idle.remove(at);
+        true
     }
 
     /// Take the lowest free worker id (the caller checked `live < max`).
@@ -238,10 +246,9 @@ fn spill<T>(shared: &Arc<Shared<T>>) {
         };
         // Spill only when the running workers are stuck (nothing finished for
         // SPILL_AFTER): while they keep finishing requests, another thread
-        // would only take turns at the GIL with them. New workers start at
-        // most one per SPILL_AFTER.
-        // When jobs run long, nothing is gained by waiting: only the pace
-        // of new workers applies.
+        // would only take turns at the GIL with them. When jobs run long,
+        // nothing is gained by waiting. New workers start at most one per
+        // SPILL_AFTER either way.
         let mut due =
             if state.slow(shared.spill_after) { since } else { since.max(state.progress) + shared.spill_after };
         if state.idle.is_empty() {
@@ -451,8 +458,9 @@ impl<T> Receiver<T> {
         if state.live - state.starting <= 1 || !state.queue.is_empty() {
             return false;
         }
-        let Some(at) = state.idle.iter().position(|slot| Arc::ptr_eq(slot, &self.slot)) else { return false };
-        state.idle.remove(at);
+        if !state.leave_idle(&self.slot) {
+            return false;
+        }
         state.free_id(self.id);
         self.retired.store(true, Relaxed);
         true
@@ -476,9 +484,7 @@ impl<T> Drop for Receiver<T> {
             return;
         }
         let mut state = lock(&self.shared.state);
-        if let Some(at) = state.idle.iter().position(|slot| Arc::ptr_eq(slot, &self.slot)) {
-            state.idle.remove(at);
-        }
+        state.leave_idle(&self.slot);
         if self.busy.load(Relaxed) {
             state.running -= 1;
         }
