@@ -223,6 +223,7 @@ pub(crate) async fn serve_connection<R, W>(
     let now = Instant::now();
     let evictable = shared.idle.register();
     let evict = evictable.token.clone();
+    let kill = shared.kill.clone();
     let mut conn = Conn {
         shared,
         peer,
@@ -335,6 +336,10 @@ pub(crate) async fn serve_connection<R, W>(
                 }
             },
             _ = shutdown.cancelled(), if !conn.draining => conn.draining = true,
+            _ = kill.cancelled() => {
+                tracing::debug!("{}: closed: the server has stopped", conn.peer);
+                break false;
+            },
             _ = evict.cancelled(), if conn.marked_idle => {
                 // Nothing of ours is in flight on it: close at once (no
                 // lingering half-close), so its slot is free now.

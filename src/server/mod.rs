@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod connection;
+pub mod driver;
 pub mod evict;
 pub mod handoff;
 #[cfg(any(test, feature = "harness"))]
@@ -16,8 +17,9 @@ pub mod shutdown;
 pub mod status;
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -25,6 +27,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::protocol::Role;
 use admission::Admission;
+use driver::Driver;
 use listener::{peer_allowed, Bound};
 use loglimit::LogLimit;
 pub use request::Handler;
@@ -153,6 +156,9 @@ pub(crate) struct Shared {
     pub listen_backlog: Option<u32>,
     /// The open connections that hold no request, for making room at `max_conns`.
     pub idle: evict::Registry,
+    /// Cancelled when serving is over: connections still open (past
+    /// `graceful_timeout`, or an immediate stop) close at once.
+    pub kill: CancellationToken,
     keys: AtomicU64,
     dispatched: AtomicU64,
 }
@@ -178,6 +184,7 @@ impl Shared {
             listen_fd,
             listen_backlog,
             idle: evict::Registry::default(),
+            kill: CancellationToken::new(),
             keys: AtomicU64::new(1),
             dispatched: AtomicU64::new(0),
         }
@@ -245,11 +252,44 @@ pub struct ServeOptions {
 
 /// Serve connections from `bound` until `options.stop` fires (or, when
 /// `handle_signals`, SIGTERM/SIGINT/SIGQUIT/SIGHUP arrive; SIGUSR1 calls
-/// `hooks.reopen_logs`). Runs a single-threaded tokio runtime on the calling
-/// thread. Tells systemd `READY=1` and `STOPPING=1` when it asked (`NOTIFY_SOCKET`).
+/// `hooks.reopen_logs`), driving a current-thread tokio runtime on the calling
+/// thread the whole time. Tells systemd `READY=1` and `STOPPING=1` when it
+/// asked (`NOTIFY_SOCKET`).
 pub fn serve(config: Config, bound: Bound, handler: Arc<dyn Handler>, options: ServeOptions) -> io::Result<StopReason> {
+    let driver = Driver::new()?;
+    let serving = start(config, bound, handler, options, driver.clone(), None)?;
+    serving.drive_until_done();
+    serving.finish()
+}
+
+/// A server whose serving task (accepting, signals, the graceful stop) runs
+/// on a [`Driver`]'s runtime: it makes progress while some thread drives
+/// that runtime ([`Serving::drive_until_done`], or the WSGI pool's threads).
+pub struct Serving {
+    driver: Arc<Driver>,
+    shared: Arc<Shared>,
+    done: CancellationToken,
+    result: Arc<Mutex<Option<io::Result<StopReason>>>>,
+    tracker: TaskTracker,
+    /// Restores the previous signal handlers when dropped (after the task ended).
+    _signals: Option<SignalGuard>,
+}
+
+/// Start serving connections from `bound` on `driver`'s runtime (see
+/// [`serve`]); nothing happens until a thread drives the runtime.
+/// `on_done` is called (from the thread driving) once the serving task has
+/// ended.
+///
+/// Errors: the signal handlers' pipe could not be created.
+pub fn start(
+    config: Config,
+    bound: Bound,
+    handler: Arc<dyn Handler>,
+    options: ServeOptions,
+    driver: Arc<Driver>,
+    on_done: Option<Box<dyn Fn() + Send + Sync>>,
+) -> io::Result<Serving> {
     let ServeOptions { stop, handle_signals, hooks, row } = options;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let signals = if handle_signals { SignalGuard::install()? } else { None };
     if handle_signals && signals.is_none() {
         tracing::warn!("another server in this process handles signals; this one stops only through stop()");
@@ -257,25 +297,66 @@ pub fn serve(config: Config, bound: Bound, handler: Arc<dyn Handler>, options: S
     let graceful_timeout = config.graceful_timeout;
     row.board.claim(row.index, std::process::id());
     let listen = match &bound {
-        Bound::Tcp { listener, backlog, .. } => (Some(std::os::fd::AsRawFd::as_raw_fd(listener)), *backlog),
+        Bound::Tcp { listener, backlog, .. } => (Some(listener.as_raw_fd()), *backlog),
         Bound::Unix { backlog, .. } => (None, *backlog),
     };
     let shared = Arc::new(Shared::new(config, handler, row, stop.clone(), Some(listen)));
-    let reason = runtime.block_on(async {
-        let forward = async {
-            if let Some(guard) = &signals {
-                shutdown::forward_signals(guard, stop.clone(), &hooks).await;
+    let done = CancellationToken::new();
+    let result = Arc::new(Mutex::new(None));
+    let tracker = TaskTracker::new();
+    // The task reads its own copy of the pipe: the guard may go first.
+    let signal_pipe = signals.as_ref().map(|guard| guard.pipe().try_clone()).transpose()?;
+    let task = {
+        let (shared, done, result, tracker) = (shared.clone(), done.clone(), result.clone(), tracker.clone());
+        async move {
+            let forward = async {
+                if let Some(fd) = signal_pipe {
+                    shutdown::forward_signals(fd, stop.clone(), &hooks).await;
+                }
+                std::future::pending::<()>().await
+            };
+            let reason = tokio::select! {
+                reason = run(bound, shared, &stop, graceful_timeout, &tracker) => reason,
+                _ = forward => unreachable!("forwarding signals never ends"),
+            };
+            *result.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+            done.cancel();
+            if let Some(on_done) = on_done {
+                on_done();
             }
-            std::future::pending::<()>().await
-        };
-        tokio::select! {
-            reason = run(bound, shared, &stop, graceful_timeout) => reason,
-            _ = forward => unreachable!("forwarding signals never ends"),
         }
-    });
-    drop(runtime);
-    drop(signals);
-    reason
+    };
+    driver.spawn(task);
+    Ok(Serving { driver, shared, done, result, tracker, _signals: signals })
+}
+
+/// How long connections still open when serving ends get to close.
+const KILL_WAIT: Duration = Duration::from_secs(1);
+
+impl Serving {
+    /// Whether the serving task has ended (stopped, or failed).
+    pub fn is_done(&self) -> bool {
+        self.done.is_cancelled()
+    }
+
+    /// Drive the runtime on this thread until the serving task ends.
+    pub fn drive_until_done(&self) {
+        self.driver.block_on(self.done.cancelled());
+    }
+
+    /// After the serving task ended: close the connections still open (past
+    /// `graceful_timeout`, or an immediate stop; their requests are aborted),
+    /// driving the runtime until they are gone, and return why serving
+    /// stopped. Errors: the listener could not be registered with the runtime.
+    pub fn finish(self) -> io::Result<StopReason> {
+        self.shared.kill.cancel();
+        let tracker = self.tracker.clone();
+        self.driver.block_on(async move {
+            let _ = tokio::time::timeout(KILL_WAIT, tracker.wait()).await;
+        });
+        let result = self.result.lock().unwrap_or_else(|e| e.into_inner()).take();
+        result.unwrap_or(Ok(StopReason::Requested { reload: false }))
+    }
 }
 
 async fn run(
@@ -283,14 +364,14 @@ async fn run(
     shared: Arc<Shared>,
     stop: &StopHandle,
     graceful_timeout: Duration,
+    tracker: &TaskTracker,
 ) -> io::Result<StopReason> {
     let description = bound.describe();
     if let Err(e) = notify::notify(&format!("READY=1\nSTATUS=serving on {description}")) {
         tracing::warn!("cannot notify systemd (NOTIFY_SOCKET): {e}");
     }
-    let tracker = TaskTracker::new();
     let draining = CancellationToken::new();
-    accept_loop(bound, &shared, &tracker, &draining, stop).await?;
+    accept_loop(bound, &shared, tracker, &draining, stop).await?;
     tracing::info!("stopped accepting connections on {description}");
     let _ = notify::notify("STOPPING=1");
     draining.cancel();

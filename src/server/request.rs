@@ -160,13 +160,18 @@ impl InputQueue {
         }
     }
 
-    /// The next chunk, blocking the calling (non-async) thread until it arrives.
-    /// `Ok(None)` at the end of the stream.
+    /// The next chunk, blocking the calling (non-async) thread until it
+    /// arrives; a thread with a driver ([`super::driver::thread`]) drives
+    /// the runtime meanwhile. `Ok(None)` at the end of the stream.
     pub fn blocking_next(&mut self) -> Result<Option<Bytes>, InputError> {
         if self.ended {
             return Ok(None);
         }
-        match self.rx.blocking_recv() {
+        let received = match super::driver::thread::current() {
+            Some(driver) => driver.block_on(self.rx.recv()),
+            None => self.rx.blocking_recv(),
+        };
+        match received {
             Some(chunk) => Ok(self.accept(chunk)),
             None => Err(InputError::Aborted),
         }
@@ -245,8 +250,15 @@ impl ResponseSink {
         self.tx.send(OutMessage { key: self.key, kind }).await.map_err(|_| Gone)
     }
 
-    /// Queue `kind`, blocking the calling (non-async) thread while the queue is full.
+    /// Queue `kind`, blocking the calling (non-async) thread while the queue
+    /// is full; a thread with a driver ([`super::driver::thread`]) drives the
+    /// runtime meanwhile.
     pub fn blocking_send(&self, kind: Output) -> Result<(), Gone> {
-        self.tx.blocking_send(OutMessage { key: self.key, kind }).map_err(|_| Gone)
+        let message = OutMessage { key: self.key, kind };
+        match super::driver::thread::current() {
+            Some(driver) => driver.block_on(self.tx.send(message)),
+            None => self.tx.blocking_send(message),
+        }
+        .map_err(|_| Gone)
     }
 }

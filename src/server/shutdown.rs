@@ -172,12 +172,13 @@ impl Drop for SignalGuard {
     }
 }
 
-/// Turn signals arriving on `guard`'s pipe into stops of `handle`, until the
-/// handle's immediate stop fires.
-pub(crate) async fn forward_signals(guard: &SignalGuard, handle: StopHandle, hooks: &super::Hooks) {
-    // SAFETY: the guard owns the pipe and outlives this future (it borrows
-    // the guard), so the descriptor stays open while the AsyncFd exists.
-    let Ok(fd) = (unsafe { tokio::io::unix::AsyncFd::register(guard.pipe().as_raw_fd()) }) else { return };
+/// Turn signals arriving on a [`SignalGuard`]'s pipe (`pipe`, a duplicate of
+/// it this future owns) into stops of `handle`, until the handle's immediate
+/// stop fires.
+pub(crate) async fn forward_signals(pipe: OwnedFd, handle: StopHandle, hooks: &super::Hooks) {
+    // SAFETY: this future owns `pipe`, declared before `fd`, so it is closed
+    // only after the AsyncFd is gone.
+    let Ok(fd) = (unsafe { tokio::io::unix::AsyncFd::register(pipe.as_raw_fd()) }) else { return };
     loop {
         let Ok(mut ready) = fd.readable().await else { return };
         let mut buf = [0u8; 16];
