@@ -1,38 +1,61 @@
-//! The queue between the connections and the Python worker threads: most
-//! recently idle worker first, handed the request directly, no spinning; the
-//! pool grows on demand up to its maximum and shrinks back when idle.
+//! The queue between the connections and the worker threads, and which
+//! thread drives the I/O: a leader/follower pool that grows on demand up to
+//! its maximum and shrinks back when idle.
 //!
-//! A request goes straight to the worker that became idle last (a stack of
-//! idle workers): its caches are warm and it is the one most likely not yet
-//! asleep. While a worker is already running a request, a new one waits in a
-//! FIFO queue instead of waking a second worker: the running worker takes it
-//! when it finishes, without sleeping (and, in the pool, without releasing the
-//! GIL), so a fast application runs on one hot thread instead of passing the
-//! GIL around. A request that has waited [`SPILL_AFTER`] while no running
-//! worker finished anything (they are slow, or blocked in I/O with the GIL
-//! released) is handed by the spill thread to an idle worker, or, when none is
-//! idle and fewer than the maximum exist, to a new worker it starts (at most
-//! one per [`SPILL_AFTER`]). When jobs themselves run that long (a moving
-//! average from hand-out to the worker's next take), waiting for a running
-//! worker gains nothing: a request goes to an idle worker at once, or the
-//! spill thread starts one at the pace above. So a fast application keeps one
-//! thread and a slow or sleeping one gets as many as it needs, like flup's
+//! **Leader.** With a [`Driver`], an idle worker does not sleep while nobody
+//! drives the runtime: it becomes the leader and drives it (reads, writes,
+//! accepts) until a request is ready. When no worker is running a request and
+//! requests are fast, that request goes to the leader itself: it leaves the
+//! runtime and runs the application on the thread that read the request, then
+//! takes the next queued request or leads again. A fast application with one
+//! request at a time (Apache mod_fcgid, lighttpd) or a burst of them (nginx's
+//! kept connections) is served by one thread with no hand-off and no wake-up
+//! of another thread; requests that arrive while it runs one wait in the queue
+//! (or in the kernel) for it, as they would wait for the GIL.
+//!
+//! **Spare.** While the leader runs a request, nobody drives the runtime. If
+//! that lasts [`TAKEOVER_AFTER`] (the request is slow), the spare (the serving
+//! thread, [`Spare::run`], which never runs Python) drives it, so other
+//! connections are served and queued requests reach other workers. A worker
+//! that finishes and finds the spare driving takes the runtime back. The
+//! spare learns of an undriven runtime from the driver's alarm, so it costs
+//! nothing while requests stay fast.
+//!
+//! **Queue.** While a worker is running a request, a new one waits in a FIFO
+//! queue instead of waking a second worker: the running worker takes it when
+//! it finishes, without sleeping (and, in the pool, without releasing the
+//! GIL). A request that has waited [`SPILL_AFTER`] while no running worker
+//! finished anything (they are slow, or blocked in I/O with the GIL released)
+//! is handed by the spare to an idle worker, or, when none is idle and fewer
+//! than the maximum exist, to a new worker it starts (at most one per
+//! [`SPILL_AFTER`]). When jobs themselves run that long (a moving average from
+//! hand-out to the worker's next take), waiting for a running worker gains
+//! nothing: a request goes to an idle worker at once, and the leader stays the
+//! I/O thread rather than running it. So a fast application keeps one thread
+//! and a slow or sleeping one gets as many as it needs, like flup's
 //! `ThreadPool` (which grows up to `maxThreads`).
+//!
 //! A worker idle for the channel's idle timeout exits unless it is the last
 //! one (php-fpm's `pm = ondemand` with `pm.process_idle_timeout`); the idle
-//! stack is LIFO, so the least recently used workers are the ones that expire.
-//! A sleeping worker waits on its own condition variable: one futex wake per
-//! hand-off, never a broadcast, never a spin.
+//! stack is LIFO, so the least recently used workers are the ones that
+//! expire. A sleeping worker waits on its own condition variable: one futex
+//! wake per hand-off, never a broadcast, never a spin.
 //!
 //! No pyo3 here; the WSGI pool (`wsgi/pool.rs`) decides what runs with the GIL.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::JoinHandle;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
+
+use super::driver::Driver;
+pub use super::driver::TAKEOVER_AFTER;
 
 /// How long a request waits for a running worker before an idle one is
 /// woken or a new one started.
@@ -47,19 +70,35 @@ pub type Spawn<T> = Box<dyn Fn(Receiver<T>) -> io::Result<()> + Send + Sync>;
 /// What a worker is handed.
 pub enum Job<T> {
     Run(T),
-    /// Every sender is gone and the queue is empty, or this worker was idle
+    /// The pool is closed and the queue is empty, or this worker was idle
     /// for the idle timeout and is not the last one: exit.
     Close,
 }
 
+/// Where a worker receives its next job: asleep on the condition variable,
+/// or (the leader) in the runtime, woken through its waker.
 struct Slot<T> {
-    job: Mutex<Option<Job<T>>>,
+    state: Mutex<SlotState<T>>,
     ready: Condvar,
+}
+
+struct SlotState<T> {
+    job: Option<Job<T>>,
+    /// The leader's future, polled by the runtime.
+    waker: Option<Waker>,
+}
+
+/// Who drives the runtime between requests.
+enum Leader<T> {
+    Nobody,
+    Worker(Arc<Slot<T>>),
+    Spare,
 }
 
 struct State<T> {
     queue: VecDeque<(T, Instant)>,
     idle: Vec<Arc<Slot<T>>>,
+    leader: Leader<T>,
     /// Workers handed a job and not idle since.
     running: usize,
     /// When a worker last finished a job.
@@ -68,13 +107,17 @@ struct State<T> {
     /// (a moving average; zero until one has finished).
     service: Duration,
     closed: bool,
+    /// Serving is over: [`Spare::run`] returns.
+    done: bool,
     /// Which worker ids (`0..max`) are taken; `live` of them are.
     ids: Vec<bool>,
     live: usize,
-    /// Of `live`, workers the spill thread is starting (which may fail).
+    /// Of `live`, workers the spare is starting (which may fail).
     starting: usize,
-    /// When the spill thread last started a worker (or last may try again).
+    /// When the spare last started a worker (or last may try again).
     grown: Instant,
+    /// The spare's future while the spare drives the runtime.
+    spare_waker: Option<Waker>,
 }
 
 impl<T> State<T> {
@@ -85,6 +128,36 @@ impl<T> State<T> {
         }
         let (item, _) = self.queue.pop_front()?;
         let slot = self.idle.pop()?;
+        self.running += 1;
+        Some((slot, item))
+    }
+
+    /// The worker leading the runtime, which stops leading.
+    fn take_leader(&mut self) -> Option<Arc<Slot<T>>> {
+        if !matches!(self.leader, Leader::Worker(_)) {
+            return None;
+        }
+        let Leader::Worker(slot) = std::mem::replace(&mut self.leader, Leader::Nobody) else { return None };
+        Some(slot)
+    }
+
+    /// Hand the oldest queued item out now, if a worker should take it: the
+    /// leader itself while jobs are fast (it is the thread running this),
+    /// else the most recently idle worker, else the leader when no other
+    /// worker can ever take it (the pool is at its maximum).
+    fn hand_out(&mut self, slow: bool, max: usize) -> Option<(Arc<Slot<T>>, T)> {
+        if self.queue.is_empty() {
+            return None;
+        }
+        let slot = match (slow, &self.leader) {
+            (false, Leader::Worker(_)) => self.take_leader()?,
+            _ => match self.idle.pop() {
+                Some(slot) => slot,
+                None if self.live >= max => self.take_leader()?,
+                None => return None,
+            },
+        };
+        let (item, _) = self.queue.pop_front()?;
         self.running += 1;
         Some((slot, item))
     }
@@ -119,23 +192,52 @@ impl<T> State<T> {
     }
 }
 
+/// An eventfd the spare waits on: rung when something may need it.
+struct Bell(OwnedFd);
+
+impl Bell {
+    fn new() -> io::Result<Bell> {
+        // SAFETY: eventfd has no memory preconditions; the fd is owned below.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a new descriptor nothing else owns.
+        Ok(Bell(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    fn ring(&self) {
+        let one = 1u64;
+        // SAFETY: writes 8 bytes from a u64; it can only fail when the
+        // counter is about to overflow, i.e. when the bell is ringing anyway.
+        unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    fn clear(&self) {
+        let mut count = 0u64;
+        // SAFETY: reads at most 8 bytes into a u64; EAGAIN when silent.
+        unsafe { libc::read(self.0.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };
+    }
+}
+
 struct Shared<T> {
     state: Mutex<State<T>>,
-    /// Wakes the spill thread when the queue stops being empty (or closes).
-    queued: Condvar,
     max: usize,
     /// [`SPILL_AFTER`] (shorter or longer in unit tests).
     spill_after: Duration,
     idle_timeout: Duration,
     spawn: Spawn<T>,
     epoch: Instant,
+    /// The runtime the workers lead (None: they never do; the spare only spills).
+    driver: Option<Arc<Driver>>,
+    bell: Bell,
 }
 
 impl<T> Shared<T> {
     fn new_receiver(self: &Arc<Self>, id: usize, handed: bool) -> Receiver<T> {
         Receiver {
             shared: self.clone(),
-            slot: Arc::new(Slot { job: Mutex::new(None), ready: Condvar::new() }),
+            slot: Arc::new(Slot { state: Mutex::new(SlotState { job: None, waker: None }), ready: Condvar::new() }),
             busy: AtomicBool::new(false),
             retired: AtomicBool::new(false),
             id,
@@ -143,12 +245,116 @@ impl<T> Shared<T> {
             since: AtomicU64::new(0),
         }
     }
+
+    /// Tell the spare to look again now: wake its future while it drives,
+    /// else its bell.
+    fn ring(&self, state: &mut State<T>) {
+        match state.spare_waker.take() {
+            Some(waker) => waker.wake(),
+            None => self.bell.ring(),
+        }
+    }
+
+    /// Tell the spare to look at the queue by the time its head may spill
+    /// ([`SPILL_AFTER`]): the driver's alarm, which wakes nobody if the queue
+    /// has moved by then (or the spare's future, free while it drives; or
+    /// the bell, without a driver).
+    fn look_soon(&self, state: &mut State<T>) {
+        match (state.spare_waker.take(), &self.driver) {
+            (Some(waker), _) => waker.wake(),
+            (None, Some(driver)) if self.spill_after >= TAKEOVER_AFTER => driver.set_alarm(),
+            (None, _) => self.bell.ring(),
+        }
+    }
+
+    /// One step of spilling queued items (see the module documentation).
+    /// Returns the guard, when to look again (None: when woken), and whether
+    /// it handed something out (then look again at once).
+    fn spill_step<'a>(
+        self: &'a Arc<Self>,
+        mut state: MutexGuard<'a, State<T>>,
+        now: Instant,
+    ) -> (MutexGuard<'a, State<T>>, Option<Instant>, bool) {
+        let can_grow = state.live < self.max;
+        let head = state.queue.front().map(|(_, since)| *since);
+        let takers = !state.idle.is_empty() || can_grow || matches!(state.leader, Leader::Worker(_));
+        let Some(since) = head.filter(|_| takers) else { return (state, None, false) };
+        // Spill only when the running workers are stuck (nothing finished for
+        // SPILL_AFTER): while they keep finishing requests, another thread
+        // would only take turns at the GIL with them. When jobs run long,
+        // nothing is gained by waiting. New workers start at most one per
+        // SPILL_AFTER either way.
+        let mut due = if state.slow(self.spill_after) { since } else { since.max(state.progress) + self.spill_after };
+        if state.idle.is_empty() && can_grow {
+            due = due.max(state.grown + self.spill_after);
+        }
+        if due > now {
+            return (state, Some(due), false);
+        }
+        if let Some((slot, item)) = state.spill_one() {
+            drop(state);
+            hand(&slot, Job::Run(item));
+            return (lock(&self.state), None, true);
+        }
+        if !can_grow {
+            // At the maximum with nobody idle: the leader takes it.
+            let Some(slot) = state.take_leader() else { return (state, None, false) };
+            let Some((item, _)) = state.queue.pop_front() else { return (state, None, false) };
+            state.running += 1;
+            drop(state);
+            hand(&slot, Job::Run(item));
+            return (lock(&self.state), None, true);
+        }
+        let Some(id) = state.take_id() else { return (state, None, false) };
+        let Some((item, since)) = state.queue.pop_front() else {
+            state.free_id(id);
+            return (state, None, false);
+        };
+        state.running += 1;
+        state.starting += 1;
+        drop(state);
+        // The job is in the new worker's slot before its thread exists: the
+        // worker takes it first ([`Receiver::first`]); if the thread cannot
+        // start, it is taken back from there.
+        let rx = self.new_receiver(id, true);
+        let slot = rx.slot.clone();
+        lock(&slot.state).job = Some(Job::Run(item));
+        // On failure the receiver is gone and its id freed.
+        let started = (self.spawn)(rx);
+        let unstarted = match started {
+            Ok(()) => None,
+            Err(e) => lock(&slot.state).job.take().map(|job| (job, e)),
+        };
+        let mut state = lock(&self.state);
+        state.starting -= 1;
+        state.grown = Instant::now();
+        if let Some((Job::Run(item), e)) = unstarted {
+            tracing::warn!(
+                "could not start worker thread {} of at most {}: {e}; retrying in {:?}",
+                id + 1,
+                self.max,
+                RETRY_GROWTH_AFTER
+            );
+            state.queue.push_front((item, since));
+            state.running -= 1;
+            state.grown += RETRY_GROWTH_AFTER;
+        }
+        (state, None, true)
+    }
 }
 
 fn hand<T>(slot: &Slot<T>, job: Job<T>) {
-    let earlier = lock(&slot.job).replace(job);
-    debug_assert!(earlier.is_none(), "a worker was handed a second job");
-    slot.ready.notify_one();
+    let waker = {
+        let mut state = lock(&slot.state);
+        debug_assert!(state.job.is_none(), "a worker was handed a second job");
+        state.job = Some(job);
+        state.waker.take()
+    };
+    match waker {
+        // The leader, in the runtime (woken for free from its own thread).
+        Some(waker) => waker.wake(),
+        None => slot.ready.notify_one(),
+    }
 }
 
 fn lock<U>(m: &Mutex<U>) -> MutexGuard<'_, U> {
@@ -157,10 +363,14 @@ fn lock<U>(m: &Mutex<U>) -> MutexGuard<'_, U> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The sending side (one per pool; dropping it closes the queue).
+/// The sending side (the connections' handler).
 pub struct Sender<T> {
     shared: Arc<Shared<T>>,
-    spill: Option<JoinHandle<()>>,
+}
+
+/// The spare: the serving thread's part of the pool ([`Spare::run`]).
+pub struct Spare<T> {
+    shared: Arc<Shared<T>>,
 }
 
 /// One worker's receiving side.
@@ -173,7 +383,7 @@ pub struct Receiver<T> {
     /// Left the pool after its idle timeout (its id is already free).
     retired: AtomicBool,
     id: usize,
-    /// Started by the spill thread for a job that is handed to it next.
+    /// Started by the spare for a job that is handed to it next.
     handed: bool,
     /// When it got its current job, in nanoseconds since `Shared::epoch`.
     since: AtomicU64,
@@ -181,145 +391,80 @@ pub struct Receiver<T> {
 
 /// A queue served by at most `max` workers (at least one), started by `spawn`:
 /// one now, the others when requests wait (see the module documentation). A
-/// worker idle for `idle_timeout` exits unless it is the last.
+/// worker idle for `idle_timeout` exits unless it is the last. With `driver`,
+/// idle workers lead its runtime. [`Spare::run`] must run (on the serving
+/// thread) for requests to spill and the pool to grow.
 ///
-/// Errors: the first worker or the spill thread could not be started.
-pub fn channel<T: Send + 'static>(max: usize, idle_timeout: Duration, spawn: Spawn<T>) -> io::Result<Sender<T>> {
-    channel_with(max, SPILL_AFTER, idle_timeout, spawn)
+/// Errors: the first worker could not be started, or the spare's eventfd
+/// could not be created.
+pub fn channel<T: Send + 'static>(
+    max: usize,
+    idle_timeout: Duration,
+    driver: Option<Arc<Driver>>,
+    spawn: Spawn<T>,
+) -> io::Result<(Sender<T>, Spare<T>)> {
+    channel_with(max, SPILL_AFTER, idle_timeout, driver, spawn)
 }
 
 fn channel_with<T: Send + 'static>(
     max: usize,
     spill_after: Duration,
     idle_timeout: Duration,
+    driver: Option<Arc<Driver>>,
     spawn: Spawn<T>,
-) -> io::Result<Sender<T>> {
+) -> io::Result<(Sender<T>, Spare<T>)> {
     let max = max.max(1);
     let state = State {
         queue: VecDeque::new(),
         idle: Vec::new(),
+        leader: Leader::Nobody,
         running: 0,
         progress: Instant::now(),
         service: Duration::ZERO,
         closed: false,
+        done: false,
         ids: vec![false; max],
         live: 0,
         starting: 0,
         grown: Instant::now(),
+        spare_waker: None,
     };
     let shared = Arc::new(Shared {
         state: Mutex::new(state),
-        queued: Condvar::new(),
         max,
         spill_after,
         idle_timeout,
         spawn,
         epoch: Instant::now(),
+        driver,
+        bell: Bell::new()?,
     });
     let id = lock(&shared.state).take_id().unwrap_or(0);
     (shared.spawn)(shared.new_receiver(id, false))?;
-    // From here on, dropping the sender (on an error too) closes the queue.
-    let mut sender = Sender { shared, spill: None };
-    if max > 1 {
-        let shared = sender.shared.clone();
-        sender.spill = Some(std::thread::Builder::new().name("oxfcgi-spill".into()).spawn(move || spill(&shared))?);
-    }
-    Ok(sender)
-}
-
-/// The spill thread: asleep unless something is queued while a worker is
-/// idle or the pool may grow (a worker only goes idle with the queue empty, so
-/// that state starts in [`Sender::send`], which wakes it); then it hands each
-/// item that has waited [`SPILL_AFTER`] to an idle worker, or to a new one.
-/// Exits when the queue is closed.
-fn spill<T>(shared: &Arc<Shared<T>>) {
-    let mut state = lock(&shared.state);
-    loop {
-        if state.closed {
-            return;
-        }
-        let can_grow = state.live < shared.max;
-        let head = state.queue.front().map(|(_, since)| *since);
-        let Some(since) = head.filter(|_| !state.idle.is_empty() || can_grow) else {
-            state = shared.queued.wait(state).unwrap_or_else(|e| e.into_inner());
-            continue;
-        };
-        // Spill only when the running workers are stuck (nothing finished for
-        // SPILL_AFTER): while they keep finishing requests, another thread
-        // would only take turns at the GIL with them. When jobs run long,
-        // nothing is gained by waiting. New workers start at most one per
-        // SPILL_AFTER either way.
-        let mut due =
-            if state.slow(shared.spill_after) { since } else { since.max(state.progress) + shared.spill_after };
-        if state.idle.is_empty() {
-            due = due.max(state.grown + shared.spill_after);
-        }
-        let now = Instant::now();
-        if let Some(left) = due.checked_duration_since(now).filter(|d| !d.is_zero()) {
-            state = shared.queued.wait_timeout(state, left).unwrap_or_else(|e| e.into_inner()).0;
-            continue;
-        }
-        if let Some((slot, item)) = state.spill_one() {
-            drop(state);
-            hand(&slot, Job::Run(item));
-            state = lock(&shared.state);
-            continue;
-        }
-        let Some(id) = state.take_id() else { continue };
-        let Some((item, since)) = state.queue.pop_front() else {
-            state.free_id(id);
-            continue;
-        };
-        state.running += 1;
-        state.starting += 1;
-        drop(state);
-        // The job is in the new worker's slot before its thread exists: the
-        // worker takes it first ([`Receiver::first`]); if the thread cannot
-        // start, it is taken back from there.
-        let rx = shared.new_receiver(id, true);
-        let slot = rx.slot.clone();
-        *lock(&slot.job) = Some(Job::Run(item));
-        // On failure the receiver is gone and its id freed.
-        let started = (shared.spawn)(rx);
-        let unstarted = match started {
-            Ok(()) => None,
-            Err(e) => lock(&slot.job).take().map(|job| (job, e)),
-        };
-        state = lock(&shared.state);
-        state.starting -= 1;
-        state.grown = Instant::now();
-        if let Some((Job::Run(item), e)) = unstarted {
-            tracing::warn!(
-                "could not start worker thread {} of at most {}: {e}; retrying in {:?}",
-                id + 1,
-                shared.max,
-                RETRY_GROWTH_AFTER
-            );
-            state.queue.push_front((item, since));
-            state.running -= 1;
-            state.grown += RETRY_GROWTH_AFTER;
-        }
-    }
+    Ok((Sender { shared: shared.clone() }, Spare { shared }))
 }
 
 impl<T> Sender<T> {
-    /// Hand `item` to the most recently idle worker when none is running (or
-    /// jobs run for [`SPILL_AFTER`] or longer), else queue it (for a running
-    /// worker, or the spill thread).
+    /// Hand `item` to a worker now when none is running (the leader itself
+    /// while jobs are fast) or jobs run for [`SPILL_AFTER`] or longer; else
+    /// queue it (for a running worker, or the spare).
     pub fn send(&self, item: T) {
         let mut state = lock(&self.shared.state);
         let was_empty = state.queue.is_empty();
         state.queue.push_back((item, Instant::now()));
-        if state.running == 0 || state.slow(self.shared.spill_after) {
-            // The oldest item (this one unless some are waiting for the spill thread).
-            if let Some((slot, item)) = state.spill_one() {
+        let slow = state.slow(self.shared.spill_after);
+        if state.running == 0 || slow {
+            if let Some((slot, item)) = state.hand_out(slow, self.shared.max) {
                 drop(state);
                 hand(&slot, Job::Run(item));
                 return;
             }
         }
-        if was_empty && (!state.idle.is_empty() || state.live < self.shared.max) {
-            self.shared.queued.notify_one();
+        let takers = !state.idle.is_empty()
+            || state.live < self.shared.max
+            || matches!(state.leader, Leader::Worker(_) | Leader::Spare);
+        if was_empty && takers {
+            self.shared.look_soon(&mut state);
         }
     }
 
@@ -334,31 +479,159 @@ impl<T> Sender<T> {
     fn live(&self) -> usize {
         lock(&self.shared.state).live
     }
+
+    /// Who leads the runtime: "nobody", "worker" or "spare".
+    #[cfg(test)]
+    fn leader(&self) -> &'static str {
+        match lock(&self.shared.state).leader {
+            Leader::Nobody => "nobody",
+            Leader::Worker(_) => "worker",
+            Leader::Spare => "spare",
+        }
+    }
 }
 
-impl<T> Drop for Sender<T> {
-    fn drop(&mut self) {
-        lock(&self.shared.state).closed = true;
-        self.shared.queued.notify_all();
-        // The spill thread exits at once now (it may be starting a worker
-        // first); after it has, nothing but this hands out work.
-        if let Some(spill) = self.spill.take() {
-            let _ = spill.join();
+impl<T> Spare<T> {
+    /// Spill waiting requests and drive the runtime while a leader is away
+    /// too long, until [`Spare::finish`] is called. Run it on the serving
+    /// thread, without the GIL.
+    pub fn run(&self) {
+        let shared = &self.shared;
+        let mut state = lock(&shared.state);
+        loop {
+            if state.done {
+                return;
+            }
+            let now = Instant::now();
+            let (guard, spill_due, acted) = shared.spill_step(state, now);
+            state = guard;
+            if acted {
+                continue;
+            }
+            let mut due = spill_due;
+            if let (Some(driver), Leader::Nobody) = (&shared.driver, &state.leader) {
+                if let Some(undriven) = driver.undriven_for() {
+                    if undriven >= TAKEOVER_AFTER {
+                        state.leader = Leader::Spare;
+                        drop(state);
+                        driver.clear_alarm();
+                        driver.block_on(Driving { shared: shared.clone(), sleep: None });
+                        state = lock(&shared.state);
+                        continue;
+                    }
+                    let at = now + (TAKEOVER_AFTER - undriven);
+                    due = Some(due.map_or(at, |d| d.min(at)));
+                }
+            }
+            drop(state);
+            self.sleep(due);
+            state = lock(&shared.state);
         }
-        let (handed, idle) = {
+    }
+
+    /// Wait for the bell, the driver's alarm or `until`.
+    fn sleep(&self, until: Option<Instant>) {
+        let shared = &self.shared;
+        let mut fds = [
+            libc::pollfd { fd: shared.bell.0.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: shared.driver.as_ref().map_or(-1, |d| d.alarm_fd()), events: libc::POLLIN, revents: 0 },
+        ];
+        let timeout = until.map(|at| {
+            let left = at.saturating_duration_since(Instant::now());
+            libc::timespec { tv_sec: left.as_secs() as libc::time_t, tv_nsec: left.subsec_nanos() as libc::c_long }
+        });
+        let timeout_ptr = timeout.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY: two valid pollfds (a negative fd is ignored) and a valid or
+        // null timespec; EINTR just means looking again.
+        let ready = unsafe { libc::ppoll(fds.as_mut_ptr(), 2, timeout_ptr, std::ptr::null()) };
+        if ready > 0 {
+            if fds[0].revents != 0 {
+                shared.bell.clear();
+            }
+            if fds[1].revents != 0 {
+                if let Some(driver) = &shared.driver {
+                    driver.clear_alarm();
+                }
+            }
+        }
+    }
+
+    /// Serving is over: [`Spare::run`] returns (callable from any thread).
+    pub fn finish(&self) {
+        let mut state = lock(&self.shared.state);
+        state.done = true;
+        self.shared.ring(&mut state);
+    }
+
+    /// A callable for [`Spare::finish`] that keeps the pool alive.
+    pub fn finisher(&self) -> Box<dyn Fn() + Send + Sync>
+    where
+        T: Send + 'static,
+    {
+        let spare = Spare { shared: self.shared.clone() };
+        Box::new(move || spare.finish())
+    }
+
+    /// Close the queue: workers take what is still queued, then exit; the
+    /// leader leaves the runtime. Idempotent.
+    pub fn close(&self) {
+        let (handed, idle, leader) = {
             let mut state = lock(&self.shared.state);
+            state.closed = true;
             // Queued items are still taken by the workers; wake them all.
             let mut handed = Vec::new();
             while let Some((slot, item)) = state.spill_one() {
                 handed.push((slot, item));
             }
-            (handed, std::mem::take(&mut state.idle))
+            (handed, std::mem::take(&mut state.idle), state.take_leader())
         };
         for (slot, item) in handed {
             hand(&slot, Job::Run(item));
         }
-        for slot in idle {
+        for slot in idle.into_iter().chain(leader) {
             hand(&slot, Job::Close);
+        }
+    }
+}
+
+/// The spare's future while it drives the runtime: spills what waits, and
+/// ends when a worker takes the runtime back or serving is over.
+struct Driving<T> {
+    shared: Arc<Shared<T>>,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<T> Future for Driving<T> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let shared = self.shared.clone();
+        loop {
+            let mut state = lock(&shared.state);
+            if state.done || !matches!(state.leader, Leader::Spare) {
+                state.spare_waker = None;
+                return Poll::Ready(());
+            }
+            let (mut state, due, acted) = shared.spill_step(state, Instant::now());
+            if acted {
+                continue;
+            }
+            state.spare_waker = Some(cx.waker().clone());
+            drop(state);
+            let Some(at) = due else {
+                self.sleep = None;
+                return Poll::Pending;
+            };
+            let at = tokio::time::Instant::from_std(at);
+            match &mut self.sleep {
+                Some(sleep) if sleep.deadline() == at => {}
+                _ => self.sleep = Some(Box::pin(tokio::time::sleep_until(at))),
+            }
+            if let Some(sleep) = &mut self.sleep {
+                if sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+            }
         }
     }
 }
@@ -369,6 +642,34 @@ pub enum Take<T> {
     /// Nothing queued: the worker is now on the idle stack and must
     /// [`Receiver::wait`] (which may already have a job).
     Idle,
+    /// Nothing queued and nobody drives the runtime: the worker now leads
+    /// and must [`Receiver::lead`].
+    Lead,
+}
+
+/// The leader's future: ready when it is handed a job.
+struct Lead<'a, T> {
+    slot: &'a Slot<T>,
+}
+
+impl<T> Future for Lead<'_, T> {
+    type Output = Job<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Job<T>> {
+        let mut state = lock(&self.slot.state);
+        match state.job.take() {
+            Some(job) => {
+                state.waker = None;
+                Poll::Ready(job)
+            }
+            None => {
+                if !state.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    state.waker = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        }
+    }
 }
 
 impl<T> Receiver<T> {
@@ -378,14 +679,14 @@ impl<T> Receiver<T> {
         self.id
     }
 
-    /// For a worker the spill thread started for a request: that request.
-    /// Call it before anything else.
+    /// For a worker the spare started for a request: that request. Call it
+    /// before anything else.
     pub fn first(&self) -> Option<Job<T>> {
         if !self.handed {
             return None;
         }
-        let job = lock(&self.slot.job).take();
-        // The spill thread counted this worker in `running` for it.
+        let job = lock(&self.slot.state).job.take();
+        // The spare counted this worker in `running` for it.
         self.busy.store(matches!(job, Some(Job::Run(_))), Relaxed);
         self.mark_started(Instant::now());
         job
@@ -396,7 +697,9 @@ impl<T> Receiver<T> {
         self.since.store(u64::try_from(nanos).unwrap_or(u64::MAX), Relaxed);
     }
 
-    /// The next queued item without blocking; otherwise register as idle.
+    /// The next queued item without blocking; otherwise lead the runtime if
+    /// nobody drives it (or only the spare does, and jobs are fast), else
+    /// register as idle.
     pub fn try_take(&self) -> Take<T> {
         let mut state = lock(&self.shared.state);
         let now = Instant::now();
@@ -421,31 +724,60 @@ impl<T> Receiver<T> {
         if state.closed {
             return Take::Job(Job::Close);
         }
+        if self.shared.driver.is_some() {
+            let lead = match state.leader {
+                Leader::Nobody => true,
+                Leader::Spare => !state.slow(self.shared.spill_after),
+                Leader::Worker(_) => false,
+            };
+            if lead {
+                if matches!(state.leader, Leader::Spare) {
+                    if let Some(waker) = state.spare_waker.take() {
+                        waker.wake();
+                    }
+                }
+                state.leader = Leader::Worker(self.slot.clone());
+                return Take::Lead;
+            }
+        }
         state.idle.push(self.slot.clone());
         Take::Idle
+    }
+
+    /// After [`Take::Lead`]: drive the runtime until a job is handed to this
+    /// worker (or the pool closes). Call it without the GIL.
+    pub fn lead(&self) -> Job<T> {
+        let job = match &self.shared.driver {
+            Some(driver) => driver.block_on(Lead { slot: &self.slot }),
+            None => return self.wait(),
+        };
+        // The sender counted this worker in `running` when it handed the job.
+        self.busy.store(matches!(job, Job::Run(_)), Relaxed);
+        self.mark_started(Instant::now());
+        job
     }
 
     /// Block until a sender hands this worker a job (after [`Take::Idle`]),
     /// or until it has been idle for the idle timeout while other workers
     /// exist ([`Job::Close`]: it has left the pool).
     pub fn wait(&self) -> Job<T> {
-        let mut job = lock(&self.slot.job);
+        let mut slot = lock(&self.slot.state);
         loop {
-            if let Some(j) = job.take() {
+            if let Some(j) = slot.job.take() {
                 // A sender counted this worker in `running` when it handed the job.
                 self.busy.store(matches!(j, Job::Run(_)), Relaxed);
                 self.mark_started(Instant::now());
                 return j;
             }
             let (guard, waited) =
-                self.slot.ready.wait_timeout(job, self.shared.idle_timeout).unwrap_or_else(|e| e.into_inner());
-            job = guard;
-            if waited.timed_out() && job.is_none() {
-                drop(job);
+                self.slot.ready.wait_timeout(slot, self.shared.idle_timeout).unwrap_or_else(|e| e.into_inner());
+            slot = guard;
+            if waited.timed_out() && slot.job.is_none() {
+                drop(slot);
                 if self.retire() {
                     return Job::Close;
                 }
-                job = lock(&self.slot.job);
+                slot = lock(&self.slot.state);
             }
         }
     }
@@ -466,12 +798,13 @@ impl<T> Receiver<T> {
         true
     }
 
-    /// [`Receiver::try_take`], then [`Receiver::wait`] if needed.
+    /// [`Receiver::try_take`], then [`Receiver::wait`] or [`Receiver::lead`] if needed.
     #[cfg(test)]
     pub fn take(&self) -> Job<T> {
         match self.try_take() {
             Take::Job(job) => job,
             Take::Idle => self.wait(),
+            Take::Lead => self.lead(),
         }
     }
 }
@@ -485,13 +818,16 @@ impl<T> Drop for Receiver<T> {
         }
         let mut state = lock(&self.shared.state);
         state.leave_idle(&self.slot);
+        if matches!(&state.leader, Leader::Worker(slot) if Arc::ptr_eq(slot, &self.slot)) {
+            state.leader = Leader::Nobody;
+        }
         if self.busy.load(Relaxed) {
             state.running -= 1;
         }
         state.free_id(self.id);
         if !state.queue.is_empty() {
             // Room to start another worker for what waits.
-            self.shared.queued.notify_one();
+            self.shared.ring(&mut state);
         }
     }
 }
@@ -501,6 +837,7 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
     use std::sync::mpsc;
+    use std::thread::JoinHandle;
 
     fn run(job: Job<u32>) -> Option<u32> {
         match job {
@@ -509,19 +846,61 @@ mod tests {
         }
     }
 
-    /// A channel whose "threads" are receivers delivered to the test.
-    fn pool(max: usize, idle_timeout: Duration) -> (Sender<u32>, mpsc::Receiver<Receiver<u32>>) {
+    /// A pool whose spare runs on its own thread ("spare") until the pool is
+    /// closed (explicitly or when dropped).
+    struct Pool {
+        tx: Arc<Sender<u32>>,
+        spare: Arc<Spare<u32>>,
+        thread: Option<JoinHandle<()>>,
+    }
+
+    impl Pool {
+        fn start(
+            max: usize,
+            spill_after: Duration,
+            idle_timeout: Duration,
+            driver: Option<Arc<Driver>>,
+            spawn: Spawn<u32>,
+        ) -> Pool {
+            let (tx, spare) = channel_with(max, spill_after, idle_timeout, driver, spawn).unwrap();
+            let spare = Arc::new(spare);
+            let running = spare.clone();
+            let thread = std::thread::Builder::new().name("spare".into()).spawn(move || running.run()).unwrap();
+            Pool { tx: Arc::new(tx), spare, thread: Some(thread) }
+        }
+
+        /// Serving is over: stop the spare, then close the queue.
+        fn close(&mut self) {
+            self.spare.finish();
+            if let Some(thread) = self.thread.take() {
+                thread.join().unwrap();
+            }
+            self.spare.close();
+        }
+    }
+
+    impl Drop for Pool {
+        fn drop(&mut self) {
+            self.close();
+        }
+    }
+
+    impl std::ops::Deref for Pool {
+        type Target = Sender<u32>;
+        fn deref(&self) -> &Sender<u32> {
+            &self.tx
+        }
+    }
+
+    /// A pool whose "threads" are receivers delivered to the test.
+    fn pool(max: usize, idle_timeout: Duration) -> (Pool, mpsc::Receiver<Receiver<u32>>) {
         pool_with(max, SPILL_AFTER, idle_timeout)
     }
 
-    fn pool_with(
-        max: usize,
-        spill_after: Duration,
-        idle_timeout: Duration,
-    ) -> (Sender<u32>, mpsc::Receiver<Receiver<u32>>) {
+    fn pool_with(max: usize, spill_after: Duration, idle_timeout: Duration) -> (Pool, mpsc::Receiver<Receiver<u32>>) {
         let (started, workers) = mpsc::channel();
         let spawn: Spawn<u32> = Box::new(move |rx| started.send(rx).map_err(|_| io::Error::other("test over")));
-        (channel_with(max, spill_after, idle_timeout, spawn).unwrap(), workers)
+        (Pool::start(max, spill_after, idle_timeout, None, spawn), workers)
     }
 
     /// The first worker, running 1 while 2 is sent (and waits for it).
@@ -681,14 +1060,14 @@ mod tests {
             }
             started.send(rx).map_err(|_| io::Error::other("test over"))
         });
-        let tx = channel(2, LONG, spawn).unwrap();
+        let tx = Pool::start(2, SPILL_AFTER, LONG, None, spawn);
         let a = run_one_then_queue_two(&tx, &workers);
         let deadline = Instant::now() + SOON;
         while attempts.load(Relaxed) < 2 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));
         }
         assert_eq!(attempts.load(Relaxed), 2, "no second worker was tried");
-        // The spill thread puts the request back after the attempt returns.
+        // The spare puts the request back after the attempt returns.
         let deadline = Instant::now() + SOON;
         while (tx.live(), tx.queued()) != (1, 1) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));
@@ -712,12 +1091,12 @@ mod tests {
             let _ = lock(&go_rx).recv();
             Err(io::Error::other("no threads left"))
         });
-        let tx = channel(2, LONG, spawn).unwrap();
+        let mut tx = Pool::start(2, SPILL_AFTER, LONG, None, spawn);
         let a = run_one_then_queue_two(&tx, &workers);
         trying.recv_timeout(SOON).expect("no second worker was tried");
         // 2 is with the worker being started; a goes idle, and the pool closes.
         assert!(matches!(a.try_take(), Take::Idle));
-        let closer = std::thread::spawn(move || drop(tx));
+        let closer = std::thread::spawn(move || tx.close());
         std::thread::sleep(Duration::from_millis(50));
         go.send(()).unwrap();
         closer.join().unwrap();
@@ -744,12 +1123,12 @@ mod tests {
             lock(&handles).push(thread);
             Ok(())
         });
-        let tx = channel(3, LONG, spawn).unwrap();
+        let mut tx = Pool::start(3, SPILL_AFTER, LONG, None, spawn);
         for n in 0..100 {
             tx.send(n);
         }
         let mut seen: Vec<u32> = (0..100).map(|_| done_rx.recv_timeout(SOON).unwrap()).collect();
-        drop(tx);
+        tx.close();
         let threads = std::mem::take(&mut *lock(&threads));
         let total: usize = threads.into_iter().map(|t| t.join().unwrap().len()).sum();
         seen.sort_unstable();
@@ -759,11 +1138,145 @@ mod tests {
 
     #[test]
     fn items_queued_before_close_are_still_taken() {
-        let (tx, workers) = pool(1, LONG);
+        let (mut tx, workers) = pool(1, LONG);
         let a = workers.recv().unwrap();
         tx.send(5);
-        drop(tx);
+        tx.close();
         assert_eq!(run(a.take()), Some(5));
         assert_eq!(run(a.take()), None);
+    }
+
+    // ----- Leading the runtime -----
+
+    /// What a worker thread ran: the job and its thread's name.
+    type Ran = mpsc::Receiver<(u32, String)>;
+
+    fn thread_name() -> String {
+        std::thread::current().name().unwrap_or("?").to_string()
+    }
+
+    /// Worker threads ("w0", "w1", …) running the pool's loop as the WSGI
+    /// pool does. Job `n` from 1000 to 1999 "runs" (sleeps) `n - 1000` ms;
+    /// from 2000, it waits `n - 2000` ms for its connection (driving the
+    /// runtime meanwhile, as a thread reading a slow request body does).
+    fn workers_that_run(ran: mpsc::Sender<(u32, String)>, driver: Arc<Driver>) -> Spawn<u32> {
+        let ran = Mutex::new(ran);
+        Box::new(move |rx: Receiver<u32>| {
+            let (ran, driver) = (lock(&ran).clone(), driver.clone());
+            std::thread::Builder::new().name(format!("w{}", rx.id())).spawn(move || {
+                let mut next = rx.first();
+                while let Some(n) = run(next.take().unwrap_or_else(|| rx.take())) {
+                    let _ = ran.send((n, thread_name()));
+                    if (1000..2000).contains(&n) {
+                        std::thread::sleep(Duration::from_millis(u64::from(n - 1000)));
+                    } else if n >= 2000 {
+                        let wait = Duration::from_millis(u64::from(n - 2000));
+                        driver.block_on(async move { tokio::time::sleep(wait).await });
+                    }
+                }
+            })?;
+            Ok(())
+        })
+    }
+
+    fn leading_pool(max: usize, spill_after: Duration) -> (Pool, Arc<Driver>, Ran) {
+        let driver = Driver::new().unwrap();
+        let (ran_tx, ran) = mpsc::channel();
+        let spawn = workers_that_run(ran_tx, driver.clone());
+        let pool = Pool::start(max, spill_after, LONG, Some(driver.clone()), spawn);
+        (pool, driver, ran)
+    }
+
+    fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + SOON;
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Send `items` from a task on the runtime, as a connection does; returns
+    /// the name of the thread that ran the task.
+    fn send_from_the_runtime(pool: &Pool, driver: &Driver, items: &[u32]) -> mpsc::Receiver<String> {
+        let (tx, items, (seen_tx, seen)) = (pool.tx.clone(), items.to_vec(), mpsc::channel());
+        driver.spawn(async move {
+            let _ = seen_tx.send(thread_name());
+            for item in items {
+                tx.send(item);
+            }
+        });
+        seen
+    }
+
+    #[test]
+    fn an_idle_worker_leads_and_runs_a_fast_request_on_the_thread_that_read_it() {
+        let (pool, driver, ran) = leading_pool(4, SPILL_AFTER);
+        wait_for("the first worker to lead", || pool.leader() == "worker");
+        let task_thread = send_from_the_runtime(&pool, &driver, &[1]);
+        assert_eq!(task_thread.recv_timeout(SOON).unwrap(), "w0", "the leader drives the runtime");
+        assert_eq!(ran.recv_timeout(SOON).unwrap(), (1, "w0".to_string()), "no hand-off to another thread");
+        // Three requests ready in one turn: the leader runs them one after another.
+        wait_for("the worker to lead again", || pool.leader() == "worker");
+        send_from_the_runtime(&pool, &driver, &[2, 3, 4]);
+        let got: Vec<_> = (0..3).map(|_| ran.recv_timeout(SOON).unwrap()).collect();
+        assert_eq!(got, [2, 3, 4].map(|n| (n, "w0".to_string())));
+        assert_eq!(pool.live(), 1, "a fast application needs one thread");
+    }
+
+    #[test]
+    fn while_a_leader_runs_a_long_request_the_spare_drives_and_the_worker_takes_it_back() {
+        // Requests count as fast (spill_after is long): a worker takes the runtime back.
+        let (pool, driver, ran) = leading_pool(4, LONG);
+        wait_for("the first worker to lead", || pool.leader() == "worker");
+        send_from_the_runtime(&pool, &driver, &[1300]);
+        assert_eq!(ran.recv_timeout(SOON).unwrap(), (1300, "w0".to_string()));
+        // w0 is away for 300 ms; the runtime is driven anyway, by the spare.
+        let sent = Instant::now();
+        let task_thread = send_from_the_runtime(&pool, &driver, &[]).recv_timeout(SOON).unwrap();
+        assert_eq!(task_thread, "spare");
+        assert!(sent.elapsed() < Duration::from_millis(250), "the spare took {:?} to drive", sent.elapsed());
+        // w0 is back: it leads again.
+        wait_for("w0 to take the runtime back", || pool.leader() == "worker");
+        assert_eq!(send_from_the_runtime(&pool, &driver, &[2]).recv_timeout(SOON).unwrap(), "w0");
+        assert_eq!(ran.recv_timeout(SOON).unwrap(), (2, "w0".to_string()));
+    }
+
+    #[test]
+    fn with_slow_requests_the_leader_stays_the_io_thread_and_others_run_them() {
+        let (pool, driver, ran) = leading_pool(4, SPILL_AFTER);
+        wait_for("the first worker to lead", || pool.leader() == "worker");
+        // The first request runs on the leader (nothing is known yet) and takes 20 ms.
+        send_from_the_runtime(&pool, &driver, &[1020]);
+        assert_eq!(ran.recv_timeout(SOON).unwrap(), (1020, "w0".to_string()));
+        wait_for("someone to drive again", || pool.leader() != "nobody");
+        std::thread::sleep(Duration::from_millis(40));
+        // Jobs are slow now: whoever drives hands requests to another thread.
+        let driving = send_from_the_runtime(&pool, &driver, &[1001]).recv_timeout(SOON).unwrap();
+        let (n, runner) = ran.recv_timeout(SOON).unwrap();
+        assert_eq!(n, 1001);
+        assert_ne!(runner, driving, "a slow request ran on the thread driving the runtime");
+    }
+
+    #[test]
+    fn a_request_queued_behind_a_leader_waiting_for_its_body_spills_to_another_worker() {
+        let (pool, driver, ran) = leading_pool(4, SPILL_AFTER);
+        wait_for("the first worker to lead", || pool.leader() == "worker");
+        // Both arrive in one turn: the leader takes the first, which then
+        // waits 500 ms for its connection inside the runtime.
+        let sent = Instant::now();
+        send_from_the_runtime(&pool, &driver, &[2500, 7]);
+        assert_eq!(ran.recv_timeout(SOON).unwrap(), (2500, "w0".to_string()));
+        let (n, thread) = ran.recv_timeout(SOON).unwrap();
+        assert_eq!(n, 7);
+        assert_ne!(thread, "w0");
+        assert!(sent.elapsed() < Duration::from_millis(250), "waited {:?} behind the leader", sent.elapsed());
+    }
+
+    #[test]
+    fn close_reaches_the_leader() {
+        let (mut pool, _driver, _ran) = leading_pool(2, SPILL_AFTER);
+        wait_for("the first worker to lead", || pool.leader() == "worker");
+        pool.close();
+        wait_for("the leader to exit", || pool.live() == 0);
     }
 }

@@ -1,8 +1,10 @@
-//! Python worker threads fed through [`super::handoff`], started on demand up
-//! to the `threads` setting and ended after [`IDLE_TIMEOUT`] idle (one always
-//! stays). Each thread attaches to the interpreter once; it keeps the GIL from
-//! one queued request to the next and releases it only to sleep (or to wait
-//! for the connection); tokio tasks never touch the GIL.
+//! Python worker threads fed through [`crate::server::handoff`], started on
+//! demand up to the `threads` setting and ended after [`IDLE_TIMEOUT`] idle
+//! (one always stays). Each thread attaches to the interpreter once; it keeps
+//! the GIL from one queued request to the next and releases it only to drive
+//! the runtime (as the pool's leader, or while it waits for its connection)
+//! or to sleep. Tokio tasks never touch the GIL: a thread leaves the runtime
+//! before it runs Python.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
@@ -16,7 +18,8 @@ use super::environ::{self, RequestStreams};
 use super::errors::ErrorStream;
 use super::input::InputStream;
 use super::response::{run_app, Responder};
-use crate::server::handoff::{self, Job, Receiver, Sender, Take};
+use crate::server::driver::{self, Driver};
+use crate::server::handoff::{self, Job, Receiver, Sender, Spare, Take};
 use crate::server::request::{Output, Request, ResponseSink};
 use crate::server::Handler;
 
@@ -42,18 +45,26 @@ pub struct Pool {
 
 impl Pool {
     /// Start the first worker thread; the returned dispatcher feeds the pool,
-    /// which grows to at most `threads` (see [`handoff`]). The workers exit
-    /// when every dispatcher is dropped and the queue is empty.
+    /// which grows to at most `threads` (see [`handoff`]); idle workers lead
+    /// `driver`'s runtime. The spare must run on the serving thread
+    /// ([`Spare::run`]); the workers exit once it closes the pool and the
+    /// queue is empty.
     ///
-    /// Errors: the first worker or the spill thread could not be started.
-    pub fn start(ctx: Arc<AppContext>, threads: usize) -> std::io::Result<(Pool, Dispatcher)> {
+    /// Errors: the first worker could not be started.
+    pub fn start(
+        ctx: Arc<AppContext>,
+        threads: usize,
+        driver: Arc<Driver>,
+    ) -> std::io::Result<(Pool, Dispatcher, Spare<Request>)> {
         let handles: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let started = handles.clone();
+        let runtime = driver.clone();
         let spawn: handoff::Spawn<Request> = Box::new(move |rx: Receiver<Request>| {
-            let ctx = ctx.clone();
+            let (ctx, driver) = (ctx.clone(), runtime.clone());
             let n = rx.id();
-            let thread =
-                std::thread::Builder::new().name(format!("oxfcgi-worker-{n}")).spawn(move || worker(ctx, rx, n))?;
+            let thread = std::thread::Builder::new()
+                .name(format!("oxfcgi-worker-{n}"))
+                .spawn(move || worker(ctx, rx, n, driver))?;
             let mut threads = started.lock().unwrap_or_else(|e| e.into_inner());
             let (done, running): (Vec<_>, Vec<_>) = threads.drain(..).partition(|t| t.is_finished());
             *threads = running;
@@ -63,12 +74,12 @@ impl Pool {
             }
             Ok(())
         });
-        let tx = handoff::channel(threads.max(1), IDLE_TIMEOUT, spawn)?;
-        Ok((Pool { threads: handles }, Dispatcher { tx }))
+        let (tx, spare) = handoff::channel(threads.max(1), IDLE_TIMEOUT, Some(driver), spawn)?;
+        Ok((Pool { threads: handles }, Dispatcher { tx }, spare))
     }
 
     /// Wait for the workers to finish (call without holding the GIL, after
-    /// every dispatcher is dropped, so no thread starts any more), at most
+    /// the spare has closed the pool, so no thread starts any more), at most
     /// `timeout`. Returns how many were still busy.
     pub fn join(self, timeout: Duration) -> usize {
         let deadline = Instant::now() + timeout;
@@ -88,34 +99,77 @@ impl Pool {
     }
 }
 
-fn worker(ctx: Arc<AppContext>, rx: Receiver<Request>, n: usize) {
+fn worker(ctx: Arc<AppContext>, rx: Receiver<Request>, n: usize, runtime: Arc<Driver>) {
     // SAFETY: pthread_self has no preconditions.
     let thread_id = unsafe { libc::pthread_self() } as u64;
+    // Waiting for its connection (input, room for output), it drives the runtime.
+    driver::thread::set(Some(runtime));
     // A thread started for a waiting request gets it before attaching.
     let mut first = rx.first();
     Python::attach(|py| {
+        // The last request's end, sent once this thread has taken its next
+        // step (it may have become the leader, so nobody drives: see `send_end`).
+        let mut end: Option<EndGuard> = None;
         loop {
-            // A request already queued is taken with the GIL held; only an
-            // idle worker releases it, to sleep.
+            // A request already queued is taken with the GIL held; an idle
+            // worker releases it to lead the runtime or to sleep.
             let job = match first.take() {
                 Some(job) => job,
                 None => match rx.try_take() {
-                    Take::Job(job) => job,
-                    Take::Idle => py.detach(|| rx.wait()),
+                    Take::Job(job) => {
+                        send_end(py, end.take());
+                        job
+                    }
+                    Take::Lead => {
+                        send_end(py, end.take());
+                        py.detach(|| rx.lead())
+                    }
+                    Take::Idle => {
+                        send_end(py, end.take());
+                        py.detach(|| rx.wait())
+                    }
                 },
             };
             let Job::Run(request) = job else { break };
             let id = request.request_id;
-            if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| handle(py, &ctx, request, n, thread_id))) {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned());
-                tracing::error!("internal error while serving request {id}: {}", what.unwrap_or_default());
+            match std::panic::catch_unwind(AssertUnwindSafe(|| handle(py, &ctx, request, n, thread_id))) {
+                Ok(last) => end = last,
+                Err(panic) => {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned());
+                    tracing::error!("internal error while serving request {id}: {}", what.unwrap_or_default());
+                }
             }
         }
+        send_end(py, end.take());
         environ::forget_thread_caches(py);
     });
+    driver::thread::set(None);
+}
+
+/// Send a request's end: parked in the driver's outbox while nobody drives
+/// the runtime (the next thread to drive sends it, without waking anyone);
+/// else at once, without releasing the GIL when the connection has room, or
+/// releasing it while the end waits.
+fn send_end(py: Python<'_>, end: Option<EndGuard>) {
+    let Some(mut end) = end else { return };
+    let Some(driver) = driver::thread::current() else {
+        if let Some(waiting) = end.try_finish() {
+            py.detach(move || drop(waiting));
+        }
+        return;
+    };
+    let kind = end.end();
+    end.sent = true;
+    for (sink, kind) in driver.defer(end.sink.clone(), kind) {
+        if let Err(Ok(kind)) = sink.try_send(kind) {
+            py.detach(|| {
+                let _ = sink.blocking_send(kind);
+            });
+        }
+    }
 }
 
 /// Sends FCGI_END_REQUEST when dropped, so that no path (not even a panic)
@@ -246,11 +300,13 @@ impl Drop for Activity<'_, '_> {
     }
 }
 
-fn handle(py: Python<'_>, ctx: &AppContext, request: Request, n: usize, thread_id: u64) {
+/// Run one request. Returns its end (FCGI_END_REQUEST, with the body's last
+/// bytes), not yet sent: the caller sends it. None when it never started.
+fn handle(py: Python<'_>, ctx: &AppContext, request: Request, n: usize, thread_id: u64) -> Option<EndGuard> {
     let Request { request_id, role, params, stdin, data, sink, control, permit } = request;
     if !control.start() {
         // Aborted while queued: the connection has answered already.
-        return;
+        return None;
     }
     let mut end = EndGuard { sink: sink.clone(), app_status: 1, tail: None, sent: false };
     let what = Label::new(request_id, &params);
@@ -265,7 +321,7 @@ fn handle(py: Python<'_>, ctx: &AppContext, request: Request, n: usize, thread_i
         Ok(errors) => errors,
         Err(e) => {
             e.print(py);
-            return;
+            return Some(end);
         }
     };
     let responder = Arc::new(Responder::new(sink, control, what.route()));
@@ -291,9 +347,5 @@ fn handle(py: Python<'_>, ctx: &AppContext, request: Request, n: usize, thread_i
     // Free the in-flight slot first: once END_REQUEST is out, the web server
     // may send the next request at once and must find the slot free.
     drop(permit);
-    // FCGI_END_REQUEST without releasing the GIL when the connection has room;
-    // otherwise release it while the end waits.
-    if let Some(waiting) = end.try_finish() {
-        py.detach(move || drop(waiting));
-    }
+    Some(end)
 }

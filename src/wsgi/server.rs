@@ -16,6 +16,7 @@ use super::pool::Pool;
 use super::scoreboard::Scoreboard;
 use super::settings::{self, AppSettings};
 use crate::asgi::bridge::{AsgiDispatcher, Bridge, BridgeInner, Serving};
+use crate::server::driver::Driver;
 use crate::server::shutdown::{StopHandle, StopReason};
 use crate::server::{self as engine, Config};
 
@@ -218,14 +219,25 @@ impl Server {
             running: (0..s.threads).map(|_| Mutex::new(None)).collect(),
         });
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(ctx.clone());
-        let (pool, dispatcher) = Pool::start(ctx, s.threads).map_err(EngineError::from)?;
+        let driver = Driver::new().map_err(EngineError::from)?;
+        let (pool, dispatcher, spare) = Pool::start(ctx, s.threads, driver.clone()).map_err(EngineError::from)?;
         let options = self.options();
         let config = self.config.clone();
-        let served = py.detach(move || engine::serve(config, bound, Arc::new(dispatcher), options));
+        // This thread is the pool's spare: it drives the runtime only while
+        // the worker leading it runs a long request (server::handoff).
+        let served = py.detach(move || {
+            let serving = engine::start(config, bound, Arc::new(dispatcher), options, driver, Some(spare.finisher()));
+            if serving.is_ok() {
+                spare.run();
+            }
+            // Idle workers exit now, the leader leaves the runtime; queued
+            // requests still run.
+            spare.close();
+            serving.and_then(|serving| serving.finish())
+        });
         self.current.lock().unwrap_or_else(|e| e.into_inner()).take();
-        // Every dispatcher is gone with the runtime: idle workers exit at
-        // once. One still inside the application after graceful_timeout
-        // cannot be interrupted; do not wait for it.
+        // One still inside the application after graceful_timeout cannot be
+        // interrupted; do not wait for it.
         let busy = py.detach(|| pool.join(Duration::from_millis(500)));
         if busy > 0 {
             tracing::warn!("{busy} worker thread(s) still running application code; not waiting for them");
