@@ -318,6 +318,7 @@ pub fn start(
             let reason = tokio::select! {
                 reason = run(bound, shared, &stop, graceful_timeout, &tracker) => reason,
                 _ = forward => unreachable!("forwarding signals never ends"),
+                _ = tick() => unreachable!("the tick never ends"),
             };
             *result.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
             done.cancel();
@@ -329,6 +330,21 @@ pub fn start(
     driver.spawn(task);
     Ok(Serving { driver, shared, done, result, tracker, _signals: signals })
 }
+
+/// A timer that fires every [`TICK`] and does nothing else. tokio's timer
+/// wheel wakes its own driver (an eventfd write and one more turn of the
+/// loop) whenever a new timer is due before the earliest one it knew of when
+/// it last parked; with no timer armed, that is every new connection's first
+/// deadline. With this one always due within a second, the connections'
+/// deadlines (a second or more, by default) never do. Costs one wake-up a
+/// second.
+async fn tick() {
+    loop {
+        tokio::time::sleep(TICK).await;
+    }
+}
+
+const TICK: Duration = Duration::from_secs(1);
 
 /// How long connections still open when serving ends get to close.
 const KILL_WAIT: Duration = Duration::from_secs(1);
