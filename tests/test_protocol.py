@@ -454,6 +454,53 @@ def test_without_keep_conn_server_closes(server):
             pass
 
 
+def peer_gone(conn: Connection) -> bool:
+    """Whether the server has closed its socket for good (a write finds no reader: EPIPE on a
+    Unix socket); False while it still reads (a lingering half-close)."""
+    try:
+        conn.sock.send(encode_record(FCGI_STDIN, 1))
+    except (BrokenPipeError, ConnectionResetError):
+        return True
+    return False
+
+
+def test_a_request_read_whole_closes_at_once(server):
+    """Without FCGI_KEEP_CONN, once the whole request was read and nothing more is waiting, the
+    close cannot become a reset: the server closes at once (as uWSGI does) instead of
+    half-closing and waiting up to 2 s for the web server's EOF."""
+    with server.connect(timeout=5) as conn:
+        # In one write, as nginx and Apache send a request without a body: nothing is left to
+        # arrive once the app answers.
+        begin = FCGI_RESPONDER.to_bytes(2, "big") + bytes(6)
+        params = encode_params(cgi_params("GET", "/hello"))
+        conn.send(
+            encode_record(FCGI_BEGIN_REQUEST, 1, begin)
+            + encode_record(FCGI_PARAMS, 1, params)
+            + encode_record(FCGI_PARAMS, 1)
+            + encode_record(FCGI_STDIN, 1)
+        )
+        resp = conn.read_response(1)
+        assert resp.body == b"hello"
+        assert conn.read_record() is None
+        assert wait_for(lambda: peer_gone(conn), timeout=0.5), "the server is still reading"
+
+
+def test_a_request_answered_before_its_body_ended_lingers_for_the_rest(server):
+    """The app answers without reading the body, whose end is still on its way: the server
+    half-closes and keeps reading what the web server still sends (until its EOF, at most
+    2 s), so that input arriving after the close cannot reset the connection and destroy the
+    response before the web server reads it (php-fpm and flup linger the same way)."""
+    with server.connect(timeout=5) as conn:
+        start_request(conn, 1, "/hello", keep_conn=False, body=b"x" * 5, end_stdin=False)
+        resp = conn.read_response(1)
+        assert resp.body == b"hello"
+        assert conn.read_record() is None, "no half-close"
+        time.sleep(0.2)
+        conn.send(encode_record(FCGI_STDIN, 1, b"rest of the body"))
+        time.sleep(0.2)
+        assert not peer_gone(conn), "closed while the body was still arriving"
+
+
 # --- PARAMS as a stream (§3.4, §5.2, Appendix B example 2) --------------------------------
 
 SPLIT_PARAMS = {

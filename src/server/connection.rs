@@ -183,6 +183,9 @@ struct Conn {
     /// The next record is a FCGI_BEGIN_REQUEST that waits for the current
     /// request to end (see `next_begin_must_wait`); nothing more is read.
     held: bool,
+    /// A request ended before all of its input arrived (the peer may still
+    /// be sending it): closing must wait for the peer (lingering close).
+    input_left: bool,
     /// The server is shutting down: close once nothing is active.
     draining: bool,
     /// When bytes last arrived (for `read_timeout`).
@@ -207,6 +210,42 @@ struct Conn {
     ticket: super::ConnTicket,
 }
 
+/// The read side of a connection, asked whether the peer has sent bytes we
+/// have not read.
+pub(crate) trait Unread {
+    /// True when nothing is waiting in the socket's receive buffer (or the
+    /// peer has closed): a non-blocking look, which consumes nothing. False
+    /// when bytes wait or it cannot tell.
+    fn nothing_unread(&self) -> bool;
+}
+
+/// `recv(MSG_PEEK | MSG_DONTWAIT)` of one byte: EAGAIN or EOF means nothing unread.
+fn socket_has_nothing_unread(fd: std::os::fd::RawFd) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: reads at most one byte into a local; MSG_PEEK consumes nothing.
+    let n = unsafe { libc::recv(fd, (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+    n == 0 || (n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock)
+}
+
+impl Unread for tokio::net::unix::OwnedReadHalf {
+    fn nothing_unread(&self) -> bool {
+        socket_has_nothing_unread(std::os::fd::AsRawFd::as_raw_fd(AsRef::<tokio::net::UnixStream>::as_ref(self)))
+    }
+}
+
+impl Unread for tokio::net::tcp::OwnedReadHalf {
+    fn nothing_unread(&self) -> bool {
+        socket_has_nothing_unread(std::os::fd::AsRawFd::as_raw_fd(AsRef::<tokio::net::TcpStream>::as_ref(self)))
+    }
+}
+
+/// In-memory pipes (unit tests, the fuzzing harness) cannot tell: they linger.
+impl<T> Unread for tokio::io::ReadHalf<T> {
+    fn nothing_unread(&self) -> bool {
+        false
+    }
+}
+
 /// Serve one accepted connection until it closes.
 pub(crate) async fn serve_connection<R, W>(
     mut rd: R,
@@ -216,7 +255,7 @@ pub(crate) async fn serve_connection<R, W>(
     shutdown: CancellationToken,
     ticket: super::ConnTicket,
 ) where
-    R: AsyncRead + Unpin,
+    R: AsyncRead + Unread + Unpin,
     W: AsyncWrite + Unpin,
 {
     let (out_tx, mut out_rx) = mpsc::channel(OUTPUT_QUEUE_MESSAGES);
@@ -242,6 +281,7 @@ pub(crate) async fn serve_connection<R, W>(
         close_when_idle: false,
         read_closed: false,
         held: false,
+        input_left: false,
         draining: false,
         ticket,
     };
@@ -349,10 +389,16 @@ pub(crate) async fn serve_connection<R, W>(
         }
     };
     conn.abort_all();
-    if graceful && !conn.read_closed {
-        // Half-close, then wait briefly for the peer's EOF, so that unread
-        // input in our receive buffer does not turn our close into a reset
-        // that could destroy the response before the peer reads it.
+    // Closing with unread input in our receive buffer turns the close into a
+    // reset, which can destroy the response before the peer reads it. When
+    // every request's input arrived whole and nothing more is buffered (the
+    // web server sends nothing after a request without FCGI_KEEP_CONN), the
+    // close is a plain FIN: close at once, as uWSGI does, rather than wait for
+    // the peer's EOF (one more wake-up per connection).
+    let nothing_unread = !conn.input_left && conn.rbuf.is_empty() && rd.nothing_unread();
+    if graceful && !conn.read_closed && !nothing_unread {
+        // Half-close, then wait briefly for the peer's EOF (php-fpm and flup
+        // do the same).
         let _ = wr.shutdown().await;
         let wait = if conn.draining { CLOSE_DRAIN_SHUTDOWN } else { CLOSE_DRAIN };
         let sink = &mut conn.rbuf;
@@ -888,6 +934,7 @@ impl Conn {
         if self.pending.as_ref().is_some_and(|p| p.key == req.key) {
             self.pending = None;
         }
+        self.input_left |= req.expects_input();
         if self.requests.is_empty() {
             self.head_since = Instant::now();
         }
