@@ -120,6 +120,10 @@ impl ParamsCollector {
 /// (`include fastcgi_params;` then `fastcgi_param SCRIPT_NAME …;`): the last
 /// value wins, as in php-fpm.
 pub fn merge_duplicates(pairs: Vec<(Bytes, Bytes)>) -> Vec<(Bytes, Bytes)> {
+    if pairs.len() <= LINEAR_MERGE && !repeats_a_fingerprint(&pairs) {
+        // No two names alike (the usual case): nothing to merge, nothing to copy.
+        return pairs;
+    }
     let mut out: Vec<(Bytes, Bytes)> = Vec::with_capacity(pairs.len());
     if pairs.len() <= LINEAR_MERGE {
         // Params are usually few (nginx sends tens): a scan beats hashing. Names are
@@ -149,6 +153,30 @@ pub fn merge_duplicates(pairs: Vec<(Bytes, Bytes)>) -> Vec<(Bytes, Bytes)> {
         }
     }
     out
+}
+
+/// Whether two of at most [`LINEAR_MERGE`] names have the same [`fingerprint`]
+/// (every repeated name does; a false alarm only costs the full merge): an
+/// open-addressing table twice that size, on the stack.
+fn repeats_a_fingerprint(pairs: &[(Bytes, Bytes)]) -> bool {
+    const SLOTS: usize = LINEAR_MERGE * 2;
+    // A print with the top bit set is never 0, the empty slot.
+    let mut table = [0u64; SLOTS];
+    for (name, _) in pairs {
+        let print = fingerprint(name) | 1 << 63;
+        let mut slot = (print.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 57) as usize % SLOTS;
+        loop {
+            match table[slot] {
+                0 => {
+                    table[slot] = print;
+                    break;
+                }
+                seen if seen == print => return true,
+                _ => slot = (slot + 1) % SLOTS,
+            }
+        }
+    }
+    false
 }
 
 /// The length and the last (up to) eight bytes of a name: equal names have equal prints.
@@ -249,7 +277,34 @@ mod tests {
         );
     }
 
+    /// What merging means, written plainly (no fingerprints, no fast path).
+    fn merged_naively(pairs: &[(Bytes, Bytes)]) -> Vec<(Bytes, Bytes)> {
+        let mut out: Vec<(Bytes, Bytes)> = Vec::new();
+        for (name, value) in pairs {
+            match out.iter_mut().find(|(n, _)| n == name) {
+                None => out.push((name.clone(), value.clone())),
+                Some(entry) => merge_into(entry, value.clone()),
+            }
+        }
+        out
+    }
+
     proptest! {
+        /// Names from a tiny alphabet, so that repeats are common (`HTTP_`
+        /// ones too, which are joined), with an optional first byte over a
+        /// shared tail, so that different names often share a fingerprint.
+        #[test]
+        fn merging_matches_the_plain_definition(
+            names in proptest::collection::vec(("[AB]?", "(HTTP_)?[XY]{0,9}"), 0..80),
+        ) {
+            let pairs: Vec<(Bytes, Bytes)> = names
+                .iter()
+                .enumerate()
+                .map(|(i, (first, rest))| (Bytes::from(format!("{first}{rest}")), Bytes::from(i.to_string())))
+                .collect();
+            prop_assert_eq!(merge_duplicates(pairs.clone()), merged_naively(&pairs));
+        }
+
         #[test]
         fn round_trip_any_split(
             pairs in proptest::collection::vec(
