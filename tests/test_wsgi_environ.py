@@ -95,6 +95,21 @@ def test_params_are_latin1_str(env_server):
     assert env["HTTP_X_UTF8"] == "\xc3\xa9"  # UTF-8 bytes, each as one latin-1 character
 
 
+def test_values_that_repeat_and_values_that_change_at_one_position(start_server):
+    """Each thread reuses the string it made for a param value while the next request sends
+    the same bytes at the same position; whatever repeats, changes, comes back or changes every
+    time (which refreshes the kept string after 1, 2, 4, … misses), every request sees exactly
+    what it was sent. One thread, so that every request goes through the same cache."""
+    server = start_server(APP, "--threads", "1")
+    sent = ["a", "a", "b", "b", "a", "caf\xe9", "caf\xe9", "x" * 300, "x" * 300, ""]
+    sent += [f"v{i}" for i in range(40)] + ["v39", "v39", "a", "a"]
+    with server.connect() as conn:
+        for value in sent:
+            resp = conn.request("GET", "/", params=params(X_VAL=value, SERVER_NAME=f"host-{value[:4]}"), keep_conn=True)
+            seen = report(resp)["environ"]
+            assert (seen["X_VAL"], seen["SERVER_NAME"]) == (value, f"host-{value[:4]}")
+
+
 def test_params_split_across_records_one_byte_each(env_server):
     """PARAMS is a stream: pairs split over records must not corrupt the environ (flup bug)."""
     pairs = params(HTTP_X_LONG="L" * 300, HTTP_X_SHORT="s")

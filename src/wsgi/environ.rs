@@ -61,7 +61,20 @@ thread_local! {
     static BY_POSITION: RefCell<Vec<KeySlot>> = const { RefCell::new(Vec::new()) };
     /// The keys every environ of this thread starts with (see [`template`]).
     static TEMPLATE: RefCell<Option<Py<PyDict>>> = const { RefCell::new(None) };
+    /// The value last made at each position of the params (see [`value`]).
+    static VALUES: RefCell<Vec<Option<ValueSlot>>> = const { RefCell::new(Vec::new()) };
 }
+
+/// A param value's bytes and the string made of them.
+struct ValueSlot {
+    bytes: Box<[u8]>,
+    string: Py<PyString>,
+    /// Requests in a row whose value here was different.
+    misses: u32,
+}
+
+/// Values longer than this are made afresh every time (cookies, long URLs).
+const VALUE_CACHE_MAX: usize = 256;
 
 /// Drop this thread's caches (call with the GIL held before the thread
 /// exits): the strings and the template are released now rather than by
@@ -71,6 +84,7 @@ pub fn forget_thread_caches(_py: Python<'_>) {
     let _ = KEYS.try_with(|keys| keys.take());
     let _ = BY_POSITION.try_with(|slots| slots.take());
     let _ = TEMPLATE.try_with(|t| t.take());
+    let _ = VALUES.try_with(|slots| slots.take());
 }
 
 /// The `wsgi.*` keys that are the same for every request of this server: a
@@ -139,6 +153,42 @@ fn key_from_map<'py>(py: Python<'py>, name: &[u8]) -> PyResult<Bound<'py, PyStri
     Ok(made)
 }
 
+/// The environ value (a latin-1 `str`, see [`latin1`]) for the param at
+/// `position`. Most values are the same on every request (the server's name,
+/// port and protocol, the client's Host and User-Agent), and a `str` is
+/// immutable: each worker thread keeps the string last made at each position
+/// and gives it again while the bytes are the same. A position whose value
+/// keeps changing (REMOTE_PORT, REQUEST_URI) is refreshed after 1, 2, 4, 8, …
+/// misses in a row, so it costs a comparison, not a copy.
+fn value<'py>(py: Python<'py>, position: usize, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> {
+    if position >= KEY_CACHE_LIMIT || bytes.len() > VALUE_CACHE_MAX {
+        return latin1(py, bytes);
+    }
+    VALUES.with(|cell| {
+        let mut slots = cell.borrow_mut();
+        if slots.len() <= position {
+            slots.resize_with(position + 1, || None);
+        }
+        let misses = match &mut slots[position] {
+            Some(slot) if *slot.bytes == *bytes => {
+                slot.misses = 0;
+                return Ok(slot.string.bind(py).clone());
+            }
+            Some(slot) => {
+                slot.misses = slot.misses.saturating_add(1);
+                if !slot.misses.is_power_of_two() {
+                    return latin1(py, bytes);
+                }
+                slot.misses
+            }
+            None => 0,
+        };
+        let made = latin1(py, bytes)?;
+        slots[position] = Some(ValueSlot { bytes: bytes.into(), string: made.clone().unbind(), misses });
+        Ok(made)
+    })
+}
+
 /// Log the configuration warnings of [`cgi::sanitize`] (each kind once per process).
 pub(crate) fn log_warnings(py: Python<'_>, warnings: Vec<cgi::Warning>) {
     for warning in warnings {
@@ -182,7 +232,7 @@ pub fn build<'py>(
     let mut shadowed = false;
     for (position, (name, value)) in params.iter().enumerate() {
         shadowed |= name.starts_with(b"wsgi.") || name.starts_with(b"fcgi.");
-        environ.set_item(key(py, position, name)?, latin1(py, value)?)?;
+        environ.set_item(key(py, position, name)?, self::value(py, position, value)?)?;
     }
     if let Some(base) = &ctx.base_environ {
         environ.update(base.bind(py).as_mapping())?;
