@@ -18,7 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::loglimit::{self, LogLimit};
 use super::request::{
-    InputQueue, InputSender, OutMessage, Output, Request, RequestControl, ResponseSink, OUTPUT_QUEUE_MESSAGES,
+    InputQueue, InputSender, OutMessage, Output, Request, RequestControl, RequestLine, ResponseSink,
+    OUTPUT_QUEUE_MESSAGES,
 };
 use super::Shared;
 use crate::protocol::management::{put_end_request, put_get_values_result, put_unknown_type, BeginRequest};
@@ -67,11 +68,10 @@ struct ActiveRequest {
     stderr_sent: bool,
     /// When its FCGI_BEGIN_REQUEST arrived (for `params_timeout`).
     began: Instant,
-    /// `REQUEST_METHOD` and `REQUEST_URI` (or `SCRIPT_NAME`+`PATH_INFO`), for log lines.
-    method: Option<Bytes>,
-    target: Option<Bytes>,
-    /// A valid `CONTENT_LENGTH`, and the FCGI_STDIN bytes received, to notice a mismatch.
-    content_length: Option<u64>,
+    /// The method and target (log lines) and `CONTENT_LENGTH`, once its
+    /// params are complete; with the FCGI_STDIN bytes received, a mismatch
+    /// with the announced length is noticed.
+    line: Option<RequestLine>,
     stdin_bytes: u64,
 }
 
@@ -88,10 +88,11 @@ impl ActiveRequest {
 
     /// "request 1 (GET /path)".
     fn describe(&self) -> String {
-        let text = |b: &Option<Bytes>| b.as_deref().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
-        match &self.method {
-            Some(_) => format!("request {} ({} {})", self.request_id, text(&self.method), text(&self.target)),
-            None => format!("request {}", self.request_id),
+        match &self.line {
+            Some(line) if line.method.is_some() => {
+                format!("request {} ({} {})", self.request_id, line.method_text(), line.target())
+            }
+            _ => format!("request {}", self.request_id),
         }
     }
 }
@@ -140,26 +141,6 @@ const OVERLOADED_RESPONSE: &[u8] = b"Status: 503 Service Unavailable\r\nRetry-Af
 /// What a request ended by `request_terminate_timeout` gets when the
 /// application had not started its response.
 const TERMINATED_RESPONSE: &[u8] = b"Status: 504 Gateway Timeout\r\nContent-Type: text/plain\r\nContent-Length: 56\r\n\r\nThe application took too long to answer; it was stopped.";
-
-/// `REQUEST_METHOD` and the request's target (`REQUEST_URI`, else
-/// `SCRIPT_NAME` + `PATH_INFO`), for log lines; references, not copies.
-fn request_line(params: &[(Bytes, Bytes)]) -> (Option<Bytes>, Option<Bytes>) {
-    let (mut method, mut uri, mut script, mut path) = (None, None, None, None);
-    for (name, value) in params {
-        match &name[..] {
-            b"REQUEST_METHOD" => method = Some(value.clone()),
-            b"REQUEST_URI" => uri = Some(value.clone()),
-            b"SCRIPT_NAME" => script = Some(value.clone()),
-            b"PATH_INFO" => path = Some(value.clone()),
-            _ => {}
-        }
-    }
-    let target = uri.or_else(|| match (script, path) {
-        (None, None) => None,
-        (s, p) => Some(Bytes::from([s.unwrap_or_default(), p.unwrap_or_default()].concat())),
-    });
-    (method, target)
-}
 
 /// An input chunk waiting for room in its request's queue.
 struct Pending {
@@ -292,6 +273,13 @@ pub(crate) async fn serve_connection<R, W>(
     let timer = sleep_until(now);
     tokio::pin!(timer);
     let mut timer_at: Option<Instant> = None;
+    // Likewise one waiter per token for the connection's life (a new one per
+    // turn joined and left each token's waiter list: 1.1k instructions per
+    // request). Each is polled no more once it has fired.
+    let stopping = shutdown.cancelled();
+    let killed = kill.cancelled();
+    let evicted = evict.cancelled();
+    tokio::pin!(stopping, killed, evicted);
     let graceful = loop {
         // The current request ended: take the one that waited.
         if conn.held && conn.requests.is_empty() {
@@ -375,12 +363,12 @@ pub(crate) async fn serve_connection<R, W>(
                     conn.on_eof();
                 }
             },
-            _ = shutdown.cancelled(), if !conn.draining => conn.draining = true,
-            _ = kill.cancelled() => {
+            _ = &mut stopping, if !conn.draining => conn.draining = true,
+            _ = &mut killed => {
                 tracing::debug!("{}: closed: the server has stopped", conn.peer);
                 break false;
             },
-            _ = evict.cancelled(), if conn.marked_idle => {
+            _ = &mut evicted, if conn.marked_idle => {
                 // Nothing of ours is in flight on it: close at once (no
                 // lingering half-close), so its slot is free now.
                 tracing::debug!("{}: closed to make room for a new connection (max_conns)", conn.peer);
@@ -686,9 +674,7 @@ impl Conn {
             stdout_sent: false,
             stderr_sent: false,
             began: self.partial_since.unwrap_or_else(Instant::now),
-            method: None,
-            target: None,
-            content_length: None,
+            line: None,
             stdin_bytes: 0,
         });
         Ok(())
@@ -744,11 +730,7 @@ impl Conn {
             return Ok(());
         }
         let req = &mut self.requests[i];
-        (req.method, req.target) = request_line(&params);
-        req.content_length = params
-            .iter()
-            .find(|(n, _)| n == "CONTENT_LENGTH".as_bytes())
-            .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse().ok());
+        req.line = Some(RequestLine::of(&params));
         req.phase = Phase::Ready(params);
         let key = req.key;
         self.served += 1;
@@ -813,6 +795,7 @@ impl Conn {
             request_id: req.request_id,
             role: req.role,
             params,
+            line: req.line.clone().unwrap_or_default(),
             stdin,
             data: req.data.take(),
             sink: ResponseSink::new(self.out_tx.clone(), key),
@@ -834,14 +817,15 @@ impl Conn {
         }
         if stream == Stream::Stdin && req.stdin_tx.is_some() {
             req.stdin_bytes += content.len() as u64;
-            if content.is_empty() && req.content_length.is_some_and(|n| n != req.stdin_bytes) {
+            let announced = req.line.as_ref().and_then(|line| line.content_length);
+            if content.is_empty() && announced.is_some_and(|n| n != req.stdin_bytes) {
                 crate::log_limited!(
                     warn,
                     LENGTH_MISMATCHES,
                     "{}: {}: CONTENT_LENGTH says {} bytes, but the body (FCGI_STDIN) had {}",
                     self.peer,
                     req.describe(),
-                    req.content_length.unwrap_or_default(),
+                    announced.unwrap_or_default(),
                     req.stdin_bytes
                 );
             }

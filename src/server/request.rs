@@ -17,6 +17,56 @@ pub trait Handler: Send + Sync + 'static {
     fn dispatch(&self, request: Request);
 }
 
+/// The few params the engine itself reads (log lines, the body's announced
+/// length), found in one pass over the params.
+#[derive(Debug, Clone, Default)]
+pub struct RequestLine {
+    pub method: Option<Bytes>,
+    pub uri: Option<Bytes>,
+    pub script_name: Option<Bytes>,
+    pub path_info: Option<Bytes>,
+    /// `CONTENT_LENGTH`, when it is a number.
+    pub content_length: Option<u64>,
+}
+
+impl RequestLine {
+    /// `REQUEST_METHOD`, `REQUEST_URI`, `SCRIPT_NAME`, `PATH_INFO` and
+    /// `CONTENT_LENGTH` of `params` (references to their bytes, not copies).
+    pub fn of(params: &[(Bytes, Bytes)]) -> RequestLine {
+        let mut line = RequestLine::default();
+        for (name, value) in params {
+            let slot = match &name[..] {
+                b"REQUEST_METHOD" => &mut line.method,
+                b"REQUEST_URI" => &mut line.uri,
+                b"SCRIPT_NAME" => &mut line.script_name,
+                b"PATH_INFO" => &mut line.path_info,
+                b"CONTENT_LENGTH" => {
+                    line.content_length = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
+                    continue;
+                }
+                _ => continue,
+            };
+            *slot = Some(value.clone());
+        }
+        line
+    }
+
+    /// The request's target for log lines: `REQUEST_URI`, else
+    /// `SCRIPT_NAME` + `PATH_INFO`.
+    pub fn target(&self) -> String {
+        let text = |b: &Option<Bytes>| b.as_deref().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
+        match &self.uri {
+            Some(_) => text(&self.uri),
+            None => text(&self.script_name) + &text(&self.path_info),
+        }
+    }
+
+    /// `REQUEST_METHOD` for log lines (`?` when absent).
+    pub fn method_text(&self) -> String {
+        self.method.as_deref().map_or_else(|| "?".into(), |m| String::from_utf8_lossy(m).into_owned())
+    }
+}
+
 /// One request whose params are complete, ready to run.
 pub struct Request {
     /// The request id the web server chose (for log lines).
@@ -24,6 +74,8 @@ pub struct Request {
     pub role: Role,
     /// Name-value pairs from FCGI_PARAMS, duplicates already merged.
     pub params: Vec<(Bytes, Bytes)>,
+    /// What the engine read of them.
+    pub line: RequestLine,
     /// The FCGI_STDIN stream (empty and already ended for AUTHORIZER).
     pub stdin: InputQueue,
     /// The FCGI_DATA stream, for the FILTER role only.

@@ -20,7 +20,7 @@ use super::input::InputStream;
 use super::response::{run_app, Responder};
 use crate::server::driver::{self, Driver};
 use crate::server::handoff::{self, Job, Receiver, Sender, Spare, Take};
-use crate::server::request::{Output, Request, ResponseSink};
+use crate::server::request::{Output, Request, RequestLine, ResponseSink};
 use crate::server::Handler;
 
 /// How long a worker thread beyond the first stays idle before it exits:
@@ -226,42 +226,19 @@ impl Drop for EndGuard {
 /// "request 1 (GET /path)", for log lines; formatted only when used.
 pub struct Label {
     id: u16,
-    method: Option<bytes::Bytes>,
-    uri: Option<bytes::Bytes>,
-    script_name: Option<bytes::Bytes>,
-    path_info: Option<bytes::Bytes>,
-}
-
-impl Label {
-    fn new(id: u16, params: &[(bytes::Bytes, bytes::Bytes)]) -> Self {
-        let get = |name: &str| params.iter().find(|(n, _)| n == name.as_bytes()).map(|(_, v)| v.clone());
-        Label {
-            id,
-            method: get("REQUEST_METHOD"),
-            uri: get("REQUEST_URI"),
-            script_name: get("SCRIPT_NAME"),
-            path_info: get("PATH_INFO"),
-        }
-    }
+    line: RequestLine,
 }
 
 impl Label {
     /// SCRIPT_NAME and PATH_INFO, as the web server sent them.
     fn route(&self) -> (Option<bytes::Bytes>, Option<bytes::Bytes>) {
-        (self.script_name.clone(), self.path_info.clone())
+        (self.line.script_name.clone(), self.line.path_info.clone())
     }
 }
 
 impl std::fmt::Display for Label {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let text =
-            |b: &Option<bytes::Bytes>| b.as_deref().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
-        let target = match &self.uri {
-            Some(_) => text(&self.uri),
-            None => text(&self.script_name) + &text(&self.path_info),
-        };
-        let method = self.method.as_ref().map_or_else(|| "?".to_string(), |_| text(&self.method));
-        write!(f, "request {} ({method} {target})", self.id)
+        write!(f, "request {} ({} {})", self.id, self.line.method_text(), self.line.target())
     }
 }
 
@@ -303,13 +280,13 @@ impl Drop for Activity<'_, '_> {
 /// Run one request. Returns its end (FCGI_END_REQUEST, with the body's last
 /// bytes), not yet sent: the caller sends it. None when it never started.
 fn handle(py: Python<'_>, ctx: &AppContext, request: Request, n: usize, thread_id: u64) -> Option<EndGuard> {
-    let Request { request_id, role, params, stdin, data, sink, control, permit } = request;
+    let Request { request_id, role, params, line, stdin, data, sink, control, permit } = request;
     if !control.start() {
         // Aborted while queued: the connection has answered already.
         return None;
     }
     let mut end = EndGuard { sink: sink.clone(), app_status: 1, tail: None, sent: false };
-    let what = Label::new(request_id, &params);
+    let what = Label { id: request_id, line };
     let activity = Activity::start(py, ctx, n, |started| Running {
         started,
         what: what.to_string(),
