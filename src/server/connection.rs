@@ -191,13 +191,18 @@ struct Conn {
     ticket: super::ConnTicket,
 }
 
-/// The read side of a connection, asked whether the peer has sent bytes we
-/// have not read.
+/// The read side of a connection, looked at directly (without the runtime's
+/// readiness): what the peer has sent that we have not read.
 pub(crate) trait Unread {
     /// True when nothing is waiting in the socket's receive buffer (or the
     /// peer has closed): a non-blocking look, which consumes nothing. False
     /// when bytes wait or it cannot tell.
     fn nothing_unread(&self) -> bool;
+
+    /// Read what is already waiting into `buf`'s spare capacity, without
+    /// waiting: `Some(Ok(0))` at EOF, `Some(Err(WouldBlock))` when nothing is
+    /// there, `None` when it cannot read directly.
+    fn read_now(&self, buf: &mut BytesMut) -> Option<std::io::Result<usize>>;
 }
 
 /// `recv(MSG_PEEK | MSG_DONTWAIT)` of one byte: EAGAIN or EOF means nothing unread.
@@ -208,9 +213,30 @@ fn socket_has_nothing_unread(fd: std::os::fd::RawFd) -> bool {
     n == 0 || (n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock)
 }
 
+/// `recv(MSG_DONTWAIT)` into `buf`'s spare capacity.
+fn socket_read_now(fd: std::os::fd::RawFd, buf: &mut BytesMut) -> std::io::Result<usize> {
+    if buf.capacity() == buf.len() {
+        buf.reserve(8192);
+    }
+    let spare = buf.spare_capacity_mut();
+    // SAFETY: recv writes at most `spare.len()` bytes into the spare capacity.
+    let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), spare.len(), libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let n = n as usize;
+    // SAFETY: recv initialized the first `n` bytes of the spare capacity.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
 impl Unread for tokio::net::unix::OwnedReadHalf {
     fn nothing_unread(&self) -> bool {
         socket_has_nothing_unread(std::os::fd::AsRawFd::as_raw_fd(AsRef::<tokio::net::UnixStream>::as_ref(self)))
+    }
+
+    fn read_now(&self, buf: &mut BytesMut) -> Option<std::io::Result<usize>> {
+        Some(socket_read_now(std::os::fd::AsRawFd::as_raw_fd(AsRef::<tokio::net::UnixStream>::as_ref(self)), buf))
     }
 }
 
@@ -218,12 +244,21 @@ impl Unread for tokio::net::tcp::OwnedReadHalf {
     fn nothing_unread(&self) -> bool {
         socket_has_nothing_unread(std::os::fd::AsRawFd::as_raw_fd(AsRef::<tokio::net::TcpStream>::as_ref(self)))
     }
+
+    fn read_now(&self, buf: &mut BytesMut) -> Option<std::io::Result<usize>> {
+        Some(socket_read_now(std::os::fd::AsRawFd::as_raw_fd(AsRef::<tokio::net::TcpStream>::as_ref(self)), buf))
+    }
 }
 
-/// In-memory pipes (unit tests, the fuzzing harness) cannot tell: they linger.
+/// In-memory pipes (unit tests, the fuzzing harness) cannot tell: they
+/// linger, and read through the runtime only.
 impl<T> Unread for tokio::io::ReadHalf<T> {
     fn nothing_unread(&self) -> bool {
         false
+    }
+
+    fn read_now(&self, _: &mut BytesMut) -> Option<std::io::Result<usize>> {
+        None
     }
 }
 
@@ -280,100 +315,121 @@ pub(crate) async fn serve_connection<R, W>(
     let killed = kill.cancelled();
     let evicted = evict.cancelled();
     tokio::pin!(stopping, killed, evicted);
-    let graceful = loop {
-        // The current request ended: take the one that waited.
-        if conn.held && conn.requests.is_empty() {
-            conn.held = false;
-            if let Err(e) = conn.process_records() {
-                conn.protocol_error(e);
-                break false;
-            }
+    // A fresh socket: the runtime learns that it is readable only from its
+    // next turn, but the request is usually there already (web servers
+    // write it right after connecting). Read it now, as uWSGI does.
+    let opened = match rd.read_now(&mut conn.rbuf) {
+        Some(Ok(0)) => {
+            conn.on_eof();
+            Ok(())
         }
-        if conn.requests.is_empty()
-            && conn.wbuf.is_empty()
-            && (conn.close_when_idle || conn.read_closed || conn.drained())
-        {
-            break true;
+        Some(Ok(_)) => conn.process_records(),
+        Some(Err(e)) if e.kind() != std::io::ErrorKind::WouldBlock => {
+            tracing::debug!("{}: read error: {e}", conn.peer);
+            conn.on_eof();
+            Ok(())
         }
-        conn.note_state();
-        let reading = !(conn.read_closed || conn.close_when_idle && conn.requests.is_empty())
-            && conn.pending.is_none()
-            && !conn.held;
-        let pending_tx = conn.pending.as_ref().and_then(|p| conn.sender(p.key, p.stream));
-        let deadline = conn.deadline();
-        if let Some((at, _)) = deadline {
-            if timer_at != Some(at) {
-                timer.as_mut().reset(at);
-                timer_at = Some(at);
-            }
-        }
-        tokio::select! {
-            biased;
-            written = wr.write(&conn.wbuf), if !conn.wbuf.is_empty() => match written {
-                Ok(0) | Err(_) => {
-                    tracing::debug!("{}: the web server closed the connection while we were writing", conn.peer);
-                    break false;
-                }
-                Ok(n) => {
-                    conn.wbuf.advance(n);
-                    conn.write_stalled_since = Some(Instant::now());
-                }
-            },
-            message = out_rx.recv(), if conn.wbuf.len() < WRITE_HIGH_WATER => {
-                // `conn` holds a sender, so the channel never reports closed.
-                if let Some(message) = message {
-                    conn.on_output(message);
-                    while conn.wbuf.len() < WRITE_HIGH_WATER {
-                        match out_rx.try_recv() {
-                            Ok(message) => conn.on_output(message),
-                            Err(_) => break,
-                        }
-                    }
-                }
-            },
-            room = async { pending_tx.expect("guarded").reserve_owned().await }, if pending_tx.is_some() => {
-                if let Some(p) = conn.pending.take() {
-                    if let Ok(permit) = room {
-                        let end = p.chunk.is_empty();
-                        permit.send(p.chunk);
-                        if end {
-                            conn.close_stream(p.key, p.stream);
-                        }
-                    }
-                }
+        _ => Ok(()),
+    };
+    let graceful = if let Err(e) = opened {
+        conn.protocol_error(e);
+        false
+    } else {
+        loop {
+            // The current request ended: take the one that waited.
+            if conn.held && conn.requests.is_empty() {
+                conn.held = false;
                 if let Err(e) = conn.process_records() {
                     conn.protocol_error(e);
                     break false;
                 }
-            },
-            _ = &mut timer, if deadline.is_some() => {
-                if let Some((_, why)) = deadline {
-                    conn.expired(why);
+            }
+            if conn.requests.is_empty()
+                && conn.wbuf.is_empty()
+                && (conn.close_when_idle || conn.read_closed || conn.drained())
+            {
+                break true;
+            }
+            conn.note_state();
+            let reading = !(conn.read_closed || conn.close_when_idle && conn.requests.is_empty())
+                && conn.pending.is_none()
+                && !conn.held;
+            let pending_tx = conn.pending.as_ref().and_then(|p| conn.sender(p.key, p.stream));
+            let deadline = conn.deadline();
+            if let Some((at, _)) = deadline {
+                if timer_at != Some(at) {
+                    timer.as_mut().reset(at);
+                    timer_at = Some(at);
                 }
-                break false;
-            },
-            read = rd.read_buf(&mut conn.rbuf), if reading => match read {
-                Ok(0) => conn.on_eof(),
-                Ok(_) => if let Err(e) = { conn.last_read = Instant::now(); conn.process_records() } {
-                    conn.protocol_error(e);
+            }
+            tokio::select! {
+                biased;
+                written = wr.write(&conn.wbuf), if !conn.wbuf.is_empty() => match written {
+                    Ok(0) | Err(_) => {
+                        tracing::debug!("{}: the web server closed the connection while we were writing", conn.peer);
+                        break false;
+                    }
+                    Ok(n) => {
+                        conn.wbuf.advance(n);
+                        conn.write_stalled_since = Some(Instant::now());
+                    }
+                },
+                message = out_rx.recv(), if conn.wbuf.len() < WRITE_HIGH_WATER => {
+                    // `conn` holds a sender, so the channel never reports closed.
+                    if let Some(message) = message {
+                        conn.on_output(message);
+                        while conn.wbuf.len() < WRITE_HIGH_WATER {
+                            match out_rx.try_recv() {
+                                Ok(message) => conn.on_output(message),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                },
+                room = async { pending_tx.expect("guarded").reserve_owned().await }, if pending_tx.is_some() => {
+                    if let Some(p) = conn.pending.take() {
+                        if let Ok(permit) = room {
+                            let end = p.chunk.is_empty();
+                            permit.send(p.chunk);
+                            if end {
+                                conn.close_stream(p.key, p.stream);
+                            }
+                        }
+                    }
+                    if let Err(e) = conn.process_records() {
+                        conn.protocol_error(e);
+                        break false;
+                    }
+                },
+                _ = &mut timer, if deadline.is_some() => {
+                    if let Some((_, why)) = deadline {
+                        conn.expired(why);
+                    }
                     break false;
                 },
-                Err(e) => {
-                    tracing::debug!("{}: read error: {e}", conn.peer);
-                    conn.on_eof();
-                }
-            },
-            _ = &mut stopping, if !conn.draining => conn.draining = true,
-            _ = &mut killed => {
-                tracing::debug!("{}: closed: the server has stopped", conn.peer);
-                break false;
-            },
-            _ = &mut evicted, if conn.marked_idle => {
-                // Nothing of ours is in flight on it: close at once (no
-                // lingering half-close), so its slot is free now.
-                tracing::debug!("{}: closed to make room for a new connection (max_conns)", conn.peer);
-                break false;
-            },
+                read = rd.read_buf(&mut conn.rbuf), if reading => match read {
+                    Ok(0) => conn.on_eof(),
+                    Ok(_) => if let Err(e) = { conn.last_read = Instant::now(); conn.process_records() } {
+                        conn.protocol_error(e);
+                        break false;
+                    },
+                    Err(e) => {
+                        tracing::debug!("{}: read error: {e}", conn.peer);
+                        conn.on_eof();
+                    }
+                },
+                _ = &mut stopping, if !conn.draining => conn.draining = true,
+                _ = &mut killed => {
+                    tracing::debug!("{}: closed: the server has stopped", conn.peer);
+                    break false;
+                },
+                _ = &mut evicted, if conn.marked_idle => {
+                    // Nothing of ours is in flight on it: close at once (no
+                    // lingering half-close), so its slot is free now.
+                    tracing::debug!("{}: closed to make room for a new connection (max_conns)", conn.peer);
+                    break false;
+                },
+            }
         }
     };
     conn.abort_all();
