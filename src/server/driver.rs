@@ -48,6 +48,8 @@ pub struct Driver {
     alarm: Alarm,
     /// Messages parked while nobody drives ([`Driver::defer`]).
     outbox: Mutex<Vec<(ResponseSink, Output)>>,
+    /// Body bytes those messages carry.
+    parked_bytes: AtomicUsize,
 }
 
 impl Driver {
@@ -64,6 +66,7 @@ impl Driver {
             epoch,
             alarm: Alarm::new(TAKEOVER_AFTER)?,
             outbox: Mutex::new(Vec::new()),
+            parked_bytes: AtomicUsize::new(0),
         }))
     }
 
@@ -88,6 +91,11 @@ impl Driver {
         if self.inside.load(Ordering::SeqCst) > 0 {
             return vec![(sink, kind)];
         }
+        let bytes = match &kind {
+            Output::Last { data, .. } | Output::Stdout(data) | Output::Stderr(data) => data.len(),
+            Output::End { .. } | Output::Terminated => 0,
+        };
+        self.parked_bytes.fetch_add(bytes, Ordering::Relaxed);
         lock(&self.outbox).push((sink, kind));
         // Entering counts before flushing, and parking comes before this
         // look: either the entering thread saw the message, or this one sees
@@ -103,6 +111,7 @@ impl Driver {
     /// connection whose queue is full gets it from a task that waits for room.
     fn flush(&self) {
         let parked = std::mem::take(&mut *lock(&self.outbox));
+        self.parked_bytes.store(0, Ordering::Relaxed);
         for (sink, kind) in parked {
             if let Err(Ok(kind)) = sink.try_send(kind) {
                 self.runtime.spawn(async move {
@@ -110,6 +119,19 @@ impl Driver {
                 });
             }
         }
+    }
+
+    /// Body bytes parked in the outbox (about: it is not locked).
+    pub fn parked_bytes(&self) -> usize {
+        self.parked_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Drive the runtime for one turn: send what the outbox holds, let every
+    /// task that can run do so (the connections take the responses into
+    /// their own buffers and write what their sockets take), look at the
+    /// sockets once without waiting, and leave.
+    pub fn drive_once(&self) {
+        self.block_on(tokio::task::yield_now());
     }
 
     /// Run `task` on the runtime (it makes progress while a thread drives).
@@ -302,5 +324,20 @@ mod tests {
         assert_eq!(d.defer(sink, Output::End { app_status: 4 }).len(), 1);
         stop.send(()).unwrap();
         inside.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn parked_bytes_are_counted_until_one_turn_sends_them() {
+        let d = Driver::new().unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let sink = ResponseSink::new(tx, 1);
+        let data = bytes::Bytes::from(vec![b'x'; 300_000]);
+        assert!(d.defer(sink.clone(), Output::Last { data, app_status: 0 }).is_empty());
+        assert!(d.defer(sink, Output::End { app_status: 0 }).is_empty());
+        assert_eq!(d.parked_bytes(), 300_000);
+        d.drive_once();
+        assert_eq!(d.parked_bytes(), 0);
+        assert!(matches!(rx.try_recv().unwrap().kind, Output::Last { ref data, .. } if data.len() == 300_000));
+        assert!(matches!(rx.try_recv().unwrap().kind, Output::End { .. }));
     }
 }
