@@ -1,6 +1,7 @@
 //! `tracing` events → Python `logging` (logger `oxfcgi`), without ever taking
-//! the GIL on a tokio thread: events are queued and a forwarding thread,
-//! running while a server runs, hands them to Python.
+//! the GIL inside the runtime (whose driver may be a pool worker that released
+//! the GIL to drive it): events are queued and a forwarding thread, running
+//! while a server runs, hands them to Python.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -87,8 +88,8 @@ impl<S: Subscriber> Layer<S> for ForwardLayer {
             Some(tx) => {
                 let _ = tx.send(record);
             }
-            // No server is running (binding, start-up): no tokio thread
-            // exists, so logging directly from this thread is fine.
+            // No server is running (binding, start-up): nothing drives a
+            // runtime, so logging directly from this thread is fine.
             None => {
                 drop(queue);
                 Python::attach(|py| log_now(py, record.level, &record.message));
