@@ -1554,8 +1554,13 @@ def machine_info(env: Env) -> list[str]:
             return "?"
 
     git = out(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"])
+    # This script's own outputs (written before this line by a full run) do not make the
+    # measured code uncommitted.
+    own_outputs = [f":!benches/{name}" for name in ("results.md", "results.png", "results-asgi.md")]
     dirty = run(
-        ["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"], timeout=30, check=False
+        ["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no", "--", ".", *own_outputs],
+        timeout=30,
+        check=False,
     ).stdout.strip()
     info = [
         f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
