@@ -183,6 +183,8 @@ struct Conn {
     write_stalled_since: Option<Instant>,
     /// Requests this connection has carried.
     served: u64,
+    /// A FCGI_BEGIN_REQUEST has arrived on it.
+    begun: bool,
     /// This connection's entry for making room at `max_conns`, and whether
     /// it was last marked as holding no request.
     evictable: Arc<super::evict::Evictable>,
@@ -294,6 +296,7 @@ pub(crate) async fn serve_connection<R, W>(
         evictable,
         marked_idle: true,
         served: 0,
+        begun: false,
         close_when_idle: false,
         read_closed: false,
         held: false,
@@ -675,7 +678,12 @@ impl Conn {
 
     fn on_begin(&mut self, id: u16, content: &[u8]) -> Result<(), ProtocolError> {
         let begin = BeginRequest::parse(content)?;
-        if !begin.keep_conn() {
+        if !std::mem::replace(&mut self.begun, true) {
+            self.shared.note_first_request(begin.keep_conn());
+        }
+        if begin.keep_conn() {
+            self.ticket.kept();
+        } else {
             self.ticket.not_kept();
         }
         if self.index(id).is_some() {
@@ -1107,7 +1115,7 @@ mod tests {
         // A connection permit of its own (the accept loop's job in production).
         let conn_permit =
             Arc::new(tokio::sync::Semaphore::new(1)).try_acquire_owned().expect("a fresh semaphore has a permit");
-        let ticket = crate::server::ConnTicket::new(conn_permit, shared.row.clone());
+        let ticket = crate::server::ConnTicket::new(conn_permit, shared.row.clone(), true);
         let (rd, wr) = split(theirs);
         tokio::spawn(serve_connection(rd, wr, "test".into(), shared, CancellationToken::new(), ticket));
         let (rd, wr) = split(ours);

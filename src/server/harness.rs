@@ -97,7 +97,7 @@ pub fn run_connection(config: Config, input: &[u8], cuts: &[u8]) -> Vec<u8> {
         let shared = Arc::new(Shared::new(config, Arc::new(Dummy), row, StopHandle::new(), None));
         let permit =
             Arc::new(tokio::sync::Semaphore::new(1)).try_acquire_owned().expect("a fresh semaphore has a permit");
-        let ticket = ConnTicket::new(permit, shared.row.clone());
+        let ticket = ConnTicket::new(permit, shared.row.clone(), true);
         let (rd, wr) = tokio::io::split(theirs);
         let task = tokio::spawn(super::connection::serve_connection(
             rd,

@@ -18,7 +18,7 @@ pub mod status;
 
 use std::io;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -161,6 +161,9 @@ pub(crate) struct Shared {
     pub kill: CancellationToken,
     keys: AtomicU64,
     dispatched: AtomicU64,
+    /// Of the connections lately seen, the share (in thousandths, a moving
+    /// average) whose first request asked for FCGI_KEEP_CONN.
+    keep_share: AtomicU32,
 }
 
 impl Shared {
@@ -187,6 +190,7 @@ impl Shared {
             kill: CancellationToken::new(),
             keys: AtomicU64::new(1),
             dispatched: AtomicU64::new(0),
+            keep_share: AtomicU32::new(KEEP_SHARE_ONE),
         }
     }
 
@@ -194,6 +198,22 @@ impl Shared {
     /// request can never be mistaken for a new one with the same id.
     pub fn next_key(&self) -> u64 {
         self.keys.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Whether a connection accepted now counts as kept before its first
+    /// request is read ([`ConnTicket`]): unless nearly every connection
+    /// lately came without FCGI_KEEP_CONN (about twenty in a row: a new
+    /// connection per request). A new server assumes kept-open connections,
+    /// so that a burst of them spreads over the workers.
+    pub fn counts_unread_as_kept(&self) -> bool {
+        self.keep_share.load(Ordering::Relaxed) >= KEEP_SHARE_ONE / 16
+    }
+
+    /// A connection's first request arrived, with or without FCGI_KEEP_CONN.
+    pub fn note_first_request(&self, keep_conn: bool) {
+        let seen = if keep_conn { KEEP_SHARE_ONE } else { 0 };
+        let _ =
+            self.keep_share.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |share| Some((share * 7 + seen) / 8));
     }
 
     /// Count a request handed to the application; at `max_requests`, stop
@@ -497,7 +517,7 @@ async fn accept_loop(
                 }
             }
         };
-        let ticket = ConnTicket::new(permit, shared.row.clone());
+        let ticket = ConnTicket::new(permit, shared.row.clone(), shared.counts_unread_as_kept());
         let (peer, shared, draining) = (peer.into(), shared.clone(), draining.clone());
         match stream {
             Either::Unix(stream) => {
@@ -516,6 +536,9 @@ static REFUSED: LogLimit = LogLimit::new(loglimit::WINDOW);
 static AT_MAX_CONNS: LogLimit = LogLimit::new(loglimit::WINDOW);
 static ACCEPT_FAILED: LogLimit = LogLimit::new(loglimit::WINDOW);
 
+/// [`Shared::note_first_request`]'s share of connections kept: all of them.
+const KEEP_SHARE_ONE: u32 = 1000;
+
 /// How long a worker holding more kept connections than another waits before
 /// accepting anyway, per round, and how many rounds at most (tokio's timer
 /// has a 1 ms resolution: a round lasts about 1 ms). Only connections that
@@ -527,8 +550,10 @@ const ACCEPT_DEFER: Duration = Duration::from_micros(200);
 const ACCEPT_DEFER_ROUNDS: u32 = 10;
 
 /// An open connection: its `max_conns` slot and its counts on the scoreboard
-/// (`open`, and `kept` until [`ConnTicket::not_kept`]), given back when the
-/// connection ends.
+/// (`open`, and `kept` while it may stay open, see [`WorkerRow::kept`]),
+/// given back when the connection ends.
+///
+/// [`WorkerRow::kept`]: scoreboard::WorkerRow::kept
 pub(crate) struct ConnTicket {
     _permit: tokio::sync::OwnedSemaphorePermit,
     row: ScoreboardRow,
@@ -536,12 +561,26 @@ pub(crate) struct ConnTicket {
 }
 
 impl ConnTicket {
-    pub(crate) fn new(permit: tokio::sync::OwnedSemaphorePermit, row: ScoreboardRow) -> Self {
+    /// `unread_kept`: count the connection as kept from now, before its
+    /// first request is read ([`Shared::counts_unread_as_kept`]); else from
+    /// its first request with FCGI_KEEP_CONN ([`ConnTicket::kept`]).
+    pub(crate) fn new(permit: tokio::sync::OwnedSemaphorePermit, row: ScoreboardRow, unread_kept: bool) -> Self {
         let counters = row.counters();
         counters.accepted_conns.fetch_add(1, Ordering::Relaxed);
         counters.open.fetch_add(1, Ordering::Relaxed);
-        counters.kept.fetch_add(1, Ordering::Relaxed);
-        ConnTicket { _permit: permit, row, kept: true }
+        let mut ticket = ConnTicket { _permit: permit, row, kept: false };
+        if unread_kept {
+            ticket.kept();
+        }
+        ticket
+    }
+
+    /// A request on this connection came with FCGI_KEEP_CONN: it may stay
+    /// open, so accept balancing counts it.
+    pub(crate) fn kept(&mut self) {
+        if !std::mem::replace(&mut self.kept, true) {
+            self.row.counters().kept.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// A request on this connection came without FCGI_KEEP_CONN: the
@@ -574,19 +613,52 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_connection_stops_counting_as_kept_at_its_first_request_without_keep_conn() {
+    fn a_connection_counts_as_kept_while_it_may_stay_open() {
         let row = ScoreboardRow::alone().unwrap();
-        let permits = Arc::new(tokio::sync::Semaphore::new(2));
-        let mut ticket = ConnTicket::new(permits.clone().try_acquire_owned().unwrap(), row.clone());
-        let other = ConnTicket::new(permits.try_acquire_owned().unwrap(), row.clone());
+        let permits = Arc::new(tokio::sync::Semaphore::new(3));
         let counters = row.counters();
-        assert_eq!((counters.open.load(Ordering::Relaxed), counters.kept.load(Ordering::Relaxed)), (2, 2));
+        let counts = || (counters.open.load(Ordering::Relaxed), counters.kept.load(Ordering::Relaxed));
+        let mut ticket = ConnTicket::new(permits.clone().try_acquire_owned().unwrap(), row.clone(), true);
+        let other = ConnTicket::new(permits.clone().try_acquire_owned().unwrap(), row.clone(), true);
+        let mut unread = ConnTicket::new(permits.try_acquire_owned().unwrap(), row.clone(), false);
+        assert_eq!(counts(), (3, 2), "one not counted before its first request");
+        unread.kept();
+        unread.kept();
+        assert_eq!(counts(), (3, 3));
         ticket.not_kept();
         ticket.not_kept();
-        assert_eq!((counters.open.load(Ordering::Relaxed), counters.kept.load(Ordering::Relaxed)), (2, 1));
+        assert_eq!(counts(), (3, 2));
         drop(ticket);
-        assert_eq!((counters.open.load(Ordering::Relaxed), counters.kept.load(Ordering::Relaxed)), (1, 1));
-        drop(other);
-        assert_eq!((counters.open.load(Ordering::Relaxed), counters.kept.load(Ordering::Relaxed)), (0, 0));
+        assert_eq!(counts(), (2, 2));
+        drop((other, unread));
+        assert_eq!(counts(), (0, 0));
+    }
+
+    #[test]
+    fn unread_connections_count_as_kept_while_most_first_requests_ask_to_keep() {
+        let shared = Shared::new(
+            Config::default(),
+            Arc::new(NoHandler),
+            ScoreboardRow::alone().unwrap(),
+            StopHandle::new(),
+            None,
+        );
+        assert!(shared.counts_unread_as_kept(), "a new server assumes kept-open connections");
+        for _ in 0..10 {
+            shared.note_first_request(false);
+        }
+        assert!(shared.counts_unread_as_kept(), "a few requests without FCGI_KEEP_CONN change nothing");
+        for _ in 0..20 {
+            shared.note_first_request(false);
+        }
+        assert!(!shared.counts_unread_as_kept(), "a connection per request");
+        shared.note_first_request(true);
+        assert!(shared.counts_unread_as_kept(), "kept-open connections again");
+    }
+
+    struct NoHandler;
+
+    impl Handler for NoHandler {
+        fn dispatch(&self, _: request::Request) {}
     }
 }

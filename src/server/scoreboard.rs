@@ -25,9 +25,10 @@ pub struct WorkerRow {
     pub slow: AtomicU64,
     /// Connections open now.
     pub open: AtomicU64,
-    /// Of those, the ones that may stay open between requests: every
-    /// connection from its accept until a request on it comes without
-    /// FCGI_KEEP_CONN (§5.1). What accept balancing compares.
+    /// Of those, the ones that may stay open between requests: from a
+    /// request with FCGI_KEEP_CONN (§5.1), or from accept unless nearly all
+    /// connections lately came without it (`Shared::counts_unread_as_kept`),
+    /// until a request comes without it. What accept balancing compares.
     pub kept: AtomicU64,
 }
 
