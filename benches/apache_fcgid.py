@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -121,8 +122,36 @@ def _config(site: Path) -> str:
     return "\n".join(parts)
 
 
-def measure(wrk: str, duration: float, warmup: float, venv_python: Path, log) -> dict[str, Row]:
-    """Both scripts through one private Apache; ``{name: Row}``."""
+def _measured(cmd: list, url: str, duration: float, httpd: int, script: str) -> Row:
+    """One measured ``wrk`` run: req/s, p99, errors and the CPU per request of the script's
+    processes and of Apache's own."""
+    row = Row(script)
+    scripts = CpuProbe(lambda: _script_pids(httpd, script))
+    # Apache itself: httpd and its children, without any script process.
+    web = CpuProbe(lambda: [p for p in descendants(httpd) if not _is_script(p)])
+    scripts.start()
+    web.start()
+    out = subprocess.run([*cmd, f"-d{duration:g}s", url], capture_output=True, text=True, timeout=duration + 60).stdout
+    backend_s, apache_s = scripts.stop(), web.stop()
+    m = re.search(r"(\d+) requests in", out)
+    row.requests = int(m.group(1)) if m else 0
+    m = re.search(r"Requests/sec:\s*([\d.]+)", out)
+    row.rps = float(m.group(1)) if m else 0.0
+    m = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    if m:
+        row.p99_ms = float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1000.0}[m.group(2)]
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    row.errors = int(m.group(1)) if m else 0
+    if row.requests:
+        row.backend_cpu_us = backend_s * 1e6 / row.requests
+        row.apache_cpu_us = apache_s * 1e6 / row.requests
+    time.sleep(0.5)
+    return row
+
+
+def measure(wrk: str, duration: float, warmup: float, venv_python: Path, log, repeat: int = 1) -> dict[str, Row]:
+    """Both scripts through one private Apache; ``{name: Row}``. Each script gets a warm-up,
+    then ``repeat`` measured ``wrk`` runs; req/s, p99 and both CPU figures are their medians."""
     sys.path.insert(0, str(ROOT))
     from tests.support.apache import start_apache
 
@@ -142,27 +171,13 @@ def measure(wrk: str, duration: float, warmup: float, venv_python: Path, log) ->
             cmd = [wrk, "-t2", "-c16", "--latency", "--timeout", "10s"]
             subprocess.run([*cmd, f"-d{max(1, round(warmup))}s", url], capture_output=True, timeout=warmup + 60)
             time.sleep(0.5)
-            scripts = CpuProbe(lambda s=script: _script_pids(httpd, s))
-            # Apache itself: httpd and its children, without any script process.
-            web = CpuProbe(lambda: [p for p in descendants(httpd) if not _is_script(p)])
-            scripts.start()
-            web.start()
-            out = subprocess.run(
-                [*cmd, f"-d{duration:g}s", url], capture_output=True, text=True, timeout=duration + 60
-            ).stdout
-            backend_s, apache_s = scripts.stop(), web.stop()
-            m = re.search(r"(\d+) requests in", out)
-            row.requests = int(m.group(1)) if m else 0
-            m = re.search(r"Requests/sec:\s*([\d.]+)", out)
-            row.rps = float(m.group(1)) if m else 0.0
-            m = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-            if m:
-                row.p99_ms = float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1000.0}[m.group(2)]
-            m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-            row.errors = int(m.group(1)) if m else 0
-            if row.requests:
-                row.backend_cpu_us = backend_s * 1e6 / row.requests
-                row.apache_cpu_us = apache_s * 1e6 / row.requests
+            runs = [_measured(cmd, url, duration, httpd, script) for _ in range(repeat)]
+            row.requests = sum(r.requests for r in runs)
+            row.errors = sum(r.errors for r in runs)
+            row.rps = statistics.median(r.rps for r in runs)
+            for attr in ("p99_ms", "backend_cpu_us", "apache_cpu_us"):
+                values = [getattr(r, attr) for r in runs if getattr(r, attr) is not None]
+                setattr(row, attr, statistics.median(values) if values else None)
             pids = _script_pids(httpd, script)
             row.backend_processes = len(pids)
             row.backend_rss_kb = [_rss_kb(p) for p in pids]

@@ -28,8 +28,9 @@ What it does, one step after another, all on this machine's loopback and unix so
        path of mod_fcgid, lighttpd and nginx without ``fastcgi_keep_conn``,
    then stops it. Every cell also gives the server's **CPU µs per request**: utime + stime of
    its whole process group over the measured run (benches/cpu.py), the figure that moves least
-   with the machine's noise. nginx answering by itself (``return 200 "Hello, World!"``) is the
-   ceiling.
+   with the machine's noise. The cells the issue's targets compare (``TARGET_CELLS``) are
+   measured ``--repeat`` times (3 by default) after one warm-up, and each figure is the median.
+   nginx answering by itself (``return 200 "Hello, World!"``) is the ceiling.
 5. Apache mod_fcgid (benches/apache_fcgid.py): a private Apache spawning the hello ``.fcgi``
    for oxfcgi and for flup (only the import differs), ``wrk -c16``; req/s, CPU per request of
    the backends and of Apache itself, RSS per backend process.
@@ -64,6 +65,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -527,6 +529,15 @@ MODE_TITLES = {
     "newconn16": "direct, a connection per request, 16 at a time",
 }
 
+#: (server key, mode, app) of every cell the issue's targets compare (:func:`targets`): each is
+#: measured ``--repeat`` times and reported as the median of each figure.
+TARGET_CELLS = frozenset(
+    [(k, m, "hello") for k in ("oxfcgi-1", "uwsgi-1") for m in NEW_CONNECTION_MODES]
+    + [(k, "direct", a) for k in ("oxfcgi-1", "oxfcgi-2", "uwsgi-1", "uwsgi") for a in ("hello", "body10k", "echo")]
+    + [(k, "nginx", "hello") for k in ("oxfcgi-1", "oxfcgi-2", "uwsgi-1", "uwsgi")]
+    + [(k, "nginx", "sleep10") for k in ("oxfcgi-2", "granian")]
+)
+
 
 @dataclass
 class Server:
@@ -891,9 +902,45 @@ def per_request_us(seconds: float, r: Result) -> float | None:
     return seconds * 1e6 / r.requests if r.requests else None
 
 
+def _median(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def median_of(runs: list[Result]) -> Result:
+    """One Result from repeated measurements of a cell: each figure (req/s, p50, p99, CPU per
+    request) is its own median over the runs that succeeded; errors add up. A run that failed
+    makes the cell fail with its note. ``extra["runs_rps"]`` keeps every run's req/s."""
+    failed = [r for r in runs if not r.ok]
+    if failed or len(runs) == 1:
+        return failed[0] if failed else runs[0]
+    by_rps = sorted(runs, key=lambda r: r.rps)
+    r = Result(
+        rps=statistics.median(x.rps for x in runs),
+        p50=_median([x.p50 for x in runs]),
+        p99=_median([x.p99 for x in runs]),
+        errors=sum(x.errors for x in runs),
+        requests=sum(x.requests for x in runs),
+        extra=dict(by_rps[len(by_rps) // 2].extra),
+        cpu_us=_median([x.cpu_us for x in runs]),
+        web_cpu_us=_median([x.web_cpu_us for x in runs]),
+    )
+    r.extra["runs_rps"] = [round(x.rps, 1) for x in runs]
+    for x in runs:
+        if x.extra.get("first_error"):
+            r.extra.setdefault("first_error", x.extra["first_error"])
+    return r
+
+
 def run_wrk(
-    env: Env, port: int, sc: Scenario, probes: tuple[CpuProbe | None, CpuProbe | None] = (None, None)
+    env: Env,
+    port: int,
+    sc: Scenario,
+    probes: tuple[CpuProbe | None, CpuProbe | None] = (None, None),
+    repeat: int = 1,
 ) -> Result:
+    """wrk through nginx on ``port``: a warm-up run, then ``repeat`` measured runs (their
+    medians, :func:`median_of`); ``probes`` count the backend's and nginx's CPU over each."""
     url = f"http://127.0.0.1:{port}/"
     base = [env.wrk, f"-t{WRK_THREADS}", f"-c{env.args.connections}", "--latency", "--timeout", "10s"]
     if sc.post:
@@ -910,19 +957,26 @@ def run_wrk(
         # wrk closing its connections aborts requests nginx had in flight; let the server finish
         # them so they do not count against the measured run's concurrency.
         time.sleep(0.5)
-    for probe in probes:
-        if probe:
-            probe.start()
-    cp = run(base + [f"-d{env.args.duration:g}s", url], timeout=env.args.duration + 60, check=False)
-    r = parse_wrk(cp.stdout or "")
-    backend_probe, web_probe = probes
-    if backend_probe:
-        r.cpu_us = per_request_us(backend_probe.stop(), r)
-    if web_probe:
-        r.web_cpu_us = per_request_us(web_probe.stop(), r)
-    if r.note:
-        r.note = f"wrk failed: {(cp.stderr or cp.stdout or '').strip()[-200:]}"
-    return r
+    runs = []
+    for _ in range(repeat):
+        for probe in probes:
+            if probe:
+                probe.start()
+        cp = run(base + [f"-d{env.args.duration:g}s", url], timeout=env.args.duration + 60, check=False)
+        r = parse_wrk(cp.stdout or "")
+        backend_probe, web_probe = probes
+        if backend_probe:
+            r.cpu_us = per_request_us(backend_probe.stop(), r)
+        if web_probe:
+            r.web_cpu_us = per_request_us(web_probe.stop(), r)
+        if r.note:
+            r.note = f"wrk failed: {(cp.stderr or cp.stdout or '').strip()[-200:]}"
+        runs.append(r)
+        if not r.ok:
+            break
+        if repeat > 1:
+            time.sleep(0.5)  # as after the warm-up: requests wrk aborted finish first
+    return median_of(runs)
 
 
 def run_loadgen(
@@ -932,9 +986,10 @@ def run_loadgen(
     keep_conn: bool,
     probe: CpuProbe | None = None,
     connections: int | None = None,
+    repeat: int = 1,
 ) -> Result:
-    """oxfcgi-loadgen against ``sock``: a warm-up run, then the measured one (``probe``
-    counts the server's CPU over the measured run only)."""
+    """oxfcgi-loadgen against ``sock``: a warm-up run, then ``repeat`` measured runs (their
+    medians, :func:`median_of`; ``probe`` counts the server's CPU over each measured run only)."""
 
     def command(duration: float) -> list:
         cmd = [
@@ -955,29 +1010,37 @@ def run_loadgen(
             cmd += ["--method", "POST", "--body-size", ECHO_BYTES]
         return cmd
 
+    def measured() -> Result:
+        if probe:
+            probe.start()
+        cp = run(command(env.args.duration), timeout=env.args.duration + 60, check=False)
+        spent = probe.stop() if probe else None
+        try:
+            data = json.loads((cp.stdout or "").strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            return Result(note=f"loadgen failed: {(cp.stderr or cp.stdout or '').strip()[-200:]}")
+        r = Result(
+            rps=data["rps"],
+            p50=data["p50_ms"],
+            p99=data["p99_ms"],
+            errors=data["errors"],
+            requests=data["requests"],
+            extra=data,
+        )
+        if spent is not None:
+            r.cpu_us = per_request_us(spent, r)
+        if data["errors"] and data.get("first_error"):
+            r.extra["first_error"] = data["first_error"]
+        return r
+
     if env.args.warmup > 0:
         run(command(env.args.warmup), timeout=env.args.warmup + 60, check=False)
-    if probe:
-        probe.start()
-    cp = run(command(env.args.duration), timeout=env.args.duration + 60, check=False)
-    spent = probe.stop() if probe else None
-    try:
-        data = json.loads((cp.stdout or "").strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        return Result(note=f"loadgen failed: {(cp.stderr or cp.stdout or '').strip()[-200:]}")
-    r = Result(
-        rps=data["rps"],
-        p50=data["p50_ms"],
-        p99=data["p99_ms"],
-        errors=data["errors"],
-        requests=data["requests"],
-        extra=data,
-    )
-    if spent is not None:
-        r.cpu_us = per_request_us(spent, r)
-    if data["errors"] and data.get("first_error"):
-        r.extra["first_error"] = data["first_error"]
-    return r
+    runs = []
+    for _ in range(repeat):
+        runs.append(measured())
+        if not runs[-1].ok:
+            break
+    return median_of(runs)
 
 
 def problem_line(path: Path) -> str | None:
@@ -991,6 +1054,11 @@ def problem_line(path: Path) -> str | None:
         if pat.search(line):
             return line.strip()[:300]
     return None
+
+
+def repeats(env: Env, srv: Server, mode: str, sc: Scenario) -> int:
+    """How many measured runs a cell gets: ``--repeat`` for the targets' cells, else one."""
+    return env.args.repeat if (srv.key, mode, sc.key) in TARGET_CELLS else 1
 
 
 def measure_server(env: Env, srv: Server, scenarios: list[Scenario], results: dict) -> None:
@@ -1018,7 +1086,9 @@ def measure_server(env: Env, srv: Server, scenarios: list[Scenario], results: di
             if env.wrk and env.nginx:
                 nginx, port = start_nginx(env, srv, sock if backend else None)
                 web_probe = CpuProbe(lambda n=nginx: group_pids(n.pid))
-                r = results[(srv.key, "nginx", sc.key)] = run_wrk(env, port, sc, (backend_probe, web_probe))
+                r = results[(srv.key, "nginx", sc.key)] = run_wrk(
+                    env, port, sc, (backend_probe, web_probe), repeat=repeats(env, srv, "nginx", sc)
+                )
                 nginx.stop()
                 if r.errors:
                     r.extra["first_error"] = (
@@ -1034,7 +1104,7 @@ def measure_server(env: Env, srv: Server, scenarios: list[Scenario], results: di
                 runs += [(m, False, c) for m, c in NEW_CONNECTION_MODES.items() if m in modes]
                 for mode, keep, connections in runs:
                     r = results[(srv.key, mode, sc.key)] = run_loadgen(
-                        env, sock, sc, keep, backend_probe, connections=connections
+                        env, sock, sc, keep, backend_probe, connections=connections, repeat=repeats(env, srv, mode, sc)
                     )
                     if r.errors and backend:
                         hint = problem_line(backend.log_path)
@@ -1059,6 +1129,8 @@ def measure_server(env: Env, srv: Server, scenarios: list[Scenario], results: di
             r = results.get((srv.key, mode, sc.key))
             if r and r.ok:
                 cpu = f"  CPU {r.cpu_us:.1f} us/req" if r.cpu_us is not None else ""
+                if r.extra.get("runs_rps"):
+                    cpu += f"  (median of req/s {r.extra['runs_rps']})"
                 log(f"  {mode:9s} {r.rps:10.1f} req/s  p99 {fmt_ms(r.p99)}  errors {r.errors}{cpu}")
 
 
@@ -1595,6 +1667,11 @@ def parse_args(argv=None):
     p.add_argument("--duration", type=float, help="seconds per measurement (default 10; 3 with --quick)")
     p.add_argument("--warmup", type=float, help="warm-up seconds before each measurement (default 2; 1 with --quick)")
     p.add_argument("--connections", type=int, default=CONNECTIONS, help="concurrent connections (default 16)")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        help="measured runs of each cell the targets compare, reported as medians (default 3; 1 with --quick)",
+    )
     p.add_argument("--only", default="", help="comma-separated server/app keys, memory, nomemory")
     p.add_argument(
         "--oxfcgi-from",
@@ -1617,6 +1694,10 @@ def parse_args(argv=None):
         args.duration = 3.0 if args.quick else 10.0
     if args.warmup is None:
         args.warmup = 1.0 if args.quick else 2.0
+    if args.repeat is None:
+        args.repeat = 1 if args.quick else 3
+    if args.repeat < 1:
+        p.error("--repeat must be at least 1")
     only = [x.strip() for x in args.only.split(",") if x.strip()]
     server_keys = {s.key for s in SERVERS}
     app_keys = {s.key for s in SCENARIOS + ASGI_SCENARIOS}
@@ -1678,7 +1759,7 @@ def main(argv=None) -> int:
             if wrk and Path("/usr/lib/apache2/modules/mod_fcgid.so").exists():
                 import apache_fcgid
 
-                apache_rows = apache_fcgid.measure(wrk, args.duration, args.warmup, VENV_PY, log)
+                apache_rows = apache_fcgid.measure(wrk, args.duration, args.warmup, VENV_PY, log, args.repeat)
             else:
                 notes.append("Apache mod_fcgid mode: apache2/mod_fcgid or wrk missing")
         callgrind_results = {}
@@ -1746,7 +1827,8 @@ def main(argv=None) -> int:
                 "",
                 f"`python3 benches/compare.py{' --quick' if args.quick else ''}"
                 f"{' --duration ' + format(args.duration, 'g') if not args.quick and args.duration != 10 else ''}"
-                f"{' --only ' + args.only if args.only else ''}`",
+                f"{' --only ' + args.only if args.only else ''}"
+                f"{' --repeat ' + str(args.repeat) if args.repeat != (1 if args.quick else 3) else ''}`",
                 "",
                 *machine_info(env),
                 "",
@@ -1755,7 +1837,13 @@ def main(argv=None) -> int:
                 "ratio of req/s to oxfcgi (2 workers when available, else 1) in the same mode. "
                 "*nginx*: wrk → nginx (2 workers) → server "
                 "(FastCGI over a unix socket, keep-conn where the server supports it; HTTP over a "
-                "unix socket for gunicorn/granian). *direct*: oxfcgi-loadgen → server's FastCGI socket.",
+                "unix socket for gunicorn/granian). *direct*: oxfcgi-loadgen → server's FastCGI socket. "
+                + (
+                    f"The cells the targets compare are the median of {args.repeat} measured runs (each "
+                    "figure its own median); the others are one run."
+                    if args.repeat > 1
+                    else "Every cell is one measured run."
+                ),
                 "",
                 table,
                 "",
