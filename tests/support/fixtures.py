@@ -10,6 +10,7 @@ Every test talks to a real server process over a real socket, through ``oxfcgi.c
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -70,6 +71,10 @@ class ServerProcess:
         stop_process(self.proc, timeout=10)
 
 
+#: The engine's start-up line (src/wsgi/server.rs), WSGI and ASGI.
+_BANNER = re.compile(r"oxfcgi \S+ serving (an ASGI application )?on ")
+
+
 def _wait_until_listening(server: ServerProcess, timeout: float = 20.0) -> None:
     if server.socket_path:
         address = server.socket_path
@@ -78,9 +83,11 @@ def _wait_until_listening(server: ServerProcess, timeout: float = 20.0) -> None:
         address = (host.strip("[]"), int(port))
     if wait_accepting(address, server.proc, timeout):
         # The socket listens (the kernel queues connections) before the engine logs its
-        # "serving" banner: tests that read the log wait for that line too (bounded).
+        # "oxfcgi VERSION serving on ..." banner: tests that read the log wait for that line
+        # too (bounded). Not any " serving ": run as root, the "serving as root" warning
+        # comes first.
         deadline = time.monotonic() + 5
-        while " serving " not in server.log() and server.proc.poll() is None and time.monotonic() < deadline:
+        while not _BANNER.search(server.log()) and server.proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
         return
     if server.proc.poll() is not None:
