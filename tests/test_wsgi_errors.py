@@ -22,7 +22,10 @@ def serve(start_server, name, *args):
 
 
 def read_marker(path):
-    return path.read_text().split("\n") if path.exists() else None
+    """The marker file's lines once a whole line is in it, else None: the app creates the file
+    before it writes (``open(path, "a")``), so an empty or half-written file is not read yet."""
+    text = path.read_text() if path.exists() else ""
+    return text.split("\n") if text.endswith("\n") else None
 
 
 def ends_cleanly(resp):
