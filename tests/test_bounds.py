@@ -119,8 +119,10 @@ def test_output_nobody_reads_is_aborted_at_send_timeout(start_server, tmp_path):
     log = wait_for_text(srv.log, "send_timeout", timeout=10)
     assert "the web server accepted no output for 1s (send_timeout)" in log
     assert "request 1 (GET /stream?n=100000&delay=0&size=65536)" in log, "the request line is logged"
-    assert wait_for(lambda: marker.exists(), timeout=5), "the app's close() ran"
-    assert marker.read_text().startswith("closed after")
+    # The app creates the marker file before it writes to it: wait for the text.
+    text = wait_for(lambda: marker.exists() and marker.read_text(), timeout=5)
+    assert text, "the app's close() ran"
+    assert text.startswith("closed after"), text
     assert served(srv), "the only thread is free again"
     s.close()
 

@@ -678,8 +678,11 @@ def test_client_disconnect_mid_response(server, tmp_path):
     rec = conn.read_record()
     assert rec.type == FCGI_STDOUT
     conn.close()
-    assert wait_for(marker.exists, 5), "close() did not run after the peer disconnected"
-    assert "closed after 100 chunks" not in marker.read_text()
+    # The app creates the marker file before it writes to it: wait for the text.
+    closed = wait_for(lambda: marker.exists() and marker.read_text(), 5)
+    assert closed, "close() did not run after the peer disconnected"
+    text = marker.read_text()
+    assert text.startswith("closed after ") and "closed after 100 chunks" not in text, text
     assert server.request("GET", "/hello").body == b"hello"
 
 
