@@ -169,7 +169,8 @@ def test_abort_mid_body_is_http_disconnect_for_the_app(asgi, tmp_path):
         conn.abort(1)
         end = conn.read_response(1)
         assert end.protocol_status is not None
-    assert wait_for(mark.exists, timeout=5), "the app never got http.disconnect"
+    # The app creates the mark file before it writes to it: wait for the text.
+    assert wait_for(lambda: mark.exists() and mark.read_text(), timeout=5), "the app never got http.disconnect"
     assert mark.read_text().startswith("http.disconnect")
     assert asgi.request("GET", "/scope").status == 200
 
@@ -184,7 +185,7 @@ def test_abort_mid_response_makes_send_raise_an_oserror(asgi, tmp_path):
             pass
         conn.abort(1)
         conn.read_response(1)
-    assert wait_for(mark.exists, timeout=5)
+    assert wait_for(lambda: mark.exists() and mark.read_text(), timeout=5)
     assert mark.read_text() == "ClientDisconnected"
     assert asgi.request("GET", "/scope").status == 200
     assert "Traceback" not in asgi.log(), asgi.log()
@@ -207,7 +208,7 @@ def test_an_abort_before_the_last_body_still_ends_the_request(asgi, tmp_path):
         conn.send_params(2, cgi_params("GET", "/scope"))
         conn.send_stdin(2, b"")
         assert conn.read_response(2).status == 200
-    assert wait_for(mark.exists, timeout=5) and mark.read_text() == "ClientDisconnected"
+    assert wait_for(lambda: mark.exists() and mark.read_text(), timeout=5) == "ClientDisconnected"
 
 
 def test_a_receive_waiting_after_the_response_gets_http_disconnect(asgi, tmp_path):
