@@ -932,6 +932,16 @@ def median_of(runs: list[Result]) -> Result:
     return r
 
 
+def repeated(measured, repeat: int, pause: float = 0.0) -> Result:
+    """``measured()`` ``repeat`` times (``pause`` seconds between runs), stopping at the first
+    run that fails; the runs' medians (:func:`median_of`)."""
+    runs = [measured()]
+    while len(runs) < repeat and runs[-1].ok:
+        time.sleep(pause)
+        runs.append(measured())
+    return median_of(runs)
+
+
 def run_wrk(
     env: Env,
     port: int,
@@ -957,26 +967,24 @@ def run_wrk(
         # wrk closing its connections aborts requests nginx had in flight; let the server finish
         # them so they do not count against the measured run's concurrency.
         time.sleep(0.5)
-    runs = []
-    for _ in range(repeat):
+    backend_probe, web_probe = probes
+
+    def measured() -> Result:
         for probe in probes:
             if probe:
                 probe.start()
         cp = run(base + [f"-d{env.args.duration:g}s", url], timeout=env.args.duration + 60, check=False)
         r = parse_wrk(cp.stdout or "")
-        backend_probe, web_probe = probes
         if backend_probe:
             r.cpu_us = per_request_us(backend_probe.stop(), r)
         if web_probe:
             r.web_cpu_us = per_request_us(web_probe.stop(), r)
         if r.note:
             r.note = f"wrk failed: {(cp.stderr or cp.stdout or '').strip()[-200:]}"
-        runs.append(r)
-        if not r.ok:
-            break
-        if repeat > 1:
-            time.sleep(0.5)  # as after the warm-up: requests wrk aborted finish first
-    return median_of(runs)
+        return r
+
+    # Between runs too, as after the warm-up: requests wrk aborted finish first.
+    return repeated(measured, repeat, pause=0.5)
 
 
 def run_loadgen(
@@ -1035,12 +1043,7 @@ def run_loadgen(
 
     if env.args.warmup > 0:
         run(command(env.args.warmup), timeout=env.args.warmup + 60, check=False)
-    runs = []
-    for _ in range(repeat):
-        runs.append(measured())
-        if not runs[-1].ok:
-            break
-    return median_of(runs)
+    return repeated(measured, repeat)
 
 
 def problem_line(path: Path) -> str | None:
