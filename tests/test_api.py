@@ -229,6 +229,59 @@ def test_fd0_listening_socket_is_used(tmp_path):
     assert proc.wait(timeout=10) == 0
 
 
+#: Modules a process serving a WSGI function has no use for: each one imported stays resident
+#: in every process (issue 11; ``inspect`` with ``ast`` and ``dis`` is about 0.8 MB, ``shutil``
+#: with ``bz2`` and ``lzma`` 0.6 MB).
+UNNEEDED = (
+    "asyncio",
+    "dataclasses",
+    "inspect",
+    "json",
+    "random",
+    "shutil",
+    "subprocess",
+    "tempfile",
+    "oxfcgi.check.run",
+    "oxfcgi.config.options",
+)
+
+MODULES_APP = f"""
+UNNEEDED = {UNNEEDED!r}
+
+def modules(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [" ".join(name for name in UNNEEDED if name in sys.modules).encode()]
+"""
+
+
+def imported_needlessly(body: bytes) -> set[str]:
+    """The names in ``body`` (the ``modules`` app's answer) that this interpreter does not
+    import at startup anyway: a ``.pth`` file of the machine's site-packages may import some
+    (certifi's imports ``tempfile``, ``shutil`` and ``random``)."""
+    probe = [sys.executable, "-c", "import sys; print(' '.join(sys.modules))"]
+    at_startup = set(subprocess.run(probe, capture_output=True, text=True, check=True).stdout.split())
+    assert set(UNNEEDED) - at_startup, f"the interpreter imports all of {UNNEEDED} at startup: nothing to test"
+    return set(body.decode().split()) - at_startup
+
+
+def test_run_imports_only_what_serving_needs(tmp_path):
+    """run(app) as mod_fcgid starts it (socket on fd 0): while it serves, none of the modules
+    only the CLI, `oxfcgi check`, `oxfcgi config` or an ASGI app use has been imported."""
+    path = str(tmp_path / "fd0.sock")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen(16)
+    body = MODULES_APP + "oxfcgi.run(modules)\n"
+    proc = spawn(script(tmp_path, body), stdin=listener.fileno())
+    listener.close()
+    try:
+        wait_connectable(f"unix:{path}", proc)
+        assert imported_needlessly(request(f"unix:{path}", "GET", "/").body) == set()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+
+
 def test_systemd_listen_fds(tmp_path):
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))

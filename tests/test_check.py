@@ -635,7 +635,7 @@ def test_other_user_without_root_lists_what_was_not_checked(tmp, monkeypatch):
     if not IS_ROOT:
         pytest.skip("simulates a non-root caller from root")
     me = pwd.getpwnam("www-data").pw_uid if HAVE_WWW_DATA else 65534
-    monkeypatch.setattr(check.os, "geteuid", lambda: me)
+    monkeypatch.setattr(os, "geteuid", lambda: me)
     path = script(tmp)
     _, out = run_check(path, "--user", "root")
     assert "some checks cannot be done as root" in out

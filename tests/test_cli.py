@@ -122,6 +122,43 @@ def test_serve_unchanged_flup_script(start_server, tmp_path, module):
     assert srv.request("GET", "/").body.startswith(b"oxfcgi")  # not flup
 
 
+def test_serve_imports_only_what_serving_needs(start_server, tmp_path):
+    """`oxfcgi serve` builds the whole CLI, `check` and `config` included, but what it keeps
+    imported while serving a WSGI function is what run() keeps (tests/test_api.py's list):
+    every module stays resident in every process (issue 11)."""
+    from tests.test_api import MODULES_APP, imported_needlessly
+
+    script = write(tmp_path / "modules.py", "import sys\n" + MODULES_APP)
+    assert imported_needlessly(start_server(f"{script}:modules").request("GET", "/").body) == set()
+
+
+def test_building_the_cli_imports_no_shutil():
+    """argparse's own help formatter imports shutil (with zlib, bz2 and lzma) on the first
+    add_argument; the CLI's finds the terminal width itself. Checked without site (-S): a
+    .pth file of the machine's site-packages may import shutil before any of our code runs."""
+    code = (
+        "import sys; from oxfcgi import cli; cli.build_parser(); print(sorted({'shutil', 'lzma'} & set(sys.modules)))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "python")}
+    out = subprocess.run([sys.executable, "-S", "-c", code], env=env, capture_output=True, text=True, timeout=30)
+    assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_help_follows_columns():
+    """Usage and option help are wrapped to COLUMNS, as argparse's own formatter does
+    (descriptions and epilogs are printed as written)."""
+
+    def usage(columns: int) -> list[str]:
+        env = {**os.environ, "COLUMNS": str(columns), "PYTHONPATH": str(ROOT)}
+        out = subprocess.run([sys.executable, "-m", "oxfcgi", "serve", "--help"], env=env, capture_output=True)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.decode().split("\n\n")[0].splitlines()
+
+    narrow, wide = usage(60), usage(200)
+    assert len(narrow) > len(wide), (narrow, wide)
+    assert max(len(line) for line in wide) <= 200 and max(len(line) for line in wide) > 100, wide
+
+
 def test_serve_script_calling_run_without_main_guard(start_server, tmp_path):
     script = write(
         tmp_path / "app.py",

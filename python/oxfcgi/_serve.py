@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import re
 import socket
 import sys
@@ -49,6 +48,8 @@ def worker_settings(resolved: Resolved) -> dict[str, Any]:
     out = resolved.group("server")
     out["multiprocess"] = True
     if out["max_requests"]:
+        import random
+
         out["max_requests"] += random.randint(0, max(0, resolved.values["max_requests_jitter"]))
     return out
 

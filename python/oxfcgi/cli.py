@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from oxfcgi import settings
+from oxfcgi._help import HelpFormatter
 from oxfcgi.settings import ALIASES, BY_NAME, SETTINGS, Resolved, Setting
 
 __all__ = ["main", "build_parser", "add_setting_options"]
@@ -157,16 +158,12 @@ def add_setting_options(parser: argparse.ArgumentParser) -> None:
         )
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter):
-    pass
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="oxfcgi",
         description="A FastCGI server for Python WSGI applications, with a Rust engine.",
         epilog="Run 'oxfcgi COMMAND --help' for the options of a command.",
-        formatter_class=_Formatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -175,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     # -- serve --
     serve = sub.add_parser(
         "serve",
-        formatter_class=_Formatter,
+        formatter_class=HelpFormatter,
         help="serve a WSGI application over FastCGI",
         description="Serve a WSGI application over FastCGI until SIGTERM, SIGINT or SIGHUP.",
         epilog=(
@@ -207,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     # -- request --
     req = sub.add_parser(
         "request",
-        formatter_class=_Formatter,
+        formatter_class=HelpFormatter,
         help="send one FastCGI request and print the response (like cgi-fcgi)",
         description="Send one request to a FastCGI server and print the response body.",
         epilog=(

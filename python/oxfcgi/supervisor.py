@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import select
 import signal
 import socket
@@ -172,7 +171,11 @@ class Master:
                 traceback.print_exc()
             finally:
                 os._exit(code)
-        lifetime = self.recycle.max_lifetime * random.uniform(1.0, 1.1) if self.recycle.max_lifetime else 0.0
+        lifetime = 0.0
+        if self.recycle.max_lifetime:
+            import random
+
+            lifetime = self.recycle.max_lifetime * random.uniform(1.0, 1.1)
         worker = Worker(pid=pid, row=row, lifetime_limit=lifetime)
         self.workers[pid] = worker
         log.info("started worker %d (scoreboard row %d)", pid, row)
@@ -403,7 +406,7 @@ class Master:
     def run(self) -> bool:
         if threading.current_thread() is not threading.main_thread():
             raise RuntimeError("workers > 1 needs run() on the main thread (the master handles signals)")
-        self.notify_name = f"@oxfcgi-master-{os.getpid()}-{random.getrandbits(32):08x}"
+        self.notify_name = f"@oxfcgi-master-{os.getpid()}-{os.urandom(4).hex()}"
         self.notify_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify_sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         self.notify_sock.bind("\0" + self.notify_name[1:])

@@ -35,72 +35,47 @@ Exit status: 0 when nothing would fail (warnings allowed), 1 when something woul
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
+import importlib
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from .access import Account, allowed
-from .context import MOD_FCGID_PATH, Context, env_diff_note
-from .interpreter import check_interpreter_access
-from .module import check_module
-from .report import Finding, Report
-from .script import check_script
-from .sockets import check_socket
+from .._help import HelpFormatter
+
+if TYPE_CHECKING:
+    from .access import Account, allowed
+    from .context import MOD_FCGID_PATH
+    from .report import Finding, Report
+    from .run import run_checks
 
 __all__ = ["MOD_FCGID_PATH", "Account", "Finding", "Report", "allowed", "run_checks", "add_parser", "main"]
 
+#: The names above that live in the submodules, imported on first use (PEP 562): the
+#: ``oxfcgi`` CLI imports this package for :func:`add_parser` on every command, ``serve``
+#: included, and the checks themselves are not needed there.
+_LAZY = {
+    "MOD_FCGID_PATH": "context",
+    "Account": "access",
+    "Finding": "report",
+    "Report": "report",
+    "allowed": "access",
+    "run_checks": "run",
+}
 
-def _is_script_target(target: str) -> bool:
-    """A script the web server runs (a path, or a file that exists; ``app.fcgi`` that does not
-    exist too, so that its absence is reported), not a ``module:attr`` such as ``mysite.wsgi``."""
-    from .._loader import split_target
 
-    base, _, is_file = split_target(target)
-    return is_file or base.endswith((".py", ".fcgi", ".cgi"))
-
-
-def run_checks(
-    target: str,
-    user: str | None = None,
-    socket_path: str | None = None,
-    python: str | None = None,
-    environ: dict[str, str] | None = None,
-) -> Report:
-    """Run every check for ``target`` and return the :class:`Report`.
-
-    :param target: a script path (``.fcgi``, ``.py``, any path with ``/``) or ``module:attr``.
-    :param user: the account the web server runs the app as (name or uid); default the
-        current user. ``KeyError`` if unknown.
-    :param socket_path: a unix socket to check (exists, answers, USER can connect); default none.
-    :param python: the interpreter that runs the app (FcgidWrapper, ``oxfcgi serve``); default:
-        the script's ``#!`` line, or the running interpreter for ``module:attr``.
-    :param environ: the shell environment to compare with mod_fcgid's; default ``os.environ``.
-    """
-    me = Account.lookup(os.geteuid())
-    who = Account.lookup(user) if user is not None else me
-    header = f"oxfcgi check {target}\n  as {who.describe()}"
-    if who.uid != me.uid and os.geteuid() != 0:
-        header += f"\n  (you are {me.name}, not root: some checks cannot be done as {who.name})"
-    report = Report(header)
-    ctx = Context(report, who, me, python, dict(os.environ if environ is None else environ))
-    if python:
-        check_interpreter_access(ctx, python, "--python")
-    if _is_script_target(target):
-        check_script(ctx, target)
-    else:
-        check_module(ctx, target)
-    if socket_path:
-        check_socket(ctx, socket_path)
-    env_diff_note(ctx)
-    return report
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``check`` subcommand to the ``oxfcgi`` CLI (``func(args)`` returns the exit status)."""
     parser = subparsers.add_parser(
         "check",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
         help="find what would make a deployment fail (shebang, CRLF, permissions, imports, socket)",
         description="Check a .fcgi script or module:app the way the web server will run it: "
         "as USER, with mod_fcgid's minimal environment (PATH only).",
@@ -142,25 +117,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    out = sys.stdout if out is None else out
-    if args.user is not None:
-        try:
-            Account.lookup(args.user)
-        except KeyError:
-            print(f"oxfcgi check: no such user {args.user!r}", file=sys.stderr)
-            return 2
-    python = args.python
-    if python is not None:
-        if "/" not in python:
-            python = shutil.which(python) or python
-        if not os.path.isfile(python):
-            print(f"oxfcgi check: --python {args.python}: no such file", file=sys.stderr)
-            return 2
-        python = os.path.abspath(python)
-    report = run_checks(args.target, args.user, args.socket, python)
-    out.write(report.render())
-    out.flush()
-    return report.exit_status
+    from .run import command
+
+    return command(args, out)
 
 
 def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
@@ -171,7 +130,9 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     :returns: 0 nothing would fail, 1 something would, 2 usage error.
     """
     parser = argparse.ArgumentParser(
-        prog="oxfcgi check", description="Check a FastCGI deployment the way the web server runs it."
+        formatter_class=HelpFormatter,
+        prog="oxfcgi check",
+        description="Check a FastCGI deployment the way the web server runs it.",
     )
     _add_arguments(parser)
     try:

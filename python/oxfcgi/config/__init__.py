@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .._help import HelpFormatter
+
+if TYPE_CHECKING:
+    from .options import ConfigOptions
+
+__all__ = ["TARGETS", "ONLY_FOR", "ConfigOptions", "app_file", "app_stem", "human_size", "generate", "add_parser"]
 
 TARGETS = {
     "nginx": "nginx",
@@ -31,54 +38,13 @@ ONLY_FOR = {
 }
 
 
-@dataclass
-class ConfigOptions:
-    """What a generated configuration refers to.
+def __getattr__(name: str) -> Any:
+    """``ConfigOptions``, imported on first use (PEP 562; see :mod:`oxfcgi.config.options`)."""
+    if name != "ConfigOptions":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from .options import ConfigOptions
 
-    - ``target``: one of :data:`TARGETS`.
-    - ``app``: the application: ``module:attr`` or a path to a ``.fcgi``/``.py`` file
-      (default ``app:application``).
-    - ``socket``: where oxfcgi listens: a unix socket path (default
-      ``/run/oxfcgi/app.sock``) or ``host:port``.
-    - ``prefix``: the URL path the app is mounted at (``/`` or ``/app``; no trailing slash).
-    - ``python``: the interpreter that has oxfcgi installed (default: the running one).
-    - ``user``/``group``: the account the app runs as (systemd, spawners).
-    - ``workdir``: the app's directory (default: the directory of ``app`` if a file, else cwd).
-    - ``max_body_size``: the largest request body the web server lets through, in bytes
-      (default 100 MiB; 0: no limit). Every generated configuration sets it explicitly,
-      since the web servers' own defaults are small (nginx 1 MiB, mod_fcgid 128 KiB).
-    - ``timeout``: seconds the web server waits for the app's answer and between its
-      bytes (default 300), so long requests and uploads are not cut at the server's
-      default (nginx 60 s, mod_fcgid 40 s).
-    - ``launcher``: where ``apache-fcgid`` writes its launcher script (default: print it).
-    - ``backends``: ``HOST:PORT`` of each host running oxfcgi behind one balancer
-      (``haproxy``, ``nginx``; default: just ``socket``).
-    - ``web_server_addrs``: the web server's addresses, comma-separated; the printed
-      ``oxfcgi serve`` commands for TCP hosts start with ``FCGI_WEB_SERVER_ADDRS=`` them.
-    - ``multiplexed``: ``haproxy``: several requests per FastCGI connection
-      (``option mpxs-conns``, and ``oxfcgi serve --multiplexed``).
-    - ``max_in_flight``: the ``max_in_flight`` oxfcgi runs with (default: the setting's
-      default); HAProxy's ``maxconn`` per server is set to it.
-    - ``spawn``: ``h2o``: H2O starts the app (``fastcgi.spawn``) instead of connecting to
-      a socket oxfcgi listens on.
-    """
-
-    target: str
-    app: str = "app:application"
-    socket: str = "/run/oxfcgi/app.sock"
-    prefix: str = "/"
-    python: str = sys.executable
-    user: str | None = None
-    group: str | None = None
-    workdir: str | None = None
-    max_body_size: int = 100 << 20
-    timeout: int = 300
-    launcher: str | None = None
-    backends: list[str] = field(default_factory=list)
-    web_server_addrs: str | None = None
-    multiplexed: bool = False
-    max_in_flight: int | None = None
-    spawn: bool = False
+    return ConfigOptions
 
 
 def app_file(app: str) -> str | None:
@@ -139,6 +105,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     """Add the ``config`` subcommand to the ``oxfcgi`` CLI."""
     parser = subparsers.add_parser(
         "config",
+        formatter_class=HelpFormatter,
         help="print a working web server / process manager configuration",
         description="Print a configuration for TARGET that works as written (PATH_INFO right, Authorization passed).",
     )
@@ -216,6 +183,8 @@ def _size(text: str) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
+    from .options import ConfigOptions
+
     prefix = "/" + args.prefix.strip("/") if args.prefix.strip("/") else "/"
     options = ConfigOptions(
         max_body_size=args.max_body_size,
