@@ -8,9 +8,12 @@ tell "concurrent" from "serial" and "prompt" from "never", not fast from slow.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import re
 import signal
+import struct
+import termios
 import threading
 import time
 from pathlib import Path
@@ -646,6 +649,91 @@ def test_abort_while_app_blocks_reading_input(start_server, tmp_path):
     assert wait_for(marker.exists, 3), "wsgi.input.read() stayed blocked after ABORT"
     # the only worker thread is free again
     assert srv.request("GET", "/hello", timeout=5).body == b"hello"
+
+
+# --- a fresh connection's request is consumed once answered ---------------------------------
+
+
+def whole_request(path: str, params: dict | None = None, keep_conn: bool = False) -> bytes:
+    """BEGIN_REQUEST, PARAMS and an empty STDIN in one buffer, for one send."""
+    p = cgi_params("GET", path)
+    p.update(params or {})
+    begin = struct.pack(">HB5x", FCGI_RESPONDER, 1 if keep_conn else 0)
+    return b"".join(
+        [
+            encode_record(FCGI_BEGIN_REQUEST, 1, begin),
+            encode_record(FCGI_PARAMS, 1, encode_params(p)),
+            encode_record(FCGI_PARAMS, 1),
+            encode_record(FCGI_STDIN, 1),
+        ]
+    )
+
+
+def unconsumed(conn: Connection) -> int:
+    """What this end sent that the server has not consumed yet, in the kernel's accounting
+    (SIOCOUTQ of a unix socket: 0 once the server has read everything)."""
+    return struct.unpack("i", fcntl.ioctl(conn.sock, termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+
+
+def held_request(server, path: str, marker: Path, keep_conn: bool = False) -> Connection:
+    """A connection whose whole request was sent at once, with the app running it and the
+    request still unconsumed. The request is sent right after connecting; if the server
+    looked before it arrived (it then reads it as usual), try again: 5 tries."""
+    started = Path(str(marker) + ".started")
+    for _ in range(5):
+        started.unlink(missing_ok=True)
+        conn = server.connect(timeout=5)
+        conn.send(whole_request(path, {"MARKER": str(marker)}, keep_conn))
+        assert wait_for(started.exists, 5), "the app did not start"
+        if unconsumed(conn) > 0:
+            return conn
+        conn.close()
+        time.sleep(0.2)
+    pytest.fail("the request was consumed before its answer on 5 connections")
+
+
+def test_fresh_request_is_consumed_after_its_answer(server, tmp_path):
+    """The first request of a fresh connection is looked at (MSG_PEEK) and consumed only
+    once answered: consuming it frees room in the web server's send buffer, which wakes it
+    if it waits for EPOLLOUT (nginx does), and that before the answer: a second wake-up of
+    the web server per request (issue 11)."""
+    conn = held_request(server, "/stuck?t=0.3", tmp_path / "stuck")
+    resp = conn.read_response(1)
+    assert resp.body == b"unstuck"
+    assert wait_for(lambda: unconsumed(conn) == 0, 5), "the request was never consumed"
+    assert conn.read_record() is None, "no FCGI_KEEP_CONN: the server closes"
+    conn.close()
+
+
+def test_abort_reaches_a_request_still_unconsumed(server, tmp_path):
+    """While the request waits unconsumed, what the web server sends next (here
+    FCGI_ABORT_REQUEST) is still read at once."""
+    marker = tmp_path / "closed.txt"
+    conn = held_request(server, "/stream?n=100&delay=0.05&size=1000", marker, keep_conn=True)
+    rec = conn.read_record()
+    assert rec is not None and rec.type == FCGI_STDOUT, rec
+    t0 = time.monotonic()
+    conn.abort(1)
+    resp = conn.read_response(1)
+    assert resp.protocol_status is not None, "no END_REQUEST after ABORT"
+    assert time.monotonic() - t0 < 1.5
+    assert wait_for(lambda: marker.exists() and marker.read_text(), 5), "close() did not run after ABORT"
+    assert "closed after 100 chunks" not in marker.read_text()
+    assert conn.request("GET", "/hello", keep_conn=True).body == b"hello"
+    conn.close()
+
+
+def test_disconnect_reaches_a_request_still_unconsumed(server, tmp_path):
+    """The web server goes away while the request waits unconsumed: seen at once (the
+    app's close() runs long before its 100 chunks are out), and the server keeps serving."""
+    marker = tmp_path / "closed.txt"
+    conn = held_request(server, "/stream?n=100&delay=0.05&size=1000", marker)
+    rec = conn.read_record()
+    assert rec is not None and rec.type == FCGI_STDOUT, rec
+    conn.close()
+    assert wait_for(lambda: marker.exists() and marker.read_text(), 5), "close() did not run after the disconnect"
+    assert "closed after 100 chunks" not in marker.read_text()
+    assert server.request("GET", "/hello").body == b"hello"
 
 
 # --- FCGI_STDIN (§5.3) --------------------------------------------------------------------

@@ -21,6 +21,7 @@ use super::request::{
     InputQueue, InputSender, OutMessage, Output, Request, RequestControl, RequestLine, ResponseSink,
     OUTPUT_QUEUE_MESSAGES,
 };
+use super::unread::{read_after_peek, Unread};
 use super::Shared;
 use crate::protocol::management::{put_end_request, put_get_values_result, put_unknown_type, BeginRequest};
 use crate::protocol::params::{merge_duplicates, PairsError, ParamsCollector};
@@ -181,6 +182,11 @@ struct Conn {
     /// Since when output waits unwritten without the web server taking any
     /// (for `send_timeout`); None while the write buffer is empty.
     write_stalled_since: Option<Instant>,
+    /// How many of the first bytes in `rbuf` are still in the socket: a
+    /// fresh connection's request is looked at (`MSG_PEEK`) and consumed
+    /// only once answered, so that consuming it does not wake the web
+    /// server before the answer does (see `unread.rs`).
+    peeked: usize,
     /// Requests this connection has carried.
     served: u64,
     /// A FCGI_BEGIN_REQUEST has arrived on it.
@@ -191,77 +197,6 @@ struct Conn {
     marked_idle: bool,
     /// Its `max_conns` slot and scoreboard counts.
     ticket: super::ConnTicket,
-}
-
-/// The read side of a connection, looked at directly (without the runtime's
-/// readiness): what the peer has sent that we have not read.
-pub(crate) trait Unread {
-    /// True when nothing is waiting in the socket's receive buffer (or the
-    /// peer has closed): a non-blocking look, which consumes nothing. False
-    /// when bytes wait or it cannot tell.
-    fn nothing_unread(&self) -> bool;
-
-    /// Read what is already waiting into `buf`'s spare capacity, without
-    /// waiting: `Some(Ok(0))` at EOF, `Some(Err(WouldBlock))` when nothing is
-    /// there, `None` when it cannot read directly.
-    fn read_now(&self, buf: &mut BytesMut) -> Option<std::io::Result<usize>>;
-}
-
-/// `recv(MSG_PEEK | MSG_DONTWAIT)` of one byte: EAGAIN or EOF means nothing unread.
-fn socket_has_nothing_unread(fd: std::os::fd::RawFd) -> bool {
-    let mut byte = 0u8;
-    // SAFETY: reads at most one byte into a local; MSG_PEEK consumes nothing.
-    let n = unsafe { libc::recv(fd, (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
-    n == 0 || (n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock)
-}
-
-/// `recv(MSG_DONTWAIT)` into `buf`'s spare capacity.
-fn socket_read_now(fd: std::os::fd::RawFd, buf: &mut BytesMut) -> std::io::Result<usize> {
-    if buf.capacity() == buf.len() {
-        buf.reserve(8192);
-    }
-    let spare = buf.spare_capacity_mut();
-    // SAFETY: recv writes at most `spare.len()` bytes into the spare capacity.
-    let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), spare.len(), libc::MSG_DONTWAIT) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let n = n as usize;
-    // SAFETY: recv initialized the first `n` bytes of the spare capacity.
-    unsafe { buf.set_len(buf.len() + n) };
-    Ok(n)
-}
-
-impl Unread for tokio::net::unix::OwnedReadHalf {
-    fn nothing_unread(&self) -> bool {
-        socket_has_nothing_unread(std::os::fd::AsRawFd::as_raw_fd(AsRef::<tokio::net::UnixStream>::as_ref(self)))
-    }
-
-    fn read_now(&self, buf: &mut BytesMut) -> Option<std::io::Result<usize>> {
-        Some(socket_read_now(std::os::fd::AsRawFd::as_raw_fd(AsRef::<tokio::net::UnixStream>::as_ref(self)), buf))
-    }
-}
-
-impl Unread for tokio::net::tcp::OwnedReadHalf {
-    fn nothing_unread(&self) -> bool {
-        socket_has_nothing_unread(std::os::fd::AsRawFd::as_raw_fd(AsRef::<tokio::net::TcpStream>::as_ref(self)))
-    }
-
-    fn read_now(&self, buf: &mut BytesMut) -> Option<std::io::Result<usize>> {
-        Some(socket_read_now(std::os::fd::AsRawFd::as_raw_fd(AsRef::<tokio::net::TcpStream>::as_ref(self)), buf))
-    }
-}
-
-/// In-memory pipes (unit tests, the fuzzing harness) cannot tell: they
-/// linger, and read through the runtime only.
-impl<T> Unread for tokio::io::ReadHalf<T> {
-    fn nothing_unread(&self) -> bool {
-        false
-    }
-
-    fn read_now(&self, _: &mut BytesMut) -> Option<std::io::Result<usize>> {
-        None
-    }
 }
 
 /// Serve one accepted connection until it closes.
@@ -295,6 +230,7 @@ pub(crate) async fn serve_connection<R, W>(
         write_stalled_since: None,
         evictable,
         marked_idle: true,
+        peeked: 0,
         served: 0,
         begun: false,
         close_when_idle: false,
@@ -320,13 +256,17 @@ pub(crate) async fn serve_connection<R, W>(
     tokio::pin!(stopping, killed, evicted);
     // A fresh socket: the runtime learns that it is readable only from its
     // next turn, but the request is usually there already (web servers
-    // write it right after connecting). Read it now, as uWSGI does.
-    let opened = match rd.read_now(&mut conn.rbuf) {
+    // write it right after connecting). Look at it now, as uWSGI reads it,
+    // and consume it once answered (`peeked`).
+    let opened = match rd.peek_now(&mut conn.rbuf) {
         Some(Ok(0)) => {
             conn.on_eof();
             Ok(())
         }
-        Some(Ok(_)) => conn.process_records(),
+        Some(Ok(n)) => {
+            conn.peeked = n;
+            conn.process_records()
+        }
         Some(Err(e)) if e.kind() != std::io::ErrorKind::WouldBlock => {
             tracing::debug!("{}: read error: {e}", conn.peer);
             conn.on_eof();
@@ -346,6 +286,13 @@ pub(crate) async fn serve_connection<R, W>(
                     conn.protocol_error(e);
                     break false;
                 }
+            }
+            if conn.peeked > 0 && !conn.holds_peek() {
+                if let Err(e) = rd.discard(conn.peeked) {
+                    tracing::debug!("{}: read error: {e}", conn.peer);
+                    break false;
+                }
+                conn.peeked = 0;
             }
             if conn.requests.is_empty()
                 && conn.wbuf.is_empty()
@@ -410,7 +357,7 @@ pub(crate) async fn serve_connection<R, W>(
                     }
                     break false;
                 },
-                read = rd.read_buf(&mut conn.rbuf), if reading => match read {
+                read = read_after_peek(&mut rd, &mut conn.rbuf, &mut conn.peeked), if reading => match read {
                     Ok(0) => conn.on_eof(),
                     Ok(_) => if let Err(e) = { conn.last_read = Instant::now(); conn.process_records() } {
                         conn.protocol_error(e);
@@ -435,6 +382,9 @@ pub(crate) async fn serve_connection<R, W>(
             }
         }
     };
+    if conn.peeked > 0 && rd.discard(conn.peeked).is_ok() {
+        conn.peeked = 0;
+    }
     conn.abort_all();
     // Closing with unread input in our receive buffer turns the close into a
     // reset, which can destroy the response before the peer reads it. When
@@ -442,7 +392,7 @@ pub(crate) async fn serve_connection<R, W>(
     // web server sends nothing after a request without FCGI_KEEP_CONN), the
     // close is a plain FIN: close at once, as uWSGI does, rather than wait for
     // the peer's EOF (one more wake-up per connection).
-    let nothing_unread = !conn.input_left && conn.rbuf.is_empty() && rd.nothing_unread();
+    let nothing_unread = !conn.input_left && conn.peeked == 0 && conn.rbuf.is_empty() && rd.nothing_unread();
     if graceful && !conn.read_closed && !nothing_unread {
         // Half-close, then wait briefly for the peer's EOF (php-fpm and flup
         // do the same).
@@ -611,6 +561,15 @@ impl Conn {
     /// a next request has arrived (that one is served first); one accepted
     /// just before the stop first gets a moment to send its request (it was
     /// accepted, so no other worker can serve it).
+    /// Whether the peeked bytes stay in the socket for now: while the
+    /// requests they carried run with all their input in hand, and while
+    /// the answer waits to be written. Consuming them then would wake the
+    /// web server before the answer does; anything else (input still to
+    /// read, nothing running) consumes them first.
+    fn holds_peek(&self) -> bool {
+        !self.wbuf.is_empty() || !self.requests.is_empty() && !self.requests.iter().any(|r| r.expects_input())
+    }
+
     fn drained(&self) -> bool {
         self.draining && self.rbuf.is_empty() && (self.served > 0 || self.head_since.elapsed() >= FRESH_GRACE)
     }

@@ -15,6 +15,7 @@ pub mod request;
 pub mod scoreboard;
 pub mod shutdown;
 pub mod status;
+pub mod unread;
 
 use std::io;
 use std::os::fd::AsRawFd;

@@ -118,6 +118,7 @@ def app(environ, start_response):
         return pieces()
 
     if path == "/stream":
+        _write_marker(environ, "streaming", ".started")
         start_response("200 OK", text)
         return _Stream(environ, int(q.get("n", "100")), float(q.get("delay", "0.1")), int(q.get("size", "1000")))
 
