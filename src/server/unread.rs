@@ -75,10 +75,13 @@ fn socket_peek_now(fd: RawFd, buf: &mut BytesMut) -> io::Result<usize> {
 
 /// `recv(MSG_DONTWAIT)` of `n` bytes into a scratch buffer, until all are consumed.
 fn socket_discard(fd: RawFd, mut n: usize) -> io::Result<()> {
-    let mut scratch = [0u8; 4096];
+    // Never read back, so left uninitialized (zeroing it was most of a
+    // discard's instructions).
+    let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
     while n > 0 {
         let want = n.min(scratch.len());
-        // SAFETY: recv writes at most `want` bytes into the local buffer.
+        // SAFETY: recv writes at most `want` bytes into the local buffer,
+        // which nothing reads.
         let got = unsafe { libc::recv(fd, scratch.as_mut_ptr().cast(), want, libc::MSG_DONTWAIT) };
         if got < 0 {
             let e = io::Error::last_os_error();
