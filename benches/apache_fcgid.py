@@ -99,6 +99,10 @@ def make_site(venv_python: Path) -> Path:
         check=True,
         timeout=300,
     )
+    # pip compiled flup's modules; compile ours and the apps too (as a wheel install does), with
+    # the interpreter the scripts run: Apache's user cannot write .pyc files here, so every
+    # process would compile them at start (CPU, and 1-2 MB of the RSS compared).
+    subprocess.run([SYSTEM_PYTHON, "-m", "compileall", "-q", str(site / "oxfcgi"), str(site / "apps.py")], check=True)
     for name, body in SCRIPTS.items():
         script = site / f"hello-{name}.fcgi"
         script.write_text(f"#!{SYSTEM_PYTHON}\nimport sys\nsys.path.insert(0, {str(site)!r})\n{body}")
