@@ -520,21 +520,14 @@ async fn accept_loop(
         };
         let ticket = ConnTicket::new(permit, shared.row.clone(), shared.counts_unread_as_kept());
         let (peer, shared, draining) = (peer.into(), shared.clone(), draining.clone());
-        // Borrowed halves of a stream the task owns: `into_split`'s owned
-        // halves cost an Arc per connection, and the write half's drop a
-        // shutdown(SHUT_WR) system call before the close that follows.
         match stream {
-            Either::Unix(mut stream) => {
-                tracker.spawn(async move {
-                    let (rd, wr) = stream.split();
-                    connection::serve_connection(rd, wr, peer, shared, draining, ticket).await
-                });
+            Either::Unix(stream) => {
+                let (rd, wr) = stream.into_split();
+                tracker.spawn(connection::serve_connection(rd, wr, peer, shared, draining, ticket));
             }
-            Either::Tcp(mut stream) => {
-                tracker.spawn(async move {
-                    let (rd, wr) = stream.split();
-                    connection::serve_connection(rd, wr, peer, shared, draining, ticket).await
-                });
+            Either::Tcp(stream) => {
+                let (rd, wr) = stream.into_split();
+                tracker.spawn(connection::serve_connection(rd, wr, peer, shared, draining, ticket));
             }
         }
     }

@@ -108,8 +108,7 @@ fn socket_queued(fd: RawFd) -> io::Result<usize> {
     Ok(usize::try_from(n).unwrap_or(0))
 }
 
-/// `Unread` for the read half of a tokio socket (unix or TCP), borrowed
-/// from the stream its connection task owns.
+/// `Unread` for the read half of a tokio socket (unix or TCP).
 ///
 /// [`Unread::news_beyond`]: each time the runtime reports the socket
 /// readable, it is news if the peer closed its side or more than `peeked`
@@ -159,8 +158,8 @@ fn would_block() -> io::Result<()> {
     Err(io::ErrorKind::WouldBlock.into())
 }
 
-impl_unread!(tokio::net::unix::ReadHalf<'_>, tokio::net::UnixStream);
-impl_unread!(tokio::net::tcp::ReadHalf<'_>, tokio::net::TcpStream);
+impl_unread!(tokio::net::unix::OwnedReadHalf, tokio::net::UnixStream);
+impl_unread!(tokio::net::tcp::OwnedReadHalf, tokio::net::TcpStream);
 
 /// In-memory pipes (unit tests, the fuzzing harness) cannot tell: they
 /// linger, and read through the runtime only.
@@ -216,8 +215,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_peek_consumes_nothing_until_discarded() {
-        let (mut ours, mut peer) = UnixStream::pair().unwrap();
-        let (rd, _wr) = ours.split();
+        let (ours, mut peer) = UnixStream::pair().unwrap();
+        let (rd, _wr) = ours.into_split();
         peer.write_all(b"0123456789").await.unwrap();
         let mut buf = BytesMut::new();
         assert_eq!(rd.peek_now(&mut buf).unwrap().unwrap(), 10);
@@ -230,8 +229,8 @@ mod tests {
 
     #[tokio::test]
     async fn discarding_more_than_waits_is_an_error() {
-        let (mut ours, mut peer) = UnixStream::pair().unwrap();
-        let (rd, _wr) = ours.split();
+        let (ours, mut peer) = UnixStream::pair().unwrap();
+        let (rd, _wr) = ours.into_split();
         peer.write_all(b"short").await.unwrap();
         assert!(rd.discard(6).is_err(), "nothing more waits: WouldBlock");
         peer.shutdown().await.unwrap();
@@ -240,8 +239,8 @@ mod tests {
 
     #[tokio::test]
     async fn news_is_more_bytes_or_the_peer_closing_not_the_peeked_ones() {
-        let (mut ours, mut peer) = UnixStream::pair().unwrap();
-        let (rd, _wr) = ours.split();
+        let (ours, mut peer) = UnixStream::pair().unwrap();
+        let (rd, _wr) = ours.into_split();
         peer.write_all(b"request").await.unwrap();
         let mut buf = BytesMut::new();
         assert_eq!(rd.peek_now(&mut buf).unwrap().unwrap(), 7);
@@ -249,8 +248,8 @@ mod tests {
         peer.write_all(b"+").await.unwrap();
         tokio::time::timeout(SHORT, rd.news_beyond(7)).await.expect("a new byte is news").unwrap();
 
-        let (mut ours, peer) = UnixStream::pair().unwrap();
-        let (rd, _wr) = ours.split();
+        let (ours, peer) = UnixStream::pair().unwrap();
+        let (rd, _wr) = ours.into_split();
         let (_peer_rd, mut peer_wr) = peer.into_split();
         peer_wr.write_all(b"request").await.unwrap();
         let mut buf = BytesMut::new();
@@ -262,8 +261,8 @@ mod tests {
 
     #[tokio::test]
     async fn reading_after_a_peek_discards_the_peeked_bytes_once() {
-        let (mut ours, mut peer) = UnixStream::pair().unwrap();
-        let (mut rd, _wr) = ours.split();
+        let (ours, mut peer) = UnixStream::pair().unwrap();
+        let (mut rd, _wr) = ours.into_split();
         peer.write_all(b"first").await.unwrap();
         let mut buf = BytesMut::new();
         let mut peeked = rd.peek_now(&mut buf).unwrap().unwrap();
