@@ -556,20 +556,21 @@ impl Conn {
         }
     }
 
+    /// Whether the peeked bytes stay in the socket for now: while no request
+    /// expects more input and a request runs or its answer waits to be
+    /// written. Consuming them then would wake the web server before the
+    /// answer does; anything else (input still to read, nothing running or
+    /// unwritten) consumes them first. Never while input is expected: the
+    /// peeked bytes may be all the room the peer has to send it.
+    fn holds_peek(&self) -> bool {
+        !self.requests.iter().any(|r| r.expects_input()) && (!self.requests.is_empty() || !self.wbuf.is_empty())
+    }
+
     /// Whether the server's stop may close this connection now: a kept-open
     /// connection between requests closes at once, but only when no part of
     /// a next request has arrived (that one is served first); one accepted
     /// just before the stop first gets a moment to send its request (it was
     /// accepted, so no other worker can serve it).
-    /// Whether the peeked bytes stay in the socket for now: while the
-    /// requests they carried run with all their input in hand, and while
-    /// the answer waits to be written. Consuming them then would wake the
-    /// web server before the answer does; anything else (input still to
-    /// read, nothing running) consumes them first.
-    fn holds_peek(&self) -> bool {
-        !self.wbuf.is_empty() || !self.requests.is_empty() && !self.requests.iter().any(|r| r.expects_input())
-    }
-
     fn drained(&self) -> bool {
         self.draining && self.rbuf.is_empty() && (self.served > 0 || self.head_since.elapsed() >= FRESH_GRACE)
     }

@@ -114,8 +114,8 @@ fn socket_queued(fd: RawFd) -> io::Result<usize> {
 /// readable, it is news if the peer closed its side or more than `peeked`
 /// bytes wait; else the readiness is cleared (an operation that "would
 /// block" clears it) and the next event awaited. [`Unread::peek_now`]
-/// clears the readiness tokio assumes for an accepted socket: the look
-/// says what is there, and bytes that come later raise a new event.
+/// clears the readiness tokio assumes for an accepted socket when the look
+/// saw all that waits: bytes that come later raise a new event.
 macro_rules! impl_unread {
     ($half:ty, $stream:ty) => {
         impl Unread for $half {
@@ -126,7 +126,11 @@ macro_rules! impl_unread {
             fn peek_now(&self, buf: &mut BytesMut) -> Option<io::Result<usize>> {
                 let stream = AsRef::<$stream>::as_ref(self);
                 let peeked = socket_peek_now(stream.as_raw_fd(), buf);
-                if matches!(peeked, Ok(n) if n > 0) {
+                // Only when the look saw everything that waits (it did not
+                // fill the buffer): the readiness cleared may be the
+                // driver's event for these very bytes, and bytes beyond
+                // them would then raise no other.
+                if matches!(peeked, Ok(n) if n > 0 && buf.len() < buf.capacity()) {
                     let _ = stream.try_io(Interest::READABLE, would_block);
                 }
                 Some(peeked)
@@ -225,6 +229,28 @@ mod tests {
         assert!(!rd.nothing_unread());
         rd.discard(10).unwrap();
         assert!(rd.nothing_unread());
+    }
+
+    #[tokio::test]
+    async fn a_look_that_fills_the_buffer_keeps_the_readiness() {
+        let (ours, mut peer) = UnixStream::pair().unwrap();
+        let (rd, _wr) = ours.into_split();
+        peer.write_all(b"more than eight bytes").await.unwrap();
+        rd.readable().await.unwrap(); // the driver's event for them is taken
+        let mut buf = BytesMut::with_capacity(8);
+        let room = buf.capacity();
+        assert_eq!(rd.peek_now(&mut buf).unwrap().unwrap(), room);
+        tokio::time::timeout(SHORT, rd.readable()).await.expect("the rest is still to be read").unwrap();
+
+        let (ours, mut peer) = UnixStream::pair().unwrap();
+        let (rd, _wr) = ours.into_split();
+        peer.write_all(b"short").await.unwrap();
+        rd.readable().await.unwrap();
+        let mut buf = BytesMut::with_capacity(64);
+        assert_eq!(rd.peek_now(&mut buf).unwrap().unwrap(), 5);
+        assert!(tokio::time::timeout(SHORT, rd.readable()).await.is_err(), "all was seen: cleared");
+        peer.write_all(b"!").await.unwrap();
+        tokio::time::timeout(SHORT, rd.readable()).await.expect("a new byte raises a new event").unwrap();
     }
 
     #[tokio::test]
