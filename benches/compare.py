@@ -470,6 +470,15 @@ def ensure_oxfcgi(mode: str, notes: list[str]) -> Oxfcgi:
             )
             notes.append("warning: " + msg)
             log("WARNING: " + msg)
+        linked = run(["ldd", engine[-1]], timeout=60, check=False).stdout or ""
+        if "libpython" in linked:
+            msg = (
+                f"{engine[-1].name} links libpython (built by plain `cargo build`, not maturin): under "
+                "another interpreter (Debian's python3 in the mod_fcgid rows) it loads a second "
+                "libpython, 2.4 MB more per process; rebuild it with `pip install -e .`"
+            )
+            notes.append("warning: " + msg)
+            log("WARNING: " + msg)
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "python"), str(ROOT)])
         source = "this checkout's built engine (python/oxfcgi on PYTHONPATH)"
         # As pip does on install: without current .pyc files (PYTHONDONTWRITEBYTECODE, or
