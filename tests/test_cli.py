@@ -126,7 +126,7 @@ def test_serve_imports_only_what_serving_needs(start_server, tmp_path):
     """`oxfcgi serve` builds the whole CLI, `check` and `config` included, but what it keeps
     imported while serving a WSGI function is what run() keeps (tests/test_api.py's list):
     every module stays resident in every process (issue 11)."""
-    from tests.test_api import MODULES_APP, imported_needlessly
+    from tests.support.imports import MODULES_APP, imported_needlessly
 
     script = write(tmp_path / "modules.py", "import sys\n" + MODULES_APP)
     assert imported_needlessly(start_server(f"{script}:modules").request("GET", "/").body) == set()

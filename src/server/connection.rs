@@ -21,7 +21,7 @@ use super::request::{
     InputQueue, InputSender, OutMessage, Output, Request, RequestControl, RequestLine, ResponseSink,
     OUTPUT_QUEUE_MESSAGES,
 };
-use super::unread::{read_after_peek, Unread};
+use super::unread::{consume_peeked, read_after_peek, Unread};
 use super::Shared;
 use crate::protocol::management::{put_end_request, put_get_values_result, put_unknown_type, BeginRequest};
 use crate::protocol::params::{merge_duplicates, PairsError, ParamsCollector};
@@ -287,12 +287,11 @@ pub(crate) async fn serve_connection<R, W>(
                     break false;
                 }
             }
-            if conn.peeked > 0 && !conn.holds_peek() {
-                if let Err(e) = rd.discard(conn.peeked) {
+            if !conn.holds_peek() {
+                if let Err(e) = consume_peeked(&rd, &mut conn.peeked) {
                     tracing::debug!("{}: read error: {e}", conn.peer);
                     break false;
                 }
-                conn.peeked = 0;
             }
             if conn.requests.is_empty()
                 && conn.wbuf.is_empty()
@@ -382,9 +381,7 @@ pub(crate) async fn serve_connection<R, W>(
             }
         }
     };
-    if conn.peeked > 0 && rd.discard(conn.peeked).is_ok() {
-        conn.peeked = 0;
-    }
+    let _ = consume_peeked(&rd, &mut conn.peeked);
     conn.abort_all();
     // Closing with unread input in our receive buffer turns the close into a
     // reset, which can destroy the response before the peer reads it. When

@@ -189,6 +189,16 @@ impl<T> Unread for tokio::io::ReadHalf<T> {
     }
 }
 
+/// Consume the `*peeked` bytes still in the socket, if any ([`Unread::discard`]),
+/// and set `*peeked` to 0 once they are.
+pub(crate) fn consume_peeked<R: Unread>(rd: &R, peeked: &mut usize) -> io::Result<()> {
+    if *peeked > 0 {
+        rd.discard(*peeked)?;
+        *peeked = 0;
+    }
+    Ok(())
+}
+
 /// `rd.read_buf(buf)` for a connection whose first `*peeked` bytes are in
 /// `buf` but still in the socket: once the peer sends more or closes
 /// ([`Unread::news_beyond`]), they are consumed ([`Unread::discard`]) and
@@ -200,8 +210,7 @@ where
 {
     if *peeked > 0 {
         rd.news_beyond(*peeked).await?;
-        rd.discard(*peeked)?;
-        *peeked = 0;
+        consume_peeked(rd, peeked)?;
     }
     rd.read_buf(buf).await
 }
